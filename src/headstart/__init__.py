@@ -1,0 +1,70 @@
+"""headstart: transfer learning on small image collections, measured against scratch.
+
+The curated public API is listed in ``__all__``; everything else is internal.
+"""
+
+from headstart.backbones import Backbone, Preprocessing, create_backbone, list_backbones
+from headstart.data import (
+    DecodeOptions,
+    ImageDataset,
+    LoadReport,
+    decode_image,
+    from_arrays,
+    load_csv,
+    load_fashion_mnist,
+    load_folder,
+    load_idx,
+    load_images,
+    load_sample,
+    open_dataset,
+    sample_per_class,
+    split_dataset,
+)
+from headstart.errors import (
+    BackboneError,
+    ConfigError,
+    DataError,
+    HeadstartError,
+    ImageDecodeError,
+    NotFittedError,
+    TrainingError,
+    WeightsError,
+)
+from headstart.features import FeatureCache, extract_features
+from headstart.probe import LinearProbe, fit_linear_probe
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backbone",
+    "BackboneError",
+    "ConfigError",
+    "DataError",
+    "DecodeOptions",
+    "FeatureCache",
+    "HeadstartError",
+    "ImageDataset",
+    "ImageDecodeError",
+    "LinearProbe",
+    "LoadReport",
+    "NotFittedError",
+    "Preprocessing",
+    "TrainingError",
+    "WeightsError",
+    "__version__",
+    "create_backbone",
+    "decode_image",
+    "extract_features",
+    "fit_linear_probe",
+    "from_arrays",
+    "list_backbones",
+    "load_csv",
+    "load_fashion_mnist",
+    "load_folder",
+    "load_idx",
+    "load_images",
+    "load_sample",
+    "open_dataset",
+    "sample_per_class",
+    "split_dataset",
+]

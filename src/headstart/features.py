@@ -1,0 +1,240 @@
+"""Frozen-backbone features: computed once on a fast path, then cached on disk.
+
+Feature extraction trains only a head, so the frozen base needs to see each
+image exactly once. ``extract_features`` runs it batched under
+``inference_mode`` with the fastest numerics the device offers (channels_last
+and bf16 autocast on CPUs with AVX-512 BF16/AMX, autocast on CUDA), and
+``FeatureCache`` stores the result keyed by the *content* of the weights, the
+preprocessing and the images, so a second run does no forward pass at all and
+any change to those inputs computes afresh.
+
+Layers: ``"final"`` is the pooled input of the classifier head; ``"stage<i>"``
+is global-average-pooled output of intermediate stage i (timm's
+``forward_intermediates``), which can transfer better to data far from
+ImageNet. One cache entry holds any number of layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from headstart._validation import invalid
+from headstart.backbones import Backbone, select_device
+from headstart.data import ImageDataset, TorchImageDataset
+
+__all__ = [
+    "FeatureCache",
+    "extract_features",
+    "fast_path_available",
+    "feature_key",
+    "weights_digest",
+]
+
+Progress = Callable[[int, int], None]  # (images done, images in all)
+
+
+def fast_path_available(device: torch.device) -> bool:
+    """Whether reduced-precision autocast pays off on this device."""
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+@contextlib.contextmanager
+def numerics(model: nn.Module, device: torch.device, fast: bool) -> Iterator[None]:
+    """Autocast on the fast path; fp32 otherwise. The model's own weights stay fp32."""
+    if fast and fast_path_available(device):
+        dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            dtype = torch.bfloat16
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+    else:
+        yield
+
+
+def parse_layer(layer: str, model: nn.Module) -> int | None:
+    """``"final"`` -> None; ``"stage<i>"`` -> i, checked against the model's stages."""
+    if layer == "final":
+        return None
+    stages = len(getattr(model, "feature_info", []) or [])
+    if layer.startswith("stage") and layer[5:].isdigit() and int(layer[5:]) < stages:
+        return int(layer[5:])
+    raise invalid("extract_features", "layers", f"'final' or 'stage0'..'stage{stages - 1}'", layer)
+
+
+def _forward(model: nn.Module, images: torch.Tensor, stages: dict[str, int | None]) -> dict:
+    """One batch -> {layer: (B, D) pooled features}."""
+    out: dict[str, torch.Tensor] = {}
+    wanted = sorted({i for i in stages.values() if i is not None})
+    if wanted:
+        final, intermediates = model.forward_intermediates(images, indices=wanted)
+        by_stage = dict(zip(wanted, intermediates, strict=True))
+        for layer, index in stages.items():
+            if index is not None:
+                out[layer] = by_stage[index].float().mean(dim=(2, 3))
+    else:
+        final = model.forward_features(images)
+    if "final" in stages:
+        out["final"] = model.forward_head(final, pre_logits=True).float()
+    return out
+
+
+def extract_features(
+    backbone: Backbone,
+    dataset: ImageDataset,
+    *,
+    layers: Sequence[str] = ("final",),
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    fast: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, np.ndarray]:
+    """Run the frozen backbone over every image once: {layer: float32 array (N, D)}."""
+    if batch_size < 1:
+        raise invalid("extract_features", "batch_size", "an int >= 1", batch_size)
+    if not layers:
+        raise invalid("extract_features", "layers", "a non-empty list", layers)
+    device = select_device(device) if isinstance(device, str) else device
+    model = backbone.model.to(device).eval()
+    stages = {layer: parse_layer(layer, model) for layer in layers}
+    if fast and fast_path_available(device):
+        model = model.to(memory_format=torch.channels_last)
+    loader = DataLoader(
+        TorchImageDataset(dataset, backbone.preprocessing.transform(training=False)),
+        batch_size=batch_size,
+        shuffle=False,
+    )
+    chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+    done = 0
+    with torch.inference_mode(), numerics(model, device, fast):
+        for images, _ in loader:
+            images = images.to(device)
+            if fast and fast_path_available(device):
+                images = images.contiguous(memory_format=torch.channels_last)
+            for layer, values in _forward(model, images, stages).items():
+                chunks[layer].append(values.cpu().numpy())
+            done += len(images)
+            if progress is not None:
+                progress(done, len(dataset))
+    model.to(memory_format=torch.contiguous_format)
+    return {layer: np.concatenate(parts).astype(np.float32) for layer, parts in chunks.items()}
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of a model's state dict contents: names, shapes, dtypes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def feature_key(backbone: Backbone, dataset: ImageDataset, fast: bool) -> str:
+    """Cache key: any change in weights, preprocessing, images, labels or numerics changes it."""
+    parts = {
+        "backbone": backbone.name,
+        "weights": weights_digest(backbone.model),
+        "preprocessing": backbone.preprocessing.to_dict(),
+        "images": dataset.fingerprint(),
+        "fast": bool(fast),
+        "format": 1,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass
+class FeatureCache:
+    """Features on disk: ``root/<key>/<layer>.npy``, written atomically."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    def _path(self, key: str, layer: str) -> Path:
+        return self.root / key / f"{layer}.npy"
+
+    def load(self, key: str, layers: Sequence[str], rows: int) -> dict[str, np.ndarray] | None:
+        """The cached layers, or None when any is missing or unreadable."""
+        found = {}
+        for layer in layers:
+            path = self._path(key, layer)
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (OSError, ValueError, EOFError):
+                return None
+            if array.ndim != 2 or array.shape[0] != rows:
+                return None
+            found[layer] = array
+        return found
+
+    def save(self, key: str, features: dict[str, np.ndarray]) -> None:
+        folder = self.root / key
+        folder.mkdir(parents=True, exist_ok=True)
+        for layer, array in features.items():
+            atomic_write(self._path(key, layer), lambda handle, a=array: np.save(handle, a))
+
+
+def atomic_write(path: Path, write: Callable) -> None:
+    """Write via a temp file in the same folder, fsync, then rename over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never half.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def cached_features(
+    backbone: Backbone,
+    dataset: ImageDataset,
+    cache: FeatureCache | None,
+    *,
+    layers: Sequence[str] = ("final",),
+    fast: bool = True,
+    **kwargs,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Features from the cache when there, else extracted and stored: (features, was_cached)."""
+    if cache is None:
+        return extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs), False
+    key = feature_key(backbone, dataset, fast)
+    found = cache.load(key, layers, len(dataset))
+    if found is not None:
+        return found, True
+    features = extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs)
+    cache.save(key, features)
+    return features, False

@@ -1,0 +1,130 @@
+"""Feature extraction: fast path agrees with fp32, the cache is keyed by content."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from headstart.backbones import create_backbone
+from headstart.data import from_arrays
+from headstart.errors import ConfigError
+from headstart.features import FeatureCache, cached_features, extract_features
+from headstart.probe import fit_linear_probe
+
+TINY = "test_efficientnet"
+
+
+@pytest.fixture
+def backbone():
+    torch.manual_seed(0)
+    return create_backbone(TINY, weights="none", image_size=64)
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(12, 20, 20, 3), dtype=np.uint8)
+    return from_arrays(pixels, [0, 1, 2] * 4)
+
+
+def _count_forwards(monkeypatch, backbone) -> list[int]:
+    calls: list[int] = []
+    original = backbone.model.forward_features
+
+    def counting(x):
+        calls.append(len(x))
+        return original(x)
+
+    monkeypatch.setattr(backbone.model, "forward_features", counting)
+    return calls
+
+
+def test_shapes_and_layers(backbone, images):
+    features = extract_features(backbone, images, layers=("final", "stage1"), batch_size=5)
+    assert features["final"].shape == (12, backbone.num_features)
+    assert features["final"].dtype == np.float32
+    assert features["stage1"].shape[0] == 12
+    assert np.isfinite(features["stage1"]).all()
+
+
+def test_unknown_layer_is_a_config_error(backbone, images):
+    with pytest.raises(ConfigError, match="'layers'"):
+        extract_features(backbone, images, layers=("stage99",))
+
+
+def test_fast_path_matches_fp32(backbone, images):
+    """bf16 autocast changes the numbers slightly, never the picture."""
+    fast = extract_features(backbone, images, fast=True)["final"]
+    exact = extract_features(backbone, images, fast=False)["final"]
+    cosine = (fast * exact).sum(1) / (np.linalg.norm(fast, axis=1) * np.linalg.norm(exact, axis=1))
+    assert cosine.min() > 0.99
+    # the backbone is left in its normal memory format
+    assert backbone.model.conv_stem.weight.is_contiguous()
+
+
+def test_second_run_does_no_forward_pass(tmp_path, monkeypatch, backbone, images):
+    cache = FeatureCache(tmp_path / "cache")
+    calls = _count_forwards(monkeypatch, backbone)
+    first, was_cached = cached_features(backbone, images, cache)
+    assert not was_cached and sum(calls) == 12
+    calls.clear()
+    second, was_cached = cached_features(backbone, images, cache)
+    assert was_cached and calls == []
+    np.testing.assert_array_equal(first["final"], second["final"])
+
+
+def test_changed_image_or_weights_recompute(tmp_path, monkeypatch, backbone, images):
+    cache = FeatureCache(tmp_path / "cache")
+    cached_features(backbone, images, cache)
+    calls = _count_forwards(monkeypatch, backbone)
+
+    pixels = np.stack([np.asarray(images.image(i)) for i in range(len(images))])
+    pixels[3, 0, 0, 0] ^= 1  # one bit of one image
+    _, was_cached = cached_features(backbone, from_arrays(pixels, images.labels), cache)
+    assert not was_cached and sum(calls) == 12
+
+    calls.clear()
+    with torch.no_grad():
+        backbone.model.conv_stem.weight[0, 0, 0, 0] += 1e-3
+    _, was_cached = cached_features(backbone, images, cache)
+    assert not was_cached and sum(calls) == 12
+
+
+def test_changed_preprocessing_recomputes(tmp_path, images):
+    cache = FeatureCache(tmp_path / "cache")
+    torch.manual_seed(0)
+    small = create_backbone(TINY, weights="none", image_size=64)
+    cached_features(small, images, cache)
+    torch.manual_seed(0)
+    large = create_backbone(TINY, weights="none", image_size=96)
+    _, was_cached = cached_features(large, images, cache)
+    assert not was_cached
+
+
+def test_a_corrupt_cache_file_is_recomputed(tmp_path, backbone, images):
+    cache = FeatureCache(tmp_path / "cache")
+    first, _ = cached_features(backbone, images, cache)
+    (npy,) = (tmp_path / "cache").rglob("final.npy")
+    npy.write_bytes(npy.read_bytes()[:50])
+    again, was_cached = cached_features(backbone, images, cache)
+    assert not was_cached
+    np.testing.assert_allclose(again["final"], first["final"])
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_linear_probe_separates_separable_features():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 16)) * 5
+    labels = np.repeat(np.arange(3), 40)
+    features = centers[labels] + rng.normal(size=(120, 16))
+    probe = fit_linear_probe(features, labels, 3)
+    assert probe.score(features, labels) > 0.95
+    # standardisation is folded into the head: raw features in, probabilities out
+    proba = probe.predict_proba(features[:5])
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+
+
+def test_linear_probe_rejects_bad_l2():
+    with pytest.raises(ConfigError, match="'l2'"):
+        fit_linear_probe(np.zeros((4, 2)), np.array([0, 1, 0, 1]), 2, l2=-1)
