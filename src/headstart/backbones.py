@@ -62,10 +62,26 @@ class Preprocessing:
         return self.input_size[1]
 
     def transform(self, training: bool = False) -> Any:
-        """A torchvision transform: PIL RGB image -> normalised float tensor (C, H, W)."""
+        """A torchvision transform: PIL RGB image -> normalised float tensor (C, H, W).
+
+        Training augmentation is deliberately mild (crops keep at least half the
+        image, horizontal flips, light colour jitter): with a few hundred images,
+        timm's ImageNet default (crops down to 8 %) destroys more than it teaches.
+        """
+        if training:
+            return create_transform(
+                input_size=self.input_size,
+                is_training=True,
+                scale=(0.5, 1.0),
+                hflip=0.5,
+                color_jitter=0.2,
+                interpolation=self.interpolation,
+                mean=self.mean,
+                std=self.std,
+            )
         return create_transform(
             input_size=self.input_size,
-            is_training=training,
+            is_training=False,
             interpolation=self.interpolation,
             mean=self.mean,
             std=self.std,

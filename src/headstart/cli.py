@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from headstart.errors import HeadstartError
+from headstart.console import ProgressPrinter
+from headstart.engine import Callback, TrainingInterrupted
+from headstart.errors import ConfigError, HeadstartError
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -48,7 +53,6 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Bundled sample -> bundled backbone -> cached features -> linear head -> test accuracy."""
     from headstart.backbones import create_backbone
-    from headstart.console import ProgressPrinter
     from headstart.data import load_sample
     from headstart.features import FeatureCache, cached_features
     from headstart.probe import fit_linear_probe
@@ -91,6 +95,284 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _PrintingCallback(Callback):
+    """Prints the plan, stages, progress and one line per epoch."""
+
+    def __init__(self) -> None:
+        self._progress: dict[str, ProgressPrinter] = {}
+
+    def on_plan(self, plan: Any) -> None:
+        print(plan.format(), flush=True)
+
+    def on_stage(self, name: str, detail: str) -> None:
+        print(f"{name}: {detail}", flush=True)
+
+    def on_progress(self, label: str, done: int, total: int) -> None:
+        printer = self._progress.get(label)
+        if printer is None or done < getattr(printer, "_done", 0):
+            printer = self._progress[label] = ProgressPrinter(label)
+        printer._done = done
+        printer(done, total)
+
+    def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        self.on_progress(f"epoch {epoch}", step, steps)
+
+    def on_epoch(self, record: Any) -> None:
+        val = ""
+        if record.val_accuracy is not None:
+            val = f", val loss {record.val_loss:.3f}, val acc {record.val_accuracy:.1%}"
+        print(
+            f"{record.stage} epoch {record.epoch}: train loss {record.train_loss:.3f}, "
+            f"train acc {record.train_accuracy:.1%}{val} ({record.seconds:.1f}s)",
+            flush=True,
+        )
+
+
+def _print_report(label: str, dataset: Any) -> None:
+    report = dataset.report
+    if report.skipped or report.rotated or report.converted:
+        print(f"{label}: {report.summary()}")
+    counts = dataset.class_counts()
+    smallest, largest = min(counts.values()), max(counts.values())
+    if smallest and largest / smallest >= 3:
+        print(
+            f"{label}: classes are imbalanced ({smallest} to {largest} images per class); "
+            "consider --class-weights balanced, and read the balanced accuracy"
+        )
+
+
+def _load_training_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    from headstart.data import load_images, sample_per_class
+
+    train, test = load_images(
+        args.data, test_size=args.test_size, seed=args.seed, strict=args.strict
+    )
+    if train.report is test.report or train.report.source == test.report.source:
+        _print_report("data", train)  # one file set, split in two: one report
+    else:
+        _print_report("train", train)
+        _print_report("test", test)
+    if args.labels_per_class:
+        train = sample_per_class(train, args.labels_per_class, seed=args.seed)
+    print(
+        f"data: {len(train)} training and {len(test)} test images, "
+        f"{len(train.classes)} classes ({', '.join(train.classes[:6])}"
+        f"{', ...' if len(train.classes) > 6 else ''})"
+    )
+    return train, test
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from headstart.strategies import get_strategy
+
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "head_lr": args.lr,
+        "base_lr": args.base_lr,
+        "layer_decay": args.layer_decay,
+        "freeze_groups": args.freeze_groups,
+        "head": args.head,
+        "augment": args.augment,
+        "class_weights": args.class_weights,
+        "image_size": args.image_size,
+        "device": args.device,
+        "seed": args.seed,
+        "patience": args.patience,
+        "bn_policy": args.bn_policy,
+    }
+    if args.layers:
+        overrides["layers"] = tuple(x.strip() for x in args.layers.split(",") if x.strip())
+    if args.no_lp_ft:
+        overrides["lp_ft"] = False
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return get_strategy(args.strategy).default_config().replace(**overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+
+    from headstart.estimator import ImageClassifier
+
+    out = Path(args.out)
+    config = _config_from_args(args)
+    train, test = _load_training_data(args)
+    cache = None if args.no_cache else (args.cache_dir or default_cache_dir() / "features")
+    clf = ImageClassifier(
+        backbone=args.backbone,
+        strategy=args.strategy,
+        config=config,
+        weights=args.weights,
+        cache_dir=cache,
+        checkpoint_dir=out / "checkpoints",
+        callback=_PrintingCallback(),
+    )
+    clf.fit(train, resume=args.resume)
+    print(f"trained in {clf.fit_seconds_:.1f}s")
+    metrics = clf.evaluate(test)
+    clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
+    clf.save(out)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run is complete
+    print(
+        f"test accuracy {metrics['accuracy']:.1%}, balanced accuracy "
+        f"{metrics['balanced_accuracy']:.1%} on {metrics['n']} images"
+    )
+    print(f"model saved to {out}/ (model.safetensors, headstart.json)")
+    return 0
+
+
+def _evaluation_set(path: str) -> Any:
+    from headstart.data import open_dataset
+
+    folder = Path(path)
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        folder = folder / "test"
+    return open_dataset(folder)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from headstart.estimator import ImageClassifier
+    from headstart.features import atomic_write
+    from headstart.plots import save_confusion_matrix
+
+    clf = ImageClassifier.load(args.model)
+    dataset = _evaluation_set(args.data)
+    _print_report("data", dataset)
+    metrics = clf.evaluate(dataset)
+    out = Path(args.out) if args.out else Path(args.model)
+    width = max(len(c) for c in clf.classes_)
+    print(f"{'class':<{width}}  precision  recall     f1  support")
+    for row in metrics["per_class"]:
+        print(
+            f"{row['class']:<{width}}  {row['precision']:>9.1%} {row['recall']:>7.1%} "
+            f"{row['f1']:>6.1%}  {row['support']:>7}"
+        )
+    print(
+        f"accuracy {metrics['accuracy']:.1%}, balanced accuracy {metrics['balanced_accuracy']:.1%}"
+    )
+    print("confusion matrix (rows: true, columns: predicted):")
+    for name, row in zip(clf.classes_, metrics["confusion_matrix"], strict=True):
+        print(f"  {name:<{width}} " + " ".join(f"{v:>5}" for v in row))
+    png = save_confusion_matrix(
+        metrics["confusion_matrix"], clf.classes_, out / "confusion_matrix.png",
+        title=f"{clf.strategy}, accuracy {metrics['accuracy']:.1%}",
+    )  # fmt: skip
+    text = json.dumps({"data": str(args.data), **metrics}, indent=2)
+    atomic_write(out / "evaluation.json", lambda handle: handle.write(text.encode()))
+    print(f"wrote {png} and {out / 'evaluation.json'}")
+    return 0
+
+
+def _expand_images(paths: Sequence[str]) -> list[Path]:
+    from headstart.data import IMAGE_EXTENSIONS
+
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )  # fmt: skip
+        else:
+            found.append(path)
+    return found
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    import numpy as np
+
+    from headstart.data import decode_image
+    from headstart.errors import ImageDecodeError
+    from headstart.estimator import ImageClassifier
+
+    if args.top_k < 1:
+        raise ConfigError(f"The 'top_k' parameter must be >= 1. Got {args.top_k} instead.")
+    clf = ImageClassifier.load(args.model)
+    paths = _expand_images(args.images)
+    images, good, failed = [], [], []
+    for path in paths:
+        try:
+            images.append(decode_image(path)[0])
+            good.append(path)
+        except ImageDecodeError as exc:
+            failed.append((path, exc.reason))
+    proba = clf.predict_proba(images) if images else np.zeros((0, len(clf.classes_)))
+    k = min(args.top_k, len(clf.classes_))
+    rows = []
+    for path, p in zip(good, proba, strict=True):
+        top = np.argsort(-p)[:k]
+        rows.append({"image": str(path), "top": [(clf.classes_[i], float(p[i])) for i in top]})
+    if args.format == "json":
+        payload = [
+            {
+                "image": r["image"],
+                "predictions": [{"class": c, "probability": q} for c, q in r["top"]],
+            }
+            for r in rows
+        ] + [{"image": str(p), "error": reason} for p, reason in failed]
+        print(json.dumps(payload, indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["image", "rank", "class", "probability"])
+        for r in rows:
+            for rank, (c, q) in enumerate(r["top"], start=1):
+                writer.writerow([r["image"], rank, c, f"{q:.6f}"])
+    else:
+        for r in rows:
+            print(r["image"] + ": " + ", ".join(f"{c} {q:.1%}" for c, q in r["top"]))
+    for path, reason in failed:
+        print(f"headstart: skipped {path}: {reason}", file=sys.stderr)
+    if not paths:
+        raise ConfigError("No images given: pass image files or folders of images.")
+    return EXIT_ERROR if failed else 0
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    from headstart.config import HEADS
+    from headstart.freezing import BN_POLICIES
+    from headstart.strategies import STRATEGIES
+
+    parser.add_argument(
+        "data", help="folder of class folders, train/+test/ folders, CSV or IDX folder"
+    )
+    parser.add_argument("--strategy", default="feature-extraction", choices=sorted(STRATEGIES))
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm architecture")
+    parser.add_argument(
+        "--weights", default="auto", help="auto, bundled, hub, or a .safetensors/.pth file"
+    )
+    parser.add_argument("--labels-per-class", type=int, help="train on k images per class")
+    parser.add_argument("--test-size", type=float, default=0.2, help="held-out share (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    group = parser.add_argument_group("training (default: the strategy's own)")
+    group.add_argument("--epochs", type=int)
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--lr", type=float, help="learning rate of the new head")
+    group.add_argument("--base-lr", type=float, help="learning rate of the top backbone group")
+    group.add_argument("--layer-decay", type=float, help="LR factor per group below the top")
+    group.add_argument(
+        "--freeze-groups", type=int, help="freeze N groups from the input (<0: train the last -N)"
+    )
+    group.add_argument("--bn-policy", choices=BN_POLICIES)
+    group.add_argument("--head", choices=HEADS)
+    group.add_argument("--layers", help="feature layers, e.g. final or stage4,final")
+    group.add_argument("--augment", action="store_true", default=None)
+    group.add_argument("--no-lp-ft", action="store_true", help="fine-tune without a linear probe")
+    group.add_argument("--class-weights", choices=("none", "balanced"))
+    group.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    group.add_argument("--image-size", type=int, help="input resolution in pixels")
+    group.add_argument("--device", help="auto, cpu, cuda or mps")
+    group.add_argument("--cache-dir", type=Path, help="feature cache folder")
+    group.add_argument("--no-cache", action="store_true", help="recompute features")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headstart",
@@ -108,20 +390,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-cache", action="store_true", help="recompute features")
     demo.set_defaults(run=_cmd_demo)
+
+    train = sub.add_parser("train", help="train a classifier on your images")
+    _add_training_arguments(train)
+    train.add_argument("--out", required=True, help="folder for the trained model")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="accuracy, per-class P/R/F1, confusion matrix")
+    evaluate.add_argument("model", help="a folder written by `headstart train`")
+    evaluate.add_argument("data", help="labelled images (folder of class folders or CSV)")
+    evaluate.add_argument("--out", help="where to write the PNG and JSON (default: the model)")
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="top-k classes for images")
+    predict.add_argument("model", help="a folder written by `headstart train`")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    predict.set_defaults(run=_cmd_predict)
     return parser
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM outside the training loop (e.g. during feature extraction) ends like
+    # Ctrl-C: exit 130, not a silent kill. The loop installs its own handler.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return int(args.run(args))
+    except TrainingInterrupted as exc:
+        print(f"headstart: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except HeadstartError as exc:
         print(f"headstart: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("headstart: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # disk full, permission denied, a path that vanished
+        print(f"headstart: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

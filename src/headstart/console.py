@@ -20,22 +20,33 @@ class ProgressPrinter:
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
         self.started = time.perf_counter()
         self._last_tenth = -1
+        self._first: tuple[int, float] | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        elapsed = time.perf_counter() - self.started
-        rate = done / elapsed if elapsed > 0 else 0.0
+        now = time.perf_counter()
+        elapsed = now - self.started
+        # The rate counts from the first report, so it never includes set-up time
+        # nor divides by almost nothing.
+        if self._first is None:
+            self._first = (done, now)
+        first_done, first_time = self._first
+        rate = (done - first_done) / (now - first_time) if now > first_time else 0.0
         fraction = done / total if total else 1.0
         if self.live:
             filled = int(fraction * 30)
             bar = "#" * filled + "-" * (30 - filled)
             end = "\n" if done >= total else ""
             self.stream.write(
-                f"\r{self.label} [{bar}] {done}/{total} {rate:6.1f}/s {elapsed:5.1f}s{end}"
+                f"\r{self.label} [{bar}] {done}/{total} {self._rate(rate)} {elapsed:5.1f}s{end}"
             )
             self.stream.flush()
             return
         tenth = int(fraction * 10)
         if tenth > self._last_tenth:
             self._last_tenth = tenth
-            self.stream.write(f"{self.label}: {done}/{total} ({rate:.1f}/s, {elapsed:.1f}s)\n")
+            self.stream.write(f"{self.label}: {done}/{total} ({self._rate(rate)}{elapsed:.1f}s)\n")
             self.stream.flush()
+
+    @staticmethod
+    def _rate(rate: float) -> str:
+        return f"{rate:.1f}/s, " if rate > 0 else ""

@@ -842,7 +842,8 @@ def load_images(
     if folder.is_dir():
         train_files, test_files = _find_idx_pair(folder, "train"), _find_idx_pair(folder, "t10k")
         if train_files is not None and test_files is not None:
-            return load_idx(*train_files, **kwargs), load_idx(*test_files, **kwargs)
+            idx_kwargs = {k: v for k, v in kwargs.items() if k == "classes"}
+            return load_idx(*train_files, **idx_kwargs), load_idx(*test_files, **idx_kwargs)
     return split_dataset(open_dataset(folder, **kwargs), test_size=test_size, seed=seed)
 
 

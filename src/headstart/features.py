@@ -79,7 +79,7 @@ def parse_layer(layer: str, model: nn.Module) -> int | None:
     raise invalid("extract_features", "layers", f"'final' or 'stage0'..'stage{stages - 1}'", layer)
 
 
-def _forward(model: nn.Module, images: torch.Tensor, stages: dict[str, int | None]) -> dict:
+def pooled_features(model: nn.Module, images: torch.Tensor, stages: dict[str, int | None]) -> dict:
     """One batch -> {layer: (B, D) pooled features}."""
     out: dict[str, torch.Tensor] = {}
     wanted = sorted({i for i in stages.values() if i is not None})
@@ -128,7 +128,7 @@ def extract_features(
             images = images.to(device)
             if fast and fast_path_available(device):
                 images = images.contiguous(memory_format=torch.channels_last)
-            for layer, values in _forward(model, images, stages).items():
+            for layer, values in pooled_features(model, images, stages).items():
                 chunks[layer].append(values.cpu().numpy())
             done += len(images)
             if progress is not None:

@@ -1,0 +1,282 @@
+"""``ImageClassifier``: the scikit-learn-shaped entry point.
+
+``__init__`` only stores arguments; ``fit`` does the work and returns ``self``;
+fitted state ends in ``_``; using an unfitted estimator raises
+``NotFittedError``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from headstart._validation import invalid
+from headstart.backbones import DEFAULT_BACKBONE, Preprocessing, create_backbone, select_device
+from headstart.classifier import Classifier, HeadSpec, load_model, save_model
+from headstart.config import TrainConfig
+from headstart.data import DecodeOptions, ImageDataset, TorchImageDataset, decode_image
+from headstart.engine import Callback
+from headstart.errors import DataError, NotFittedError
+from headstart.features import FeatureCache, numerics
+from headstart.metrics import classification_metrics
+from headstart.strategies import FitContext, get_strategy
+
+__all__ = ["ImageClassifier"]
+
+ImageInput = ImageDataset | Sequence[str | os.PathLike[str] | Image.Image]
+
+
+class _ImageList(Dataset):
+    """Paths or PIL images, decoded exactly as in training (EXIF, modes, limits)."""
+
+    def __init__(self, items: Sequence[Any], transform: Any) -> None:
+        self.items = list(items)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        item = self.items[index]
+        if isinstance(item, Image.Image):
+            image = item.convert("RGB") if item.mode != "RGB" else item
+        else:
+            image, _ = decode_image(Path(item), DecodeOptions())
+        return self.transform(image), -1
+
+
+class ImageClassifier:
+    """Transfer learning in one object: ``fit``, ``predict``, ``score``, ``save``, ``load``.
+
+    ``strategy`` is one of ``headstart.strategies.STRATEGIES`` ("feature-extraction",
+    "fine-tune", "scratch"); ``config`` a ``TrainConfig`` (default: the strategy's
+    own); ``weights`` where the backbone's weights come from ("auto", "bundled",
+    "hub" or a file). ``cache_dir`` keeps extracted features between runs;
+    ``checkpoint_dir`` keeps resumable checkpoints.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        strategy: str = "feature-extraction",
+        config: TrainConfig | None = None,
+        *,
+        weights: str | os.PathLike[str] = "auto",
+        cache_dir: str | os.PathLike[str] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        callback: Callback | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.strategy = strategy
+        self.config = config
+        self.weights = weights
+        self.cache_dir = cache_dir
+        self.checkpoint_dir = checkpoint_dir
+        self.callback = callback
+
+    # ------------------------------------------------------------------ fitting
+
+    def resolved_config(self) -> TrainConfig:
+        """The config ``fit`` will use: the given one, or the strategy's defaults."""
+        strategy = get_strategy(self.strategy)
+        if self.config is None:
+            return strategy.default_config()
+        if not isinstance(self.config, TrainConfig):
+            raise invalid("ImageClassifier", "config", "a TrainConfig or None", self.config)
+        return self.config
+
+    def fit(
+        self,
+        train: ImageDataset,
+        validation: ImageDataset | None = None,
+        *,
+        resume: bool = False,
+    ) -> ImageClassifier:
+        """Train on ``train``; early stopping watches ``validation`` (or a split of train)."""
+        if not isinstance(train, ImageDataset):
+            raise invalid("ImageClassifier.fit", "train", "an ImageDataset", type(train).__name__)
+        if len(train.classes) < 2:
+            raise DataError(f"Training needs at least 2 classes; got {train.classes}.")
+        strategy = get_strategy(self.strategy)
+        config = self.resolved_config()
+        if validation is not None and list(validation.classes) != list(train.classes):
+            raise DataError(
+                f"Validation classes {validation.classes} differ from training classes "
+                f"{train.classes}."
+            )
+        callback = self.callback or Callback()
+        started = time.perf_counter()
+        torch.manual_seed(config.seed)
+        weights = self.weights if strategy.pretrained else "none"
+        backbone = create_backbone(self.backbone, weights, image_size=config.image_size)
+        backbone.model.reset_classifier(0)
+        if validation is None and config.validation_fraction > 0:
+            train, validation = _carve_validation(train, config)
+        ctx = FitContext(
+            backbone=backbone,
+            train=train,
+            validation=validation,
+            config=config,
+            device=select_device(config.device),
+            cache=FeatureCache(Path(self.cache_dir)) if self.cache_dir is not None else None,
+            checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
+            resume=resume,
+            callback=callback,
+        )
+        result = strategy.fit(ctx)
+        self.model_ = result.model.cpu().eval()
+        self.classes_ = list(train.classes)
+        self.history_ = [record.to_dict() for record in result.history]
+        self.plan_ = result.plan
+        self.config_ = config
+        self.preprocessing_ = backbone.preprocessing
+        self.weights_info_ = backbone.weights
+        self.fit_seconds_ = time.perf_counter() - started
+        self.metrics_: dict[str, Any] = {}
+        self._head_spec = _head_spec_of(self.model_, len(self.classes_), config)
+        return self
+
+    # --------------------------------------------------------------- prediction
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                "This ImageClassifier is not fitted yet; call fit(train) or "
+                "ImageClassifier.load(folder) first."
+            )
+
+    def _loader(self, images: ImageInput, batch_size: int) -> DataLoader:
+        transform = self.preprocessing_.transform(training=False)
+        if isinstance(images, ImageDataset):
+            data: Dataset = TorchImageDataset(images, transform)
+        elif isinstance(images, (str, os.PathLike, Image.Image)):
+            raise invalid("predict", "images", "a dataset or a list of paths/images", images)
+        else:
+            data = _ImageList(images, transform)
+        return DataLoader(data, batch_size=batch_size, shuffle=False)
+
+    def predict_proba(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, shape (N, len(classes_)), columns in ``classes_`` order."""
+        self._check_fitted()
+        device = select_device(self.config_.device)
+        model = self.model_.to(device).eval()
+        fast = self.config_.fast
+        chunks = []
+        with torch.inference_mode(), numerics(model, device, fast):
+            for batch, _ in self._loader(images, batch_size):
+                chunks.append(torch.softmax(model(batch.to(device)).float(), dim=1).cpu().numpy())
+        self.model_.cpu()
+        if not chunks:
+            return np.zeros((0, len(self.classes_)), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    def predict(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
+        """Predicted class names."""
+        proba = self.predict_proba(images, batch_size=batch_size)
+        return np.asarray(self.classes_, dtype=object)[proba.argmax(1)]
+
+    def score(self, dataset: ImageDataset) -> float:
+        """Accuracy on a labelled dataset."""
+        return float(self.evaluate(dataset)["accuracy"])
+
+    def evaluate(self, dataset: ImageDataset) -> dict[str, Any]:
+        """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix."""
+        self._check_fitted()
+        truth = _labels_in_model_order(dataset, self.classes_)
+        predicted = self.predict_proba(dataset).argmax(1)
+        return classification_metrics(truth, predicted, self.classes_)
+
+    # ---------------------------------------------------------------- save/load
+
+    def metadata(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "backbone": self.backbone,
+            "weights": {
+                "source": self.weights_info_.source,
+                "location": self.weights_info_.location,
+                "sha256": self.weights_info_.sha256,
+            },
+            "strategy": self.strategy,
+            "classes": self.classes_,
+            "class_to_idx": {name: i for i, name in enumerate(self.classes_)},
+            "preprocessing": self.preprocessing_.to_dict(),
+            "layers": list(self.config_.layers),
+            "head": self._head_spec.__dict__,
+            "config": self.config_.to_dict(),
+            "seed": self.config_.seed,
+            "plan": self.plan_.to_dict() if self.plan_ is not None else None,
+            "history": self.history_,
+            "fit_seconds": self.fit_seconds_,
+            "metrics": self.metrics_,
+        }
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Weights as safetensors plus ``headstart.json``; returns the folder."""
+        self._check_fitted()
+        return save_model(Path(folder), self.model_, self.metadata())
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> ImageClassifier:
+        """A fitted classifier from a folder written by ``save`` (never unpickles)."""
+        files = load_model(Path(folder))
+        meta = files.metadata
+        clf = cls(backbone=meta["backbone"], strategy=meta["strategy"])
+        clf.config = clf.config_ = TrainConfig.from_dict(meta["config"])
+        clf.model_ = files.model
+        clf.classes_ = list(meta["classes"])
+        clf.history_ = list(meta.get("history", []))
+        clf.plan_ = None
+        clf.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
+        from headstart.weights import WeightsInfo
+
+        clf.weights_info_ = WeightsInfo(**meta["weights"])
+        clf.fit_seconds_ = float(meta.get("fit_seconds", 0.0))
+        clf.metrics_ = dict(meta.get("metrics", {}))
+        clf._head_spec = HeadSpec(**meta["head"])
+        clf.metadata_ = meta
+        return clf
+
+
+def _head_spec_of(model: Classifier, num_classes: int, config: TrainConfig) -> HeadSpec:
+    first = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)][0]
+    return HeadSpec(config.head, first.in_features, num_classes, config.head_hidden, config.dropout)
+
+
+def _carve_validation(
+    train: ImageDataset, config: TrainConfig
+) -> tuple[ImageDataset, ImageDataset | None]:
+    """Hold out a stratified share of train for early stopping, when there is enough."""
+    from headstart.data import split_dataset
+
+    counts = np.bincount(train.labels, minlength=len(train.classes))
+    if counts.min() < 5:  # too few to spare: train on everything, no early stopping
+        return train, None
+    # At least one image of every class, so validation accuracy means something.
+    wanted = max(len(train.classes), math.ceil(config.validation_fraction * len(train)))
+    try:
+        return split_dataset(train, test_size=wanted, seed=config.seed)
+    except DataError:  # a split that cannot be stratified: no early stopping
+        return train, None
+
+
+def _labels_in_model_order(dataset: ImageDataset, classes: list[str]) -> np.ndarray:
+    """The dataset's labels as indices into the model's classes (a subset is fine)."""
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = [name for name in dataset.classes if name not in index]
+    if unknown:
+        raise DataError(
+            f"The dataset has classes the model was not trained on: {unknown}; "
+            f"the model knows {classes}."
+        )
+    mapping = np.array([index[name] for name in dataset.classes], dtype=np.int64)
+    return mapping[dataset.labels]
