@@ -4,6 +4,8 @@ The curated public API is listed in ``__all__``; everything else is internal.
 """
 
 from headstart.backbones import Backbone, Preprocessing, create_backbone, list_backbones
+from headstart.compare import CompareSettings, compare
+from headstart.config import TrainConfig
 from headstart.data import (
     DecodeOptions,
     ImageDataset,
@@ -30,31 +32,41 @@ from headstart.errors import (
     TrainingError,
     WeightsError,
 )
+from headstart.estimator import ImageClassifier, fit_folder
 from headstart.features import FeatureCache, extract_features
 from headstart.probe import LinearProbe, fit_linear_probe
+from headstart.report import build_report
+from headstart.strategies import STRATEGIES
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backbone",
     "BackboneError",
+    "CompareSettings",
     "ConfigError",
     "DataError",
     "DecodeOptions",
     "FeatureCache",
     "HeadstartError",
+    "ImageClassifier",
     "ImageDataset",
     "ImageDecodeError",
     "LinearProbe",
     "LoadReport",
     "NotFittedError",
     "Preprocessing",
+    "STRATEGIES",
+    "TrainConfig",
     "TrainingError",
     "WeightsError",
     "__version__",
+    "build_report",
+    "compare",
     "create_backbone",
     "decode_image",
     "extract_features",
+    "fit_folder",
     "fit_linear_probe",
     "from_arrays",
     "list_backbones",

@@ -50,51 +50,6 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """Bundled sample -> bundled backbone -> cached features -> linear head -> test accuracy."""
-    from headstart.backbones import create_backbone
-    from headstart.data import load_sample
-    from headstart.features import FeatureCache, cached_features
-    from headstart.probe import fit_linear_probe
-
-    started = time.perf_counter()
-    train, test = load_sample()
-    print(
-        f"data: bundled Fashion-MNIST sample, {len(train)} train / {len(test)} test images, "
-        f"{len(train.classes)} classes"
-    )
-    backbone = create_backbone(args.backbone, weights="bundled", image_size=args.image_size)
-    print(
-        f"backbone: {backbone.name} ({backbone.num_parameters / 1e6:.1f}M parameters), "
-        f"weights {backbone.weights.describe()}"
-    )
-    prep = backbone.preprocessing
-    print(
-        f"preprocessing (from the backbone's config): {prep.image_size} px, "
-        f"{prep.interpolation}, mean {prep.mean}, std {prep.std}"
-    )
-    print("strategy: feature extraction, the whole backbone frozen; a linear head is trained")
-    cache = None if args.no_cache else FeatureCache(default_cache_dir() / "features")
-    features = {}
-    for name, split in (("train", train), ("test", test)):
-        t0 = time.perf_counter()
-        found, was_cached = cached_features(
-            backbone, split, cache, progress=ProgressPrinter(f"features {name}")
-        )
-        features[name] = found["final"]
-        how = "from cache" if was_cached else "computed"
-        print(f"features {name}: {found['final'].shape} {how} in {time.perf_counter() - t0:.1f}s")
-    t0 = time.perf_counter()
-    probe = fit_linear_probe(features["train"], train.labels, len(train.classes))
-    print(f"linear head: {probe.iterations} L-BFGS iterations in {time.perf_counter() - t0:.1f}s")
-    accuracy = probe.score(features["test"], test.labels)
-    print(
-        f"test accuracy: {accuracy:.1%} on {len(test)} held-out images "
-        f"(chance: {1 / len(train.classes):.0%}); total {time.perf_counter() - started:.0f}s"
-    )
-    return 0
-
-
 class _PrintingCallback(Callback):
     """Prints the plan, stages, progress and one line per epoch."""
 
@@ -192,11 +147,14 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 def _cmd_train(args: argparse.Namespace) -> int:
     import shutil
 
+    from headstart.doctor import diagnose
     from headstart.estimator import ImageClassifier
 
     out = Path(args.out)
     config = _config_from_args(args)
     train, test = _load_training_data(args)
+    for line in diagnose(train, test).brief(args.data, skip=("unreadable", "imbalance")):
+        print(line)  # the load report above already named skipped files and imbalance
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir() / "features")
     clf = ImageClassifier(
         backbone=args.backbone,
@@ -262,6 +220,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     text = json.dumps({"data": str(args.data), **metrics}, indent=2)
     atomic_write(out / "evaluation.json", lambda handle: handle.write(text.encode()))
     print(f"wrote {png} and {out / 'evaluation.json'}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """The data doctor: report everything odd about DATA, fail only when asked to."""
+    from headstart.doctor import check_data, write_report
+
+    diagnosis = check_data(args.data)
+    text_path, json_path = write_report(diagnosis, Path(args.out))
+    print(diagnosis.to_text())
+    print(f"wrote {text_path} and {json_path}")
+    if args.strict and diagnosis.skipped:
+        first = diagnosis.find("unreadable").details[0]
+        print(
+            f"headstart: error: --strict: {diagnosis.skipped} file(s) would be skipped, "
+            f"first {first}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return 0
 
 
@@ -334,6 +311,150 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else 0
 
 
+class _CompareCallback(_PrintingCallback):
+    """Run-level lines; each strategy's plan once; training lines as in `train`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._plans_shown: set[str] = set()
+
+    def on_plan(self, plan: Any) -> None:
+        if plan.strategy not in self._plans_shown:
+            self._plans_shown.add(plan.strategy)
+            super().on_plan(plan)
+
+    def on_run_start(self, run: str, index: int, total: int) -> None:
+        print(f"\n[{index}/{total}] {run}", flush=True)
+
+    def on_run_end(self, record: dict[str, Any], reused: bool) -> None:
+        if record.get("status") != "ok":
+            print(f"{record['id']}: FAILED ({record.get('error')})", flush=True)
+            return
+        how = "reused from an earlier run" if reused else f"{record['train_seconds']:.1f}s"
+        print(
+            f"{record['id']}: test accuracy {record['accuracy']:.1%}, balanced "
+            f"{record['balanced_accuracy']:.1%} ({how})",
+            flush=True,
+        )
+
+
+def _parse_sizes(text: str) -> tuple[int | None, ...]:
+    sizes: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part == "all":
+            sizes.append(None)
+        elif part.isdigit() and int(part) > 0:
+            sizes.append(int(part))
+        else:
+            raise ConfigError(
+                f"The 'labels_per_class' parameter must be positive ints or 'all', comma-"
+                f"separated (e.g. 10,30,100,all). Got {part!r} instead."
+            )
+    return tuple(sizes)
+
+
+def _parse_ints(name: str, text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"The {name!r} parameter must be comma-separated ints. Got {text!r} instead."
+        ) from None
+    return values
+
+
+def _run_comparison(
+    train: Any, test: Any, out: Path, settings: Any, args: argparse.Namespace, description: str
+) -> int:
+    from headstart.compare import compare
+    from headstart.report import build_report
+
+    cache = None if args.no_cache else (args.cache_dir or default_cache_dir() / "features")
+    started = time.perf_counter()
+    compare(
+        train, test, out, settings, cache_dir=cache, callback=_CompareCallback(),
+        data_description=description,
+    )  # fmt: skip
+    paths = build_report(out, title=f"headstart: {description}")
+    from headstart.compare import load_results
+    from headstart.report import summary_sentences
+
+    print("\nsummary:")
+    for sentence in summary_sentences(load_results(out)):
+        print(f"  {sentence}")
+    print(
+        f"\nreport: {paths['markdown']} and {paths['html']} ({time.perf_counter() - started:.0f}s)"
+    )
+    return 0
+
+
+def _strategy_overrides(args: argparse.Namespace, strategies: tuple[str, ...]) -> dict:
+    overrides: dict[str, dict[str, Any]] = {}
+    if args.epochs is not None:
+        for name in strategies:
+            if name != "feature-extraction":
+                overrides.setdefault(name, {})["epochs"] = args.epochs
+    return overrides
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from headstart.compare import CompareSettings
+    from headstart.data import load_images
+    from headstart.doctor import diagnose
+
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    settings = CompareSettings(
+        strategies=strategies,
+        labels_per_class=_parse_sizes(args.labels_per_class),
+        seeds=_parse_ints("seeds", args.seeds),
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+        overrides=_strategy_overrides(args, strategies),
+    )
+    train, test = load_images(args.data, test_size=args.test_size, seed=0, strict=args.strict)
+    if train.report is test.report or train.report.source == test.report.source:
+        _print_report("data", train)
+    shown = ("unreadable", "imbalance") if train.report.source == test.report.source else ()
+    for line in diagnose(train, test).brief(args.data, skip=shown):
+        print(line)
+    out = Path(args.out) if args.out else Path(f"compare-{Path(args.data).resolve().name}")
+    return _run_comparison(train, test, out, settings, args, f"{args.data}")
+
+
+# The demo must finish within 5 minutes on a 2-core CPU: small epochs for the
+# gradient strategies, the bundled lite0 at 112 px, one seed.
+DEMO_OVERRIDES = {"fine-tune": {"epochs": 4}, "scratch": {"epochs": 6, "patience": 0}}
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from headstart.compare import CompareSettings
+    from headstart.data import load_fashion_mnist, load_sample
+
+    if args.full:
+        train, test = load_fashion_mnist()
+        sizes: tuple[int | None, ...] = (10, 100)
+        description = (
+            f"Fashion-MNIST, full ({len(train)} training images to draw from, "
+            f"{len(test)} test images)"
+        )
+    else:
+        train, test = load_sample()
+        sizes = (10, 30, 100)
+        description = (
+            f"bundled Fashion-MNIST sample ({len(train)} training and {len(test)} test images)"
+        )
+    settings = CompareSettings(
+        labels_per_class=sizes,
+        backbone=args.backbone,
+        image_size=args.image_size,
+        overrides=DEMO_OVERRIDES,
+    )
+    print(f"demo: scratch vs feature-extraction vs fine-tune on the {description}")
+    return _run_comparison(train, test, Path(args.out), settings, args, description)
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     from headstart.config import HEADS
     from headstart.freezing import BN_POLICIES
@@ -383,11 +504,16 @@ def build_parser() -> argparse.ArgumentParser:
     backbones = sub.add_parser("backbones", help="list the backbones this machine can load")
     backbones.set_defaults(run=_cmd_backbones)
 
-    demo = sub.add_parser("demo", help="run the pipeline on the bundled Fashion-MNIST sample")
+    demo = sub.add_parser(
+        "demo", help="compare the strategies on the bundled Fashion-MNIST sample (~5 min)"
+    )
     demo.add_argument("--backbone", default="tf_efficientnet_lite0", help="a bundled backbone")
     demo.add_argument(
         "--image-size", type=int, default=112, help="input resolution in pixels (default: 112)"
     )
+    demo.add_argument("--full", action="store_true", help="the complete Fashion-MNIST (slower)")
+    demo.add_argument("--out", default="headstart-demo", help="report folder")
+    demo.add_argument("--cache-dir", type=Path, help="feature cache folder")
     demo.add_argument("--no-cache", action="store_true", help="recompute features")
     demo.set_defaults(run=_cmd_demo)
 
@@ -402,6 +528,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", help="labelled images (folder of class folders or CSV)")
     evaluate.add_argument("--out", help="where to write the PNG and JSON (default: the model)")
     evaluate.set_defaults(run=_cmd_evaluate)
+
+    check = sub.add_parser(
+        "check", help="data doctor: unreadable files, duplicates and leaks, imbalance, tiny"
+    )
+    check.add_argument("data", help="folder of class folders, train/+test/, CSV or IDX")
+    check.add_argument(
+        "--out", default=".", help="folder for check.txt and check.json (default: current folder)"
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="exit 2 when any file would be skipped"
+    )
+    check.set_defaults(run=_cmd_check)
+
+    comparison = sub.add_parser(
+        "compare", help="scratch vs feature-extraction vs fine-tune, across data sizes"
+    )
+    comparison.add_argument("data", help="folder of class folders, train/+test/, CSV or IDX")
+    comparison.add_argument(
+        "--strategies", default="scratch,feature-extraction,fine-tune", help="comma-separated"
+    )
+    comparison.add_argument("--labels-per-class", default="10,30,100,all", help="e.g. 10,100,all")
+    comparison.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    comparison.add_argument("--out", help="report folder (default: compare-<data name>)")
+    comparison.add_argument("--backbone", default="tf_efficientnet_lite0")
+    comparison.add_argument("--weights", default="auto")
+    comparison.add_argument("--image-size", type=int, default=112)
+    comparison.add_argument("--epochs", type=int, help="epochs of fine-tune and scratch")
+    comparison.add_argument("--test-size", type=float, default=0.2)
+    comparison.add_argument("--strict", action="store_true")
+    comparison.add_argument("--cache-dir", type=Path)
+    comparison.add_argument("--no-cache", action="store_true")
+    comparison.set_defaults(run=_cmd_compare)
 
     predict = sub.add_parser("predict", help="top-k classes for images")
     predict.add_argument("model", help="a folder written by `headstart train`")

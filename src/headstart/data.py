@@ -154,6 +154,7 @@ class ImageDataset:
         report: LoadReport,
         options: DecodeOptions = _DEFAULT_OPTIONS,
         arrays: Sequence[np.ndarray] | np.ndarray | None = None,
+        original_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         self.classes: list[str] = list(classes)
         self.labels: np.ndarray = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -162,12 +163,15 @@ class ImageDataset:
         self._sources = list(sources)
         self._hashes = list(content_hashes)
         self._arrays = arrays
+        self._sizes = list(original_sizes) if original_sizes is not None else None
         sizes = {len(self.labels), len(self._sources), len(self._hashes)}
         if arrays is not None:
             sizes.add(len(arrays))
+        if self._sizes is not None:
+            sizes.add(len(self._sizes))
         if len(sizes) != 1:
             raise DataError(
-                f"ImageDataset from {report.source}: labels, sources, hashes and images "
+                f"ImageDataset from {report.source}: labels, sources, hashes, sizes and images "
                 f"differ in length ({sorted(sizes)})"
             )
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
@@ -214,6 +218,21 @@ class ImageDataset:
         """
         return list(self._hashes)
 
+    def original_sizes(self) -> list[tuple[int, int] | None]:
+        """(width, height) of each item as stored, before EXIF rotation or downscaling.
+
+        Recorded by the up-front decode, so checks such as the data doctor's "tiny
+        image" need no second decode; arrays give their shape; None where unknown.
+        """
+        if self._sizes is not None:
+            return list(self._sizes)
+        if isinstance(self._arrays, np.ndarray):
+            height, width = self._arrays.shape[1:3]
+            return [(int(width), int(height))] * len(self)
+        if self._arrays is not None:
+            return [(int(a.shape[1]), int(a.shape[0])) for a in self._arrays]
+        return [None] * len(self)
+
     def fingerprint(self) -> str:
         """One SHA-256 over contents, order, labels and classes: any change changes it."""
         digest = hashlib.sha256()
@@ -246,6 +265,7 @@ class ImageDataset:
             report=copy.deepcopy(self.report),
             options=self.options,
             arrays=arrays,
+            original_sizes=None if self._sizes is None else [self._sizes[i] for i in picked],
         )
 
     def __repr__(self) -> str:
@@ -388,6 +408,7 @@ def _dataset_from_files(
         content_hashes=[r.content_hash or "" for r, _ in kept],
         report=report,
         options=options,
+        original_sizes=[r.info.original_size for r, _ in kept if r.info],
     )
 
 
@@ -815,6 +836,7 @@ def _with_classes(ds: ImageDataset, classes: list[str]) -> ImageDataset:
         report=ds.report,
         options=ds.options,
         arrays=ds._arrays,
+        original_sizes=ds._sizes,
     )
 
 

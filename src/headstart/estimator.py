@@ -30,7 +30,7 @@ from headstart.features import FeatureCache, numerics
 from headstart.metrics import classification_metrics
 from headstart.strategies import FitContext, get_strategy
 
-__all__ = ["ImageClassifier"]
+__all__ = ["ImageClassifier", "fit_folder"]
 
 ImageInput = ImageDataset | Sequence[str | os.PathLike[str] | Image.Image]
 
@@ -280,3 +280,27 @@ def _labels_in_model_order(dataset: ImageDataset, classes: list[str]) -> np.ndar
         )
     mapping = np.array([index[name] for name in dataset.classes], dtype=np.int64)
     return mapping[dataset.labels]
+
+
+def fit_folder(
+    path: str | os.PathLike[str],
+    strategy: str = "feature-extraction",
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    config: TrainConfig | None = None,
+    test_size: float = 0.2,
+    seed: int = 0,
+    **kwargs: Any,
+) -> tuple[ImageClassifier, dict[str, Any]]:
+    """The one-call helper: load a folder, split it, fit, and evaluate on the held-out part.
+
+    Returns the fitted classifier and its test metrics. ``kwargs`` go to
+    ``ImageClassifier`` (``weights``, ``cache_dir``, ``checkpoint_dir``, ``callback``).
+    """
+    from headstart.data import load_images
+
+    train, test = load_images(path, test_size=test_size, seed=seed)
+    clf = ImageClassifier(backbone, strategy, config, **kwargs).fit(train)
+    metrics = clf.evaluate(test)
+    clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
+    return clf, metrics

@@ -1,0 +1,184 @@
+"""compare and report: same splits for every strategy, numbers in the report are the
+numbers in results.json, plots are real PNGs, finished runs are reused, a failing
+strategy is reported while the others complete."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from headstart import strategies as strategies_module
+from headstart.compare import CompareCallback, CompareSettings, compare, load_results
+from headstart.data import from_arrays
+from headstart.errors import ConfigError
+from headstart.estimator import ImageClassifier
+from headstart.report import build_report
+
+TINY = "test_efficientnet"
+QUICK = {"epochs": 1, "batch_size": 8, "patience": 0}
+
+
+def _colour_data(per_class: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), per_class)
+    images = rng.integers(0, 60, size=(len(labels), 20, 20, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        images[i, :, :, label] += 150
+    return from_arrays(images, [("red", "green", "blue")[k] for k in labels])
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(7)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    model = timm.create_model(TINY)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def _settings(weights, **changes) -> CompareSettings:
+    base = dict(
+        strategies=("scratch", "feature-extraction", "fine-tune"),
+        labels_per_class=(4, None),
+        seeds=(0,),
+        backbone=TINY,
+        weights=weights,
+        image_size=32,
+        overrides={"scratch": QUICK, "fine-tune": QUICK},
+    )
+    base.update(changes)
+    return CompareSettings(**base)
+
+
+class Recorder(CompareCallback):
+    def __init__(self):
+        self.ends = []
+
+    def on_run_end(self, record, reused):
+        self.ends.append((record["id"], reused, record.get("status")))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, weights):
+    """One comparison, shared by the read-only tests below."""
+    folder = tmp_path_factory.mktemp("cmp")
+    train, test = _colour_data(8, 0), _colour_data(3, 1)
+    results = compare(train, test, folder, _settings(weights), data_description="colours")
+    build_report(folder, title="colours")
+    return folder, results, train
+
+
+def test_every_strategy_runs_on_identical_draws(finished):
+    folder, results, train = finished
+    runs = {r["id"]: r for r in results["runs"]}
+    assert set(runs) == {
+        f"{s}/k={k}/seed=0"
+        for s in ("scratch", "feature-extraction", "fine-tune")
+        for k in ("4", "all")
+    }
+    assert all(r["status"] == "ok" for r in runs.values())
+    for k, n in (("4", 12), ("all", len(train))):
+        assert {runs[f"{s}/k={k}/seed=0"]["train_images"] for s in ("scratch", "fine-tune")} == {n}
+    assert (
+        runs["scratch/k=4/seed=0"]["trainable_parameters"]
+        > (runs["feature-extraction/k=4/seed=0"]["trainable_parameters"])
+    )
+    assert json.loads((folder / "results.json").read_text()) == load_results(folder)
+
+
+def test_report_numbers_match_the_results_file(finished):
+    folder, results, _ = finished
+    markdown = (folder / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if re.match(r"\| (4|all) \|", line)]
+    assert len(rows) == 6
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        k, strategy, accuracy = cells[0], cells[1], cells[2]
+        run = next(
+            r
+            for r in results["runs"]
+            if str(r["labels_per_class"]) == k and r["strategy"] == strategy
+        )
+        assert accuracy == f"{100 * run['accuracy']:.1f} %"
+        assert cells[4] == f"{run['train_seconds']:.1f}"
+    html = (folder / "report.html").read_text()
+    assert "data:image/png;base64," in html  # self-contained
+    assert "What the numbers say" in markdown and "scratch" in markdown
+
+
+def test_plots_are_valid_pngs(finished):
+    folder, _, _ = finished
+    for name in ("accuracy_vs_labels.png", "accuracy_vs_time.png", "confusion_best.png"):
+        data = (folder / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        with Image.open(folder / name) as image:
+            image.verify()
+        with Image.open(folder / name) as image:
+            assert image.size[0] > 200 and image.size[1] > 200
+
+
+def test_rerun_reuses_finished_runs_without_training(tmp_path, weights, monkeypatch):
+    train, test = _colour_data(8, 0), _colour_data(3, 1)
+    compare(train, test, tmp_path, _settings(weights, strategies=("feature-extraction",)))
+
+    def no_training(self, *args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(ImageClassifier, "fit", no_training)
+    recorder = Recorder()
+    again = compare(
+        train, test, tmp_path, _settings(weights, strategies=("feature-extraction",)),
+        callback=recorder,
+    )  # fmt: skip
+    assert [reused for _, reused, _ in recorder.ends] == [True, True]
+    assert len(again["runs"]) == 2
+
+
+def test_changed_settings_are_not_reused(tmp_path, weights):
+    train, test = _colour_data(8, 0), _colour_data(3, 1)
+    compare(train, test, tmp_path, _settings(weights, strategies=("feature-extraction",)))
+    recorder = Recorder()
+    changed = _settings(weights, strategies=("feature-extraction",), image_size=40)
+    compare(train, test, tmp_path, changed, callback=recorder)
+    assert [reused for _, reused, _ in recorder.ends] == [False, False]
+
+
+def test_a_failing_strategy_is_reported_and_the_others_complete(tmp_path, weights, monkeypatch):
+    def out_of_memory(self, ctx):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(strategies_module.FineTune, "fit", out_of_memory)
+    train, test = _colour_data(8, 0), _colour_data(3, 1)
+    results = compare(train, test, tmp_path, _settings(weights, labels_per_class=(4,)))
+    status = {r["strategy"]: r["status"] for r in results["runs"]}
+    assert status == {"scratch": "ok", "feature-extraction": "ok", "fine-tune": "failed"}
+    failed = next(r for r in results["runs"] if r["status"] == "failed")
+    assert "out of memory" in failed["error"]
+    build_report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "fine-tune/k=4/seed=0 failed" in markdown
+    assert "| 4 | fine-tune | failed |" in markdown
+
+
+def test_sizes_larger_than_the_smallest_class_are_dropped_with_a_note(tmp_path, weights):
+    train, test = _colour_data(5, 0), _colour_data(2, 1)
+    settings = _settings(weights, strategies=("feature-extraction",), labels_per_class=(3, 50))
+    results = compare(train, test, tmp_path, settings)
+    assert [r["labels_per_class"] for r in results["runs"]] == [3]
+    assert any("50" in note for note in results["notes"])
+
+
+def test_settings_are_validated():
+    with pytest.raises(ConfigError, match="'strategy'"):
+        CompareSettings(strategies=("fine-tuning",))
+    with pytest.raises(ConfigError, match="'labels_per_class'"):
+        CompareSettings(labels_per_class=(0,))
+    with pytest.raises(ConfigError, match="'overrides'"):
+        CompareSettings(overrides={"finetune": {}})
