@@ -7,7 +7,7 @@ and loading are the same code for all of them.
 On disk a model is a folder: ``model.safetensors`` (weights, never a pickle)
 and ``headstart.json`` (backbone, weight source and sha256, classes,
 preprocessing, strategy, config, metrics, versions). Both are written
-atomically.
+atomically, as a pair: a failed save replaces neither.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch import nn
 
 from headstart.backbones import Preprocessing
 from headstart.errors import DataError, WeightsError
-from headstart.features import atomic_write, parse_layer, pooled_features
+from headstart.features import atomic_write_files, parse_layer, pooled_features
 
 __all__ = ["Classifier", "HeadSpec", "ModelFiles", "build_head", "load_model", "save_model"]
 
@@ -123,10 +123,16 @@ def save_model(folder: Path, model: Classifier, metadata: dict[str, Any]) -> Pat
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise WeightsError(f"Refusing to save non-finite weights ({name}) to {folder}.")
     blob = save(tensors, metadata={"format": str(MODEL_FORMAT)})
-    atomic_write(folder / WEIGHTS_FILE, lambda handle: handle.write(blob))
     meta = {"format": MODEL_FORMAT, **metadata, "versions": versions()}
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
-    atomic_write(folder / META_FILE, lambda handle: handle.write(text.encode()))
+    # Both files are written in full before either replaces its old version, so a
+    # failed save (disk full) leaves the previous model whole and loadable.
+    atomic_write_files(
+        [
+            (folder / WEIGHTS_FILE, lambda handle: handle.write(blob)),
+            (folder / META_FILE, lambda handle: handle.write(text.encode())),
+        ]
+    )
     return folder
 
 

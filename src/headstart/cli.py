@@ -144,6 +144,15 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     return get_strategy(args.strategy).default_config().replace(**overrides)
 
 
+def _check_weights_argument(weights: str) -> None:
+    """A weights path that does not exist fails now, not after loading every image."""
+    if weights not in ("auto", "bundled", "hub", "none") and not Path(weights).is_file():
+        raise ConfigError(
+            f"The 'weights' parameter must be auto, bundled, hub, none or an existing "
+            f".safetensors/.pth file. Got {weights!r} instead (no such file)."
+        )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import shutil
 
@@ -151,6 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from headstart.estimator import ImageClassifier
 
     out = Path(args.out)
+    _check_weights_argument(args.weights)
     config = _config_from_args(args)
     train, test = _load_training_data(args)
     for line in diagnose(train, test).brief(args.data, skip=("unreadable", "imbalance")):
@@ -403,6 +413,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from headstart.data import load_images
     from headstart.doctor import diagnose
 
+    _check_weights_argument(args.weights)
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     settings = CompareSettings(
         strategies=strategies,

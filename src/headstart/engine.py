@@ -119,7 +119,22 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     for name, tensor in state["model"].items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise TrainingError(f"Refusing to save non-finite weights ({name}) to {path}.")
-    atomic_write(path, lambda handle: torch.save(state, handle))
+    atomic_write(path, lambda handle: _torch_save(state, handle))
+
+
+def _torch_save(state: dict[str, Any], handle: Any) -> None:
+    """``torch.save``, with a failed write surfacing as the OSError it is.
+
+    When the file refuses a write halfway (disk full), torch's zip writer fails again
+    while closing and raises a RuntimeError ("unexpected pos") that hides the OSError;
+    the CLI reports an OSError in one line, a RuntimeError as a traceback.
+    """
+    try:
+        torch.save(state, handle)
+    except RuntimeError as error:
+        if isinstance(error.__context__, OSError):
+            raise error.__context__ from None
+        raise
 
 
 @contextlib.contextmanager

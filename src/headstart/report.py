@@ -113,10 +113,14 @@ def summary_sentences(results: dict[str, Any]) -> list[str]:
         if scratch is not None and best["strategy"] != "scratch":
             gap = best["accuracy_mean"] - scratch["accuracy_mean"]
             ratio = scratch["train_seconds_mean"] / max(best["train_seconds_mean"], 1e-9)
-            speed = f"{ratio:.1f}x the time" if ratio >= 1 else f"{1 / ratio:.1f}x less time"
+            speed = (
+                f"{ratio:.1f}x as much training time"
+                if ratio >= 1
+                else f"{1 / ratio:.1f}x less training time"
+            )
             text += (
                 f"; scratch reaches {scratch['accuracy_mean']:.1%}, "
-                f"{100 * gap:.1f} points behind, using {speed}"
+                f"{100 * gap:.1f} points behind, with {speed}"
             )
         elif scratch is not None:
             text += "; training from scratch wins here: transfer does not pay at this size"
@@ -183,7 +187,7 @@ def build_report(folder: str | Path, title: str = "headstart comparison") -> dic
     settings = results.get("settings", {})
     summary = summary_sentences(results)
     md = [f"# {title}", ""]
-    if data.get("description"):
+    if data.get("description") and data["description"] not in title:
         md.append(f"Data: {data['description']}.")
     md += [
         f"Training pool: {data.get('train_images')} images; test set: "
