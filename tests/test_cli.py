@@ -55,7 +55,7 @@ def test_unknown_backbone_is_one_line_and_exit_2(capsys, tmp_path):
     )
     err = capsys.readouterr().err
     assert err.startswith("headstart: error:")
-    assert "tf_efficientnet_lite9" in err
+    assert "Unknown backbone 'tf_efficientnet_lite9'" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -64,6 +64,15 @@ def test_typo_in_a_flag_is_rejected_by_the_parser(capsys):
         main(["demo", "--image-sise", "64"])
     assert exited.value.code == 2
     assert "--image-sise" in capsys.readouterr().err
+
+
+def test_unknown_backbone_fails_before_any_image_is_loaded(tmp_path, capsys):
+    folder = _write_folder(tmp_path / "imgs", per_class=6)
+    code = main(["compare", str(folder), "--backbone", "resnet5O", "--out", str(tmp_path / "o")])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "Unknown backbone 'resnet5O'" in captured.err
+    assert "offline" not in captured.err and "data:" not in captured.out
 
 
 def _write_folder(root, per_class=10, broken=False):
@@ -168,6 +177,7 @@ def test_compare_command_writes_results_and_report(tmp_path, capsys):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert len(results["runs"]) == 6
+    assert {r["status"] for r in results["runs"]} == {"ok"}
     assert "What the numbers say" in (out / "report.md").read_text()
 
 

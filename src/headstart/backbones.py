@@ -148,6 +148,17 @@ def _preprocessing(model: nn.Module, image_size: int | None) -> Preprocessing:
     return prep
 
 
+def check_backbone_name(name: str) -> None:
+    """Unknown names fail here, before any weights are looked for or data is loaded."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
+        hint = f" Did you mean one of: {', '.join(close)}?" if close else ""
+        raise BackboneError(
+            f"Unknown backbone {name!r}: timm has no such architecture.{hint} "
+            "`headstart backbones` lists what loads here."
+        )
+
+
 def _timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
@@ -178,6 +189,7 @@ def create_backbone(
     """
     if image_size is not None and (not isinstance(image_size, int) or image_size < 16):
         raise invalid("create_backbone", "image_size", "an int >= 16", image_size)
+    check_backbone_name(name)
     choice = os.fspath(weights)
     is_path = choice not in WEIGHT_CHOICES
     if choice == "auto":
@@ -267,12 +279,17 @@ def count_trainable(model: nn.Module) -> int:
 def select_device(requested: str = "auto") -> torch.device:
     """CUDA, then Apple's MPS, then the CPU, unless the user names one."""
     if requested != "auto":
+        accepted = "'auto', 'cpu', 'cuda' or 'mps'"
         try:
-            return torch.device(requested)
+            device = torch.device(requested)
         except RuntimeError as exc:
-            raise invalid(
-                "select_device", "device", "'auto', 'cpu', 'cuda' or 'mps'", requested
-            ) from exc
+            raise invalid("TrainConfig", "device", accepted, requested) from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise invalid("TrainConfig", "device", "'auto' or 'cpu' here (no CUDA)", requested)
+        mps = getattr(torch.backends, "mps", None)
+        if device.type == "mps" and not (mps is not None and mps.is_available()):
+            raise invalid("TrainConfig", "device", "'auto' or 'cpu' here (no MPS)", requested)
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)

@@ -25,8 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from headstart.backbones import Preprocessing
-from headstart.errors import DataError, WeightsError
+from headstart.backbones import Preprocessing, check_backbone_name
+from headstart.errors import DataError, HeadstartError, WeightsError
 from headstart.features import atomic_write_files, parse_layer, pooled_features
 
 __all__ = ["Classifier", "HeadSpec", "ModelFiles", "build_head", "load_model", "save_model"]
@@ -149,12 +149,23 @@ def load_model(folder: Path) -> ModelFiles:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{meta_path}: unreadable model description ({exc}).") from exc
-    if meta.get("format") != MODEL_FORMAT:
-        raise DataError(f"{meta_path}: model format {meta.get('format')!r} is not supported.")
-    head = meta["head"]
-    spec = HeadSpec(**head)
-    body = timm.create_model(meta["backbone"], pretrained=False, num_classes=0)
-    model = Classifier(body, meta["layers"], build_head(spec))
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{meta_path}: model format {found!r} is not supported.")
+    missing = [
+        k for k in ("backbone", "head", "layers", "classes", "preprocessing") if k not in meta
+    ]
+    if missing:
+        raise DataError(f"{meta_path}: field(s) {', '.join(missing)} missing; file damaged?")
+    try:
+        spec = HeadSpec(**meta["head"])
+        check_backbone_name(meta["backbone"])
+        body = timm.create_model(meta["backbone"], pretrained=False, num_classes=0)
+        model = Classifier(body, meta["layers"], build_head(spec))
+    except HeadstartError as exc:
+        raise DataError(f"{meta_path}: {exc}") from exc
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DataError(f"{meta_path}: invalid model description ({exc}).") from exc
     path = folder / WEIGHTS_FILE
     try:
         tensors = load_file(str(path))

@@ -156,11 +156,13 @@ def _check_weights_argument(weights: str) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import shutil
 
+    from headstart.backbones import check_backbone_name
     from headstart.doctor import diagnose
     from headstart.estimator import ImageClassifier
 
     out = Path(args.out)
     _check_weights_argument(args.weights)
+    check_backbone_name(args.backbone)
     config = _config_from_args(args)
     train, test = _load_training_data(args)
     for line in diagnose(train, test).brief(args.data, skip=("unreadable", "imbalance")):
@@ -283,14 +285,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"The 'top_k' parameter must be >= 1. Got {args.top_k} instead.")
     clf = ImageClassifier.load(args.model)
     paths = _expand_images(args.images)
-    images, good, failed = [], [], []
-    for path in paths:
-        try:
-            images.append(decode_image(path)[0])
-            good.append(path)
-        except ImageDecodeError as exc:
-            failed.append((path, exc.reason))
-    proba = clf.predict_proba(images) if images else np.zeros((0, len(clf.classes_)))
+    if not paths:
+        raise ConfigError("No images given: pass image files or folders of images.")
+    good, failed, parts = [], [], []
+    # In chunks, so a folder of 10,000 photos never sits decoded in memory at once.
+    for start in range(0, len(paths), 256):
+        images = []
+        for path in paths[start : start + 256]:
+            try:
+                images.append(decode_image(path, clf.decode_options_)[0])
+                good.append(path)
+            except ImageDecodeError as exc:
+                failed.append((path, exc.reason))
+        if images:
+            parts.append(clf.predict_proba(images))
+    proba = np.concatenate(parts) if parts else np.zeros((0, len(clf.classes_)))
     k = min(args.top_k, len(clf.classes_))
     rows = []
     for path, p in zip(good, proba, strict=True):
@@ -316,8 +325,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(r["image"] + ": " + ", ".join(f"{c} {q:.1%}" for c, q in r["top"]))
     for path, reason in failed:
         print(f"headstart: skipped {path}: {reason}", file=sys.stderr)
-    if not paths:
-        raise ConfigError("No images given: pass image files or folders of images.")
     return EXIT_ERROR if failed else 0
 
 
@@ -382,7 +389,7 @@ def _run_comparison(
 
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir() / "features")
     started = time.perf_counter()
-    compare(
+    results = compare(
         train, test, out, settings, cache_dir=cache, callback=_CompareCallback(),
         data_description=description,
     )  # fmt: skip
@@ -396,6 +403,10 @@ def _run_comparison(
     print(
         f"\nreport: {paths['markdown']} and {paths['html']} ({time.perf_counter() - started:.0f}s)"
     )
+    failed = [r["id"] for r in results["runs"] if r.get("status") != "ok"]
+    if failed:
+        print(f"headstart: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 
@@ -409,11 +420,13 @@ def _strategy_overrides(args: argparse.Namespace, strategies: tuple[str, ...]) -
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from headstart.backbones import check_backbone_name
     from headstart.compare import CompareSettings
     from headstart.data import load_images
     from headstart.doctor import diagnose
 
     _check_weights_argument(args.weights)
+    check_backbone_name(args.backbone)
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     settings = CompareSettings(
         strategies=strategies,
@@ -486,7 +499,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (default: the strategy's own)")
     group.add_argument("--epochs", type=int)
     group.add_argument("--batch-size", type=int)
-    group.add_argument("--lr", type=float, help="learning rate of the new head")
+    group.add_argument(
+        "--head-lr", "--lr", dest="lr", type=float, help="learning rate of the new head"
+    )
     group.add_argument("--base-lr", type=float, help="learning rate of the top backbone group")
     group.add_argument("--layer-decay", type=float, help="LR factor per group below the top")
     group.add_argument(
@@ -495,7 +510,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bn-policy", choices=BN_POLICIES)
     group.add_argument("--head", choices=HEADS)
     group.add_argument("--layers", help="feature layers, e.g. final or stage4,final")
-    group.add_argument("--augment", action="store_true", default=None)
+    group.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, help="random crops and flips"
+    )
     group.add_argument("--no-lp-ft", action="store_true", help="fine-tune without a linear probe")
     group.add_argument("--class-weights", choices=("none", "balanced"))
     group.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")

@@ -26,6 +26,7 @@ from headstart._validation import invalid
 from headstart.backbones import DEFAULT_BACKBONE
 from headstart.data import ImageDataset, sample_per_class
 from headstart.engine import Callback, TrainingInterrupted
+from headstart.errors import BackboneError, ConfigError, WeightsError
 from headstart.estimator import ImageClassifier
 from headstart.features import atomic_write
 from headstart.strategies import STRATEGIES, get_strategy
@@ -219,8 +220,8 @@ def _one_run(
             callback=callback,
         ).fit(subset)
         metrics = clf.evaluate(test)
-    except (KeyboardInterrupt, TrainingInterrupted):
-        raise
+    except (KeyboardInterrupt, TrainingInterrupted, ConfigError, BackboneError, WeightsError):
+        raise  # a mistake in the settings would fail every run alike: say it once, now
     except Exception as exc:  # one strategy failing (e.g. out of memory) must not stop the rest
         return {
             "status": "failed",

@@ -54,6 +54,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         owner = "TrainConfig"
+        numbers = ("head_lr", "base_lr", "layer_decay", "weight_decay", "warmup_epochs")
+        for name in (*numbers, "label_smoothing", "dropout", "validation_fraction", "probe_l2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise invalid(owner, name, "a number", value)
         positive_ints = ("epochs", "batch_size", "head_hidden")
         for name in positive_ints:
             value = getattr(self, name)
@@ -92,6 +97,16 @@ class TrainConfig:
             raise invalid(owner, "layers", "a non-empty tuple such as ('final',)", self.layers)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise invalid(owner, "seed", "an int >= 0", self.seed)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")
+        ):
+            raise invalid(owner, "device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", self.device)
+        for layer in self.layers:
+            is_stage = isinstance(layer, str) and layer.startswith("stage") and layer[5:].isdigit()
+            if layer != "final" and not is_stage:
+                raise invalid(owner, "layers", "names such as 'final' or 'stage4'", layer)
+        if not isinstance(self.freeze_groups, int) or isinstance(self.freeze_groups, bool):
+            raise invalid(owner, "freeze_groups", "an int", self.freeze_groups)
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise invalid(owner, "num_workers", "an int >= 0", self.num_workers)
 

@@ -146,6 +146,8 @@ def _interrupt_flag() -> Iterator[dict[str, bool]]:
         return
 
     def handler(signum: int, frame: Any) -> None:
+        if flag["set"]:  # a second signal: the user means it, stop without waiting
+            raise KeyboardInterrupt
         flag["set"] = True
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -239,6 +241,7 @@ def train_loop(
     callback: Callback | None = None,
     device: torch.device | None = None,
     loss_hook: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None,
+    run_key: str | None = None,
 ) -> TrainOutcome:
     """Train ``model`` in place; keep the best validation epoch's weights.
 
@@ -277,10 +280,20 @@ def train_loop(
     random.seed(config.seed)
 
     state = load_checkpoint(checkpoint) if (resume and checkpoint) else None
+    if resume and checkpoint and state is None:
+        callback.on_stage(stage, f"no checkpoint at {checkpoint}: starting from the beginning")
+    if not resume and checkpoint and Path(checkpoint).exists():
+        callback.on_stage(stage, f"replacing the earlier checkpoint {checkpoint} (no --resume)")
     if state is not None:
         if state["stage"] != stage:
             raise TrainingError(
                 f"{checkpoint}: saved during stage {state['stage']!r}, cannot resume {stage!r}."
+            )
+        if run_key is not None and state.get("run_key") not in (None, run_key):
+            raise TrainingError(
+                f"{checkpoint}: saved by a run with other settings or data (config, backbone, "
+                "weights or images changed); resuming would not give that run's result. "
+                "Start afresh without --resume, or restore the original settings."
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -299,6 +312,7 @@ def train_loop(
         return {
             "format": CHECKPOINT_FORMAT,
             "stage": stage,
+            "run_key": run_key,
             "epoch": epoch,
             "step": step,
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},

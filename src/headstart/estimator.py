@@ -7,6 +7,9 @@ fitted state ends in ``_``; using an unfitted estimator raises
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import time
@@ -27,6 +30,7 @@ from headstart.data import DecodeOptions, ImageDataset, TorchImageDataset, decod
 from headstart.engine import Callback
 from headstart.errors import DataError, NotFittedError
 from headstart.features import FeatureCache, numerics
+from headstart.imageio import normalise_image
 from headstart.metrics import classification_metrics
 from headstart.strategies import FitContext, get_strategy
 
@@ -38,9 +42,10 @@ ImageInput = ImageDataset | Sequence[str | os.PathLike[str] | Image.Image]
 class _ImageList(Dataset):
     """Paths or PIL images, decoded exactly as in training (EXIF, modes, limits)."""
 
-    def __init__(self, items: Sequence[Any], transform: Any) -> None:
+    def __init__(self, items: Sequence[Any], transform: Any, options: DecodeOptions) -> None:
         self.items = list(items)
         self.transform = transform
+        self.options = options
 
     def __len__(self) -> int:
         return len(self.items)
@@ -48,9 +53,9 @@ class _ImageList(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
         if isinstance(item, Image.Image):
-            image = item.convert("RGB") if item.mode != "RGB" else item
+            image = normalise_image(item, self.options)
         else:
-            image, _ = decode_image(Path(item), DecodeOptions())
+            image, _ = decode_image(Path(item), self.options)
         return self.transform(image), -1
 
 
@@ -131,6 +136,7 @@ class ImageClassifier:
             checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
             resume=resume,
             callback=callback,
+            run_key=_run_key(self.backbone, backbone.weights, config, train, validation),
         )
         result = strategy.fit(ctx)
         self.model_ = result.model.cpu().eval()
@@ -139,6 +145,7 @@ class ImageClassifier:
         self.plan_ = result.plan
         self.config_ = config
         self.preprocessing_ = backbone.preprocessing
+        self.decode_options_ = train.options
         self.weights_info_ = backbone.weights
         self.fit_seconds_ = time.perf_counter() - started
         self.metrics_: dict[str, Any] = {}
@@ -161,20 +168,27 @@ class ImageClassifier:
         elif isinstance(images, (str, os.PathLike, Image.Image)):
             raise invalid("predict", "images", "a dataset or a list of paths/images", images)
         else:
-            data = _ImageList(images, transform)
+            data = _ImageList(images, transform, self.decode_options_)
         return DataLoader(data, batch_size=batch_size, shuffle=False)
 
-    def predict_proba(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
+    def predict_proba(
+        self, images: ImageInput, *, batch_size: int = 64, device: str = "auto"
+    ) -> np.ndarray:
         """Class probabilities, shape (N, len(classes_)), columns in ``classes_`` order."""
         self._check_fitted()
-        device = select_device(self.config_.device)
+        # The device of this machine, not the one the model was trained on: a model
+        # trained on a GPU must still predict on a laptop.
+        device = select_device(device)
         model = self.model_.to(device).eval()
         fast = self.config_.fast
         chunks = []
-        with torch.inference_mode(), numerics(model, device, fast):
-            for batch, _ in self._loader(images, batch_size):
-                chunks.append(torch.softmax(model(batch.to(device)).float(), dim=1).cpu().numpy())
-        self.model_.cpu()
+        try:
+            with torch.inference_mode(), numerics(model, device, fast):
+                for batch, _ in self._loader(images, batch_size):
+                    logits = model(batch.to(device)).float()
+                    chunks.append(torch.softmax(logits, dim=1).cpu().numpy())
+        finally:
+            self.model_.cpu()
         if not chunks:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         return np.concatenate(chunks)
@@ -210,6 +224,7 @@ class ImageClassifier:
             "classes": self.classes_,
             "class_to_idx": {name: i for i, name in enumerate(self.classes_)},
             "preprocessing": self.preprocessing_.to_dict(),
+            "decode_options": dataclasses.asdict(self.decode_options_),
             "layers": list(self.config_.layers),
             "head": self._head_spec.__dict__,
             "config": self.config_.to_dict(),
@@ -237,6 +252,10 @@ class ImageClassifier:
         clf.history_ = list(meta.get("history", []))
         clf.plan_ = None
         clf.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
+        options = dict(meta.get("decode_options") or {})
+        if "background" in options:
+            options["background"] = tuple(options["background"])
+        clf.decode_options_ = DecodeOptions(**options)
         from headstart.weights import WeightsInfo
 
         clf.weights_info_ = WeightsInfo(**meta["weights"])
@@ -245,6 +264,20 @@ class ImageClassifier:
         clf._head_spec = HeadSpec(**meta["head"])
         clf.metadata_ = meta
         return clf
+
+
+def _run_key(
+    name: str, weights: Any, config: TrainConfig, train: ImageDataset, val: ImageDataset | None
+) -> str:
+    """What a checkpoint must match to be resumed: the same settings on the same data."""
+    parts = {
+        "backbone": name,
+        "weights": [weights.source, weights.sha256 or weights.location],
+        "config": config.to_dict(),
+        "train": train.fingerprint(),
+        "validation": val.fingerprint() if val is not None else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _head_spec_of(model: Classifier, num_classes: int, config: TrainConfig) -> HeadSpec:

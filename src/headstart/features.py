@@ -129,18 +129,29 @@ def extract_features(
     )
     chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     done = 0
-    with torch.inference_mode(), numerics(model, device, fast):
-        for images, _ in loader:
-            images = images.to(device)
-            if fast and fast_path_available(device):
-                images = images.contiguous(memory_format=torch.channels_last)
-            for layer, values in pooled_features(model, images, stages).items():
-                chunks[layer].append(values.cpu().numpy())
-            done += len(images)
-            if progress is not None:
-                progress(done, len(dataset))
-    model.to(memory_format=torch.contiguous_format)
+    try:
+        with torch.inference_mode(), numerics(model, device, fast):
+            for images, _ in loader:
+                images = images.to(device)
+                if fast and fast_path_available(device):
+                    images = images.contiguous(memory_format=torch.channels_last)
+                for layer, values in pooled_features(model, images, stages).items():
+                    chunks[layer].append(values.cpu().numpy())
+                done += len(images)
+                if progress is not None:
+                    progress(done, len(dataset))
+    finally:  # the caller's model goes back as it came, also after a bad image
+        model.to(memory_format=torch.contiguous_format)
     return {layer: np.concatenate(parts).astype(np.float32) for layer, parts in chunks.items()}
+
+
+def numerics_tag(device: torch.device, fast: bool) -> str:
+    """The arithmetic features were computed with, for the cache key."""
+    if not (fast and fast_path_available(device)):
+        return "fp32"
+    if device.type == "cpu":
+        return "cpu-bf16"
+    return "cuda-bf16" if torch.cuda.is_bf16_supported() else "cuda-fp16"
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -153,14 +164,17 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def feature_key(backbone: Backbone, dataset: ImageDataset, fast: bool) -> str:
+def feature_key(
+    backbone: Backbone, dataset: ImageDataset, fast: bool, device: torch.device | None = None
+) -> str:
     """Cache key: any change in weights, preprocessing, images, labels or numerics changes it."""
+    device = device or torch.device("cpu")
     parts = {
         "backbone": backbone.name,
         "weights": weights_digest(backbone.model),
         "preprocessing": backbone.preprocessing.to_dict(),
         "images": dataset.fingerprint(),
-        "fast": bool(fast),
+        "numerics": numerics_tag(device, fast),
         "format": 1,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
@@ -322,7 +336,9 @@ def cached_features(
     """Features from the cache when there, else extracted and stored: (features, was_cached)."""
     if cache is None:
         return extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs), False
-    key = feature_key(backbone, dataset, fast)
+    device = kwargs.get("device", "auto")
+    device = select_device(device) if isinstance(device, str) else device
+    key = feature_key(backbone, dataset, fast, device)
     found = cache.load(key, layers, len(dataset))
     if found is not None:
         return found, True

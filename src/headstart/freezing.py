@@ -94,7 +94,9 @@ def resolve_frozen_count(groups: Sequence[LayerGroup], freeze_groups: int) -> in
     body = sum(1 for g in groups if not g.is_head)
     count = freeze_groups if freeze_groups >= 0 else body + freeze_groups
     if not 0 <= count <= body:
-        raise invalid("FreezePlan", "freeze_groups", f"between {-body} and {body}", freeze_groups)
+        raise invalid(
+            "TrainConfig", "freeze_groups", f"between {-body} and {body} here", freeze_groups
+        )
     return count
 
 

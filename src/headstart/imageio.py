@@ -174,14 +174,8 @@ def _decode(data: bytes, options: DecodeOptions, label: str) -> tuple[Image.Imag
         downscaled = _draft_jpeg(image, options.max_side)
         image.load()
 
-    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    rotated = orientation in (2, 3, 4, 5, 6, 7, 8)
-    if rotated:
-        image = ImageOps.exif_transpose(image)
-    rgb, conversion = _to_rgb(image, options.background)
-    if max(rgb.size) > options.max_side:
-        rgb.thumbnail((options.max_side, options.max_side), Image.Resampling.LANCZOS)
-        downscaled = True
+    rgb, rotated, conversion, shrunk = _normalise(image, options)
+    downscaled = downscaled or shrunk
     info = DecodeInfo(
         original_mode=original_mode,
         original_size=original_size,
@@ -191,6 +185,35 @@ def _decode(data: bytes, options: DecodeOptions, label: str) -> tuple[Image.Imag
         downscaled=downscaled,
     )
     return rgb, info
+
+
+def _normalise(
+    image: Image.Image, options: DecodeOptions
+) -> tuple[Image.Image, bool, str | None, bool]:
+    """EXIF orientation, explicit RGB conversion, bounded size: (rgb, rotated, conversion,
+    downscaled). One path for files and for images handed over in memory."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    rotated = orientation in (2, 3, 4, 5, 6, 7, 8)
+    if rotated:
+        image = ImageOps.exif_transpose(image)
+    rgb, conversion = _to_rgb(image, options.background)
+    downscaled = False
+    if max(rgb.size) > options.max_side:
+        rgb = rgb.copy() if rgb is image else rgb
+        rgb.thumbnail((options.max_side, options.max_side), Image.Resampling.LANCZOS)
+        downscaled = True
+    return rgb, rotated, conversion, downscaled
+
+
+def normalise_image(image: Image.Image, options: DecodeOptions = _DEFAULT_OPTIONS) -> Image.Image:
+    """An in-memory PIL image made ready exactly as a decoded file would be.
+
+    Prediction on PIL images goes through here, so a transparent PNG or a sideways
+    phone photo handed over in memory is treated as in training.
+    """
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    return _normalise(image, options)[0]
 
 
 @contextlib.contextmanager

@@ -1,28 +1,29 @@
-"""PNG plots, drawn with matplotlib's non-interactive Agg backend (no display needed)."""
+"""PNG plots, drawn with matplotlib's Agg renderer (no display, no pyplot state)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from headstart.features import atomic_write
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from headstart.features import atomic_write  # noqa: E402
-
-__all__ = ["save_confusion_matrix", "save_figure"]
+__all__ = ["new_figure", "save_confusion_matrix", "save_figure"]
 
 
-def save_figure(figure: plt.Figure, path: Path) -> Path:
-    """Write a figure as PNG atomically, then close it."""
-    try:
-        atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png", dpi=110))
-    finally:
-        plt.close(figure)
+def new_figure(width: float, height: float) -> tuple[Figure, object]:
+    """A figure drawn by Agg directly: no pyplot, so the user's backend is left alone."""
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots()
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write a figure as PNG atomically."""
+    atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png", dpi=110))
     return Path(path)
 
 
@@ -33,7 +34,7 @@ def save_confusion_matrix(
     counts = np.asarray(matrix, dtype=np.int64)
     shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = max(4.0, 0.55 * len(classes) + 2.0)
-    figure, axes = plt.subplots(figsize=(size + 1.0, size))
+    figure, axes = new_figure(size + 1.0, size)
     image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(classes)), labels=list(classes), rotation=45, ha="right")
     axes.set_yticks(range(len(classes)), labels=list(classes))

@@ -12,15 +12,9 @@ import html
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-
-from headstart.compare import load_results, sizes_in_order, summarise  # noqa: E402
-from headstart.features import atomic_write  # noqa: E402
-from headstart.plots import save_confusion_matrix, save_figure  # noqa: E402
+from headstart.compare import load_results, sizes_in_order, summarise
+from headstart.features import atomic_write
+from headstart.plots import new_figure, save_confusion_matrix, save_figure
 
 __all__ = ["build_report", "summary_sentences"]
 
@@ -32,7 +26,7 @@ def _size_label(k: str) -> str:
 
 
 def _plot_accuracy_vs_labels(rows: list[dict[str, Any]], path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    figure, axes = new_figure(6.4, 4.2)
     sizes = sizes_in_order(r["labels_per_class"] for r in rows)
     positions = {k: i for i, k in enumerate(sizes)}
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
@@ -58,7 +52,7 @@ def _plot_accuracy_vs_labels(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _plot_accuracy_vs_time(runs: list[dict[str, Any]], path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    figure, axes = new_figure(6.4, 4.2)
     for strategy in dict.fromkeys(r["strategy"] for r in runs):
         ok = [r for r in runs if r["strategy"] == strategy and r.get("status") == "ok"]
         if not ok:
@@ -193,7 +187,8 @@ def build_report(folder: str | Path, title: str = "headstart comparison") -> dic
         f"Training pool: {data.get('train_images')} images; test set: "
         f"{data.get('test_images')} images; {len(data.get('classes', []))} classes. "
         f"Backbone: {settings.get('backbone')} at {settings.get('image_size') or 'its own'} px. "
-        f"Seeds: {settings.get('seeds')}. Every strategy saw the same images at each size.",
+        f"Seeds: {settings.get('seeds')}. At each size every strategy drew from the same "
+        "images; fine-tune and scratch hold 10 % of them out for early stopping.",
         "",
         "## What the numbers say",
         "",

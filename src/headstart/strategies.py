@@ -119,6 +119,7 @@ class FitContext:
     checkpoint_dir: Path | None
     resume: bool
     callback: Callback
+    run_key: str | None = None  # identifies config + backbone + weights + data for --resume
 
     @property
     def num_classes(self) -> int:
@@ -310,6 +311,7 @@ def _fit_head_on_features(ctx: FitContext, model: Classifier) -> list[EpochRecor
         checkpoint=ctx.checkpoint("head"),
         resume=ctx.resume,
         callback=ctx.callback,
+        run_key=ctx.run_key,
         device=ctx.device,
     )
     first = next(m for m in model.head.modules() if isinstance(m, nn.Linear))
@@ -352,6 +354,7 @@ def _train_images(
         checkpoint=ctx.checkpoint(stage),
         resume=ctx.resume,
         callback=ctx.callback,
+        run_key=ctx.run_key,
         device=ctx.device,
     )
     return outcome.history
@@ -393,6 +396,10 @@ class FeatureExtraction(Strategy):
             stages = ["frozen base every epoch", "head"]
         rows = _plan_rows(model, groups, body_count, {"head": head_lr} if head_lr else {})
         notes = [f"features: {', '.join(config.layers)}"]
+        if use_cache and config.head == "linear":
+            notes.append("linear head solved by L-BFGS to convergence: head_lr and epochs unused")
+        if use_cache and config.head == "mlp" and config.epochs < 30:
+            notes.append(f"MLP head: at least 30 epochs on cached features (asked {config.epochs})")
         if not use_cache:
             notes.append(
                 "augmentation is on: each epoch sees new crops, so features cannot be cached; "
@@ -439,7 +446,8 @@ class FineTune(Strategy):
         if config.lp_ft:
             notes.append(
                 "LP-FT: the head is fitted on cached features first, so its first "
-                "gradients do not disturb the pre-trained layers"
+                "gradients do not disturb the pre-trained layers; while fine-tuning it then "
+                f"moves at 5 x base_lr = {ft_config.head_lr:.1e} (not head_lr)"
             )
         if config.layer_decay < 1:
             notes.append(f"layer-wise LR decay {config.layer_decay} per group below the top")

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from headstart.errors import WeightsError
+from headstart.errors import HeadstartError, WeightsError
 
 __all__ = [
     "BUNDLED_WEIGHTS",
@@ -379,7 +379,7 @@ def load_hub_weights(
     try:
         with _hub_offline_mode(offline):
             model = create()
-    except WeightsError:
+    except HeadstartError:  # our own errors (unknown name, bad file) say what they mean
         raise
     except Exception as exc:  # network, hub, cache and download errors come in many types
         reason = _first_line(exc)

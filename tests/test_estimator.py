@@ -1,0 +1,157 @@
+"""ImageClassifier edges: one decode path for files and in-memory images, portable
+models, damaged model files, and resuming only what was started."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from headstart.backbones import select_device
+from headstart.config import TrainConfig
+from headstart.data import DecodeOptions, from_arrays
+from headstart.errors import ConfigError, DataError, TrainingError
+from headstart.estimator import ImageClassifier
+from headstart.metrics import classification_metrics
+from headstart.strategies import get_strategy
+
+TINY = "test_efficientnet"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(per_class: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), per_class)
+    images = rng.integers(0, 60, size=(len(labels), 20, 20, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        images[i, :, :, label] += 150
+    return from_arrays(images, [("red", "green", "blue")[k] for k in labels])
+
+
+def _fitted(tmp_path=None, **changes) -> ImageClassifier:
+    config = get_strategy("feature-extraction").default_config().replace(image_size=32, **changes)
+    torch.manual_seed(0)
+    clf = ImageClassifier(TINY, "feature-extraction", config, weights="none")
+    return clf.fit(_data())
+
+
+def test_in_memory_images_decode_like_files(tmp_path):
+    """A transparent PNG and a sideways JPEG give the same probabilities as files or PIL."""
+    clf = _fitted()
+    rgba = Image.new("RGBA", (24, 16), (0, 0, 200, 255))
+    rgba.paste((0, 0, 0, 0), (0, 0, 12, 16))  # left half fully transparent
+    rgba.save(tmp_path / "alpha.png")
+    sideways = Image.new("RGB", (30, 18), (200, 20, 20))
+    sideways.paste((20, 200, 20), (0, 0, 10, 18))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    sideways.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+
+    from_files = clf.predict_proba([tmp_path / "alpha.png", tmp_path / "rot.jpg"])
+    with Image.open(tmp_path / "alpha.png") as a, Image.open(tmp_path / "rot.jpg") as r:
+        a.load()
+        r.load()
+        from_memory = clf.predict_proba([a, r])
+    np.testing.assert_allclose(from_memory, from_files, atol=1e-6)
+    # and the naive path (alpha dropped, EXIF ignored) would have differed
+    naive = clf.predict_proba([rgba.convert("RGB"), sideways])
+    assert not np.allclose(naive, from_files, atol=1e-4)
+
+
+def test_decode_options_travel_with_the_model(tmp_path):
+    data = _data()
+    options = DecodeOptions(max_side=512, background=(0, 0, 0))
+    data.options = options
+    config = get_strategy("feature-extraction").default_config().replace(image_size=32)
+    clf = ImageClassifier(TINY, "feature-extraction", config, weights="none").fit(data)
+    clf.save(tmp_path / "m")
+    loaded = ImageClassifier.load(tmp_path / "m")
+    assert loaded.decode_options_ == options
+
+
+def test_a_model_trained_for_cuda_predicts_on_this_machine(tmp_path):
+    clf = _fitted()
+    clf.save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "headstart.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["device"] = "cuda"
+    meta_path.write_text(json.dumps(meta))
+    loaded = ImageClassifier.load(tmp_path / "m")
+    assert loaded.config_.device == "cuda"
+    np.testing.assert_array_equal(loaded.predict_proba(_data(2, 5)), clf.predict_proba(_data(2, 5)))
+
+
+def test_unavailable_or_unknown_devices_are_config_errors():
+    with pytest.raises(ConfigError, match="'device'"):
+        TrainConfig(device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            select_device("cuda")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda meta: meta.pop("head"), "head"),
+        (lambda meta: meta.update(head={"kind": "linear"}), "invalid model description"),
+        (lambda meta: meta.update(backbone="no_such_net"), "Unknown backbone"),
+        (lambda meta: meta.update(format=99), "format 99"),
+    ],
+)
+def test_a_damaged_model_description_is_a_data_error_naming_the_file(tmp_path, damage, message):
+    _fitted().save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "headstart.json"
+    meta = json.loads(meta_path.read_text())
+    damage(meta)
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=message) as caught:
+        ImageClassifier.load(tmp_path / "m")
+    assert "headstart.json" in str(caught.value)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    config = (
+        get_strategy("scratch")
+        .default_config()
+        .replace(image_size=32, epochs=2, batch_size=8, patience=0, augment=False)
+    )
+    torch.manual_seed(0)
+    ImageClassifier(TINY, "scratch", config, checkpoint_dir=tmp_path).fit(_data())
+    assert (tmp_path / "checkpoint-scratch.pt").is_file()
+    changed = config.replace(batch_size=4)
+    with pytest.raises(TrainingError, match="other settings or data"):
+        ImageClassifier(TINY, "scratch", changed, checkpoint_dir=tmp_path).fit(_data(), resume=True)
+    # the same settings resume (here: nothing left to do) without complaint
+    ImageClassifier(TINY, "scratch", config, checkpoint_dir=tmp_path).fit(_data(), resume=True)
+
+
+def test_metrics_by_hand():
+    truth = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 0, 0, 1, 1, 0, 2, 2])
+    metrics = classification_metrics(truth, predicted, ["a", "b", "c"])
+    assert metrics["confusion_matrix"] == [[3, 1, 0], [1, 1, 0], [0, 0, 2]]
+    assert metrics["accuracy"] == pytest.approx(6 / 8)
+    assert metrics["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
+    a, b, c = metrics["per_class"]
+    assert (a["precision"], a["recall"]) == (pytest.approx(3 / 4), pytest.approx(3 / 4))
+    assert (b["precision"], b["recall"], b["f1"]) == (0.5, 0.5, 0.5)
+    assert (c["precision"], c["recall"], c["support"]) == (1.0, 1.0, 2)
+
+
+def test_plots_leave_the_users_matplotlib_backend_alone():
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    import headstart.report  # noqa: F401
+
+    assert matplotlib.get_backend() == before
