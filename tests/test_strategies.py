@@ -9,6 +9,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from headstart import strategies as strategies_module
 from headstart.config import TrainConfig
 from headstart.data import from_arrays
 from headstart.engine import Callback
@@ -272,3 +273,27 @@ def test_evaluate_accepts_a_subset_of_classes_and_rejects_unknown(tiny_weights):
     strangers = from_arrays(np.zeros((2, 8, 8, 3), dtype=np.uint8), ["purple", "purple"])
     with pytest.raises(DataError, match="purple"):
         clf.evaluate(strangers)
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_balanced_class_weights_reach_the_loss(monkeypatch, tiny_weights, head):
+    """Inverse-frequency weights (n / (classes * count)) are what the head is trained with."""
+    seen = {}
+    real_probe, real_loop = strategies_module.fit_linear_probe, strategies_module.train_loop
+
+    def probe_spy(*args, class_weights=None, **kwargs):
+        seen["weights"] = class_weights
+        return real_probe(*args, class_weights=class_weights, **kwargs)
+
+    def loop_spy(*args, class_weights=None, **kwargs):
+        seen["weights"] = class_weights.numpy() if class_weights is not None else None
+        return real_loop(*args, class_weights=class_weights, **kwargs)
+
+    monkeypatch.setattr(strategies_module, "fit_linear_probe", probe_spy)
+    monkeypatch.setattr(strategies_module, "train_loop", loop_spy)
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 20 + [1] * 5)
+    data = from_arrays(rng.integers(0, 255, size=(25, 20, 20, 3), dtype=np.uint8), labels)
+    config = _config("feature-extraction", head=head, class_weights="balanced", head_hidden=8)
+    ImageClassifier(TINY, "feature-extraction", config, weights=tiny_weights[0]).fit(data)
+    np.testing.assert_allclose(seen["weights"], [25 / (2 * 20), 25 / (2 * 5)], rtol=1e-6)
