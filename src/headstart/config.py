@@ -50,7 +50,7 @@ class TrainConfig:
     seed: int = 0  # one seed for splits, initialisation, shuffling and augmentation
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
     fast: bool = True  # channels_last, and reduced precision where it pays off
-    num_workers: int = 0  # DataLoader worker processes for image decoding
+    num_workers: int = 0  # DataLoader worker processes in the training loop (0: decode inline)
 
     def __post_init__(self) -> None:
         owner = "TrainConfig"
