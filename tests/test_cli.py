@@ -185,3 +185,28 @@ def test_compare_rejects_a_bad_size_list(tmp_path, capsys):
     folder = _write_folder(tmp_path / "imgs", per_class=4)
     assert main(["compare", str(folder), "--labels-per-class", "10,lots"]) == 2
     assert "'lots'" in capsys.readouterr().err
+
+
+def _idx(path, array):
+    dims = array.shape
+    header = bytes([0, 0, 0x08, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_train_and_evaluate_on_an_idx_folder(tmp_path, capsys):
+    """MNIST-style files: train uses train-*, evaluate uses the t10k-* test files."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for split, n in (("train", 30), ("t10k", 12)):
+        labels = np.arange(n) % 3
+        images = rng.integers(0, 50, size=(n, 12, 12))
+        images[:, : 4 * 1, :] += (labels[:, None, None] == 0) * 200
+        images[:, 4:8, :] += (labels[:, None, None] == 1) * 200
+        images[:, 8:, :] += (labels[:, None, None] == 2) * 200
+        _idx(folder / f"{split}-images-idx3-ubyte", images.clip(0, 255))
+        _idx(folder / f"{split}-labels-idx1-ubyte", labels)
+    out = tmp_path / "run"
+    assert main(["train", str(folder), "--out", str(out), *TINY_ARGS]) == 0
+    assert main(["evaluate", str(out), str(folder)]) == 0
+    assert json.loads((out / "evaluation.json").read_text())["n"] == 12

@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,6 @@ from headstart.engine import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from headstart.estimator import ImageClassifier
 
 TINY = "test_efficientnet"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def checkpoint_state(epoch: int) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ from headstart.estimator import ImageClassifier
 from headstart.strategies import STRATEGIES, get_strategy
 
 TINY = "test_efficientnet"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

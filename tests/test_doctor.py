@@ -8,12 +8,10 @@ import csv
 import gzip
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from fixtures_images import cmyk_jpeg, exif_rotated_jpeg, html_as_jpeg, truncated_jpeg
 from PIL import Image
 
@@ -22,14 +20,6 @@ from headstart.cli import main
 from headstart.data import from_arrays, load_folder, load_images, split_dataset
 from headstart.doctor import Diagnosis, check_data, diagnose, write_report
 from headstart.errors import ConfigError
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def noise_png(path: Path, seed: int, size: tuple[int, int] = (40, 40)) -> Path:

@@ -41,15 +41,6 @@ from headstart.strategies import get_strategy
 BACKBONE = "test_efficientnet"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two shared cores: intra-op threads only contend (a step is ~100x slower with two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------- helpers
 
 

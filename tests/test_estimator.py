@@ -21,14 +21,6 @@ from headstart.strategies import get_strategy
 TINY = "test_efficientnet"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(per_class: int = 8, seed: int = 0):
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(3), per_class)

@@ -20,7 +20,7 @@ import signal
 import struct
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,14 +42,6 @@ from headstart.imageio import DecodeOptions, decode_image
 from headstart.weights import read_state_dict
 
 TINY = "test_efficientnet"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Hang(BaseException):

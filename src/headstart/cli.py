@@ -192,11 +192,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _evaluation_set(path: str) -> Any:
-    from headstart.data import open_dataset
+    """The labelled images to evaluate on: the test part of pre-split data, else all of it."""
+    from headstart.data import find_idx_pair, load_idx, open_dataset
 
     folder = Path(path)
     if (folder / "train").is_dir() and (folder / "test").is_dir():
-        folder = folder / "test"
+        return open_dataset(folder / "test")
+    idx_test = find_idx_pair(folder, "t10k") if folder.is_dir() else None
+    if idx_test is not None:
+        return load_idx(*idx_test)
     return open_dataset(folder)
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "load_csv",
     "load_fashion_mnist",
     "load_folder",
+    "find_idx_pair",
     "load_idx",
     "load_images",
     "load_sample",
@@ -752,7 +753,7 @@ def load_idx(
     )
 
 
-def _find_idx_pair(folder: Path, split: str) -> tuple[Path, Path] | None:
+def find_idx_pair(folder: Path, split: str) -> tuple[Path, Path] | None:
     """The images and labels files of one split ("train" or "t10k"), if both exist."""
     found = []
     for kind, ndim in (("images", 3), ("labels", 1)):
@@ -773,7 +774,7 @@ def load_fashion_mnist(
 ) -> tuple[ImageDataset, ImageDataset]:
     """The full Fashion-MNIST (60,000 train and 10,000 test images) from its four IDX files."""
     folder = Path(root)
-    train, test = _find_idx_pair(folder, "train"), _find_idx_pair(folder, "t10k")
+    train, test = find_idx_pair(folder, "train"), find_idx_pair(folder, "t10k")
     if train is None or test is None:
         raise DataError(
             f"Fashion-MNIST not found in {folder}: expected train-images-idx3-ubyte[.gz], "
@@ -862,7 +863,7 @@ def load_images(
         classes = sorted(set(train.classes) | set(test.classes))
         return _with_classes(train, classes), _with_classes(test, classes)
     if folder.is_dir():
-        train_files, test_files = _find_idx_pair(folder, "train"), _find_idx_pair(folder, "t10k")
+        train_files, test_files = find_idx_pair(folder, "train"), find_idx_pair(folder, "t10k")
         if train_files is not None and test_files is not None:
             idx_kwargs = {k: v for k, v in kwargs.items() if k == "classes"}
             return load_idx(*train_files, **idx_kwargs), load_idx(*test_files, **idx_kwargs)

@@ -35,7 +35,7 @@ from headstart.data import (
     DecodeOptions,
     ImageDataset,
     LoadReport,
-    _find_idx_pair,
+    find_idx_pair,
     load_images,
     open_dataset,
 )
@@ -415,8 +415,7 @@ def check_data(
     presplit = folder.is_dir() and (
         ((folder / "train").is_dir() and (folder / "test").is_dir())
         or (
-            _find_idx_pair(folder, "train") is not None
-            and _find_idx_pair(folder, "t10k") is not None
+            find_idx_pair(folder, "train") is not None and find_idx_pair(folder, "t10k") is not None
         )
     )
     thresholds = {"tiny_side": tiny_side, "imbalance_ratio": imbalance_ratio}
