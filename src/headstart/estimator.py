@@ -133,7 +133,7 @@ class ImageClassifier:
             config=config,
             device=select_device(config.device),
             cache=FeatureCache(Path(self.cache_dir)) if self.cache_dir is not None else None,
-            checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
+            checkpoint_dir=Path(self.checkpoint_dir).expanduser() if self.checkpoint_dir else None,
             resume=resume,
             callback=callback,
             run_key=_run_key(self.backbone, backbone.weights, config, train, validation),

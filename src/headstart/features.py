@@ -187,7 +187,7 @@ class FeatureCache:
     root: Path
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
+        self.root = Path(self.root).expanduser()
 
     def _path(self, key: str, layer: str) -> Path:
         return self.root / key / f"{layer}.npy"
