@@ -517,3 +517,36 @@ def test_cli_signal_saves_a_checkpoint_exits_130_and_resumes(
     assert (out / "model.safetensors").is_file() and (out / "headstart.json").is_file()
     assert not (out / "checkpoints").exists()
     assert len(ImageClassifier.load(out).history_) == 12
+
+
+class _SignalOnFirstRead(TensorDataset):
+    """A validation set that sends SIGINT to this process when validation starts."""
+
+    def __init__(self, base: TensorDataset) -> None:
+        super().__init__(*base.tensors)
+        self.sent = False
+
+    def __getitem__(self, index: int):
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().__getitem__(index)
+
+
+def test_an_interrupt_during_validation_stops_after_the_epoch_checkpoint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoint.pt"
+    model = linear_model()
+    config = scratch_config(epochs=3, batch_size=8, patience=0, fast=False)
+    with pytest.raises(TrainingInterrupted, match=r"epoch 2, step 0"):
+        train_loop(
+            model,
+            features(),
+            _SignalOnFirstRead(features(9)),
+            param_groups=[{"params": list(model.parameters()), "lr": 0.05}],
+            config=config,
+            stage="head",
+            checkpoint=checkpoint,
+        )
+    saved = load_checkpoint(checkpoint)
+    assert (saved["epoch"], saved["step"]) == (1, 0)  # epoch 1 done, validated and saved
+    assert len(saved["history"]) == 1

@@ -402,6 +402,8 @@ def train_loop(
             if checkpoint is not None:
                 save_checkpoint(checkpoint, snapshot(epoch + 1, 0))
             callback.on_epoch(record)
+            if interrupted["set"] and epoch + 1 < epochs:  # the signal came during validation
+                raise TrainingInterrupted(checkpoint, epoch + 1, 0)
 
     if best_state is not None:
         model.load_state_dict(best_state)
