@@ -7,31 +7,21 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
 import timm
 import torch
+from fixtures_images import colour_data
 from PIL import Image
 from safetensors.torch import save_file
 
 from headstart import strategies as strategies_module
 from headstart.compare import CompareCallback, CompareSettings, compare, load_results
-from headstart.data import from_arrays
 from headstart.errors import ConfigError
 from headstart.estimator import ImageClassifier
 from headstart.report import build_report
 
 TINY = "test_efficientnet"
 QUICK = {"epochs": 1, "batch_size": 8, "patience": 0}
-
-
-def _colour_data(per_class: int, seed: int):
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(3), per_class)
-    images = rng.integers(0, 60, size=(len(labels), 20, 20, 3), dtype=np.uint8)
-    for i, label in enumerate(labels):
-        images[i, :, :, label] += 150
-    return from_arrays(images, [("red", "green", "blue")[k] for k in labels])
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ class Recorder(CompareCallback):
 def finished(tmp_path_factory, weights):
     """One comparison, shared by the read-only tests below."""
     folder = tmp_path_factory.mktemp("cmp")
-    train, test = _colour_data(8, 0), _colour_data(3, 1)
+    train, test = colour_data(8, 0), colour_data(3, 1)
     results = compare(train, test, folder, _settings(weights), data_description="colours")
     build_report(folder, title="colours")
     return folder, results, train
@@ -125,7 +115,7 @@ def test_plots_are_valid_pngs(finished):
 
 
 def test_rerun_reuses_finished_runs_without_training(tmp_path, weights, monkeypatch):
-    train, test = _colour_data(8, 0), _colour_data(3, 1)
+    train, test = colour_data(8, 0), colour_data(3, 1)
     compare(train, test, tmp_path, _settings(weights, strategies=("feature-extraction",)))
 
     def no_training(self, *args, **kwargs):
@@ -142,7 +132,7 @@ def test_rerun_reuses_finished_runs_without_training(tmp_path, weights, monkeypa
 
 
 def test_changed_settings_are_not_reused(tmp_path, weights):
-    train, test = _colour_data(8, 0), _colour_data(3, 1)
+    train, test = colour_data(8, 0), colour_data(3, 1)
     compare(train, test, tmp_path, _settings(weights, strategies=("feature-extraction",)))
     recorder = Recorder()
     changed = _settings(weights, strategies=("feature-extraction",), image_size=40)
@@ -155,7 +145,7 @@ def test_a_failing_strategy_is_reported_and_the_others_complete(tmp_path, weight
         raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(strategies_module.FineTune, "fit", out_of_memory)
-    train, test = _colour_data(8, 0), _colour_data(3, 1)
+    train, test = colour_data(8, 0), colour_data(3, 1)
     results = compare(train, test, tmp_path, _settings(weights, labels_per_class=(4,)))
     status = {r["strategy"]: r["status"] for r in results["runs"]}
     assert status == {"scratch": "ok", "feature-extraction": "ok", "fine-tune": "failed"}
@@ -168,7 +158,7 @@ def test_a_failing_strategy_is_reported_and_the_others_complete(tmp_path, weight
 
 
 def test_sizes_larger_than_the_smallest_class_are_dropped_with_a_note(tmp_path, weights):
-    train, test = _colour_data(5, 0), _colour_data(2, 1)
+    train, test = colour_data(5, 0), colour_data(2, 1)
     settings = _settings(weights, strategies=("feature-extraction",), labels_per_class=(3, 50))
     results = compare(train, test, tmp_path, settings)
     assert [r["labels_per_class"] for r in results["runs"]] == [3]

@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from fixtures_images import colour_data
 from PIL import Image
 
 from headstart.backbones import select_device
 from headstart.config import TrainConfig
-from headstart.data import DecodeOptions, from_arrays
+from headstart.data import DecodeOptions
 from headstart.errors import ConfigError, DataError, TrainingError
 from headstart.estimator import ImageClassifier
 from headstart.metrics import classification_metrics
@@ -21,20 +22,11 @@ from headstart.strategies import get_strategy
 TINY = "test_efficientnet"
 
 
-def _data(per_class: int = 8, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(3), per_class)
-    images = rng.integers(0, 60, size=(len(labels), 20, 20, 3), dtype=np.uint8)
-    for i, label in enumerate(labels):
-        images[i, :, :, label] += 150
-    return from_arrays(images, [("red", "green", "blue")[k] for k in labels])
-
-
 def _fitted(tmp_path=None, **changes) -> ImageClassifier:
     config = get_strategy("feature-extraction").default_config().replace(image_size=32, **changes)
     torch.manual_seed(0)
     clf = ImageClassifier(TINY, "feature-extraction", config, weights="none")
-    return clf.fit(_data())
+    return clf.fit(colour_data())
 
 
 def test_in_memory_images_decode_like_files(tmp_path):
@@ -61,7 +53,7 @@ def test_in_memory_images_decode_like_files(tmp_path):
 
 
 def test_decode_options_travel_with_the_model(tmp_path):
-    data = _data()
+    data = colour_data()
     options = DecodeOptions(max_side=512, background=(0, 0, 0))
     data.options = options
     config = get_strategy("feature-extraction").default_config().replace(image_size=32)
@@ -80,7 +72,9 @@ def test_a_model_trained_for_cuda_predicts_on_this_machine(tmp_path):
     meta_path.write_text(json.dumps(meta))
     loaded = ImageClassifier.load(tmp_path / "m")
     assert loaded.config_.device == "cuda"
-    np.testing.assert_array_equal(loaded.predict_proba(_data(2, 5)), clf.predict_proba(_data(2, 5)))
+    np.testing.assert_array_equal(
+        loaded.predict_proba(colour_data(2, 5)), clf.predict_proba(colour_data(2, 5))
+    )
 
 
 def test_unavailable_or_unknown_devices_are_config_errors():
@@ -118,13 +112,17 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
         .replace(image_size=32, epochs=2, batch_size=8, patience=0, augment=False)
     )
     torch.manual_seed(0)
-    ImageClassifier(TINY, "scratch", config, checkpoint_dir=tmp_path).fit(_data())
+    ImageClassifier(TINY, "scratch", config, checkpoint_dir=tmp_path).fit(colour_data())
     assert (tmp_path / "checkpoint-scratch.pt").is_file()
     changed = config.replace(batch_size=4)
     with pytest.raises(TrainingError, match="other settings or data"):
-        ImageClassifier(TINY, "scratch", changed, checkpoint_dir=tmp_path).fit(_data(), resume=True)
+        ImageClassifier(TINY, "scratch", changed, checkpoint_dir=tmp_path).fit(
+            colour_data(), resume=True
+        )
     # the same settings resume (here: nothing left to do) without complaint
-    ImageClassifier(TINY, "scratch", config, checkpoint_dir=tmp_path).fit(_data(), resume=True)
+    ImageClassifier(TINY, "scratch", config, checkpoint_dir=tmp_path).fit(
+        colour_data(), resume=True
+    )
 
 
 def test_metrics_by_hand():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from fixtures_images import colour_data
 from safetensors.torch import save_file
 
 from headstart import strategies as strategies_module
@@ -19,16 +20,6 @@ from headstart.freezing import layer_groups, resolve_frozen_count
 from headstart.strategies import STRATEGIES, get_strategy
 
 TINY = "test_efficientnet"
-
-
-def _colour_data(per_class: int = 10, seed: int = 0, size: int = 20):
-    """Three classes told apart by their dominant colour channel."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(3), per_class)
-    images = rng.integers(0, 60, size=(len(labels), size, size, 3), dtype=np.uint8)
-    for i, label in enumerate(labels):
-        images[i, :, :, label] += 150
-    return from_arrays(images, [("red", "green", "blue")[k] for k in labels])
 
 
 def _config(name: str, **changes) -> TrainConfig:
@@ -48,8 +39,8 @@ def tiny_weights(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_contract_fit_predict_save_load(name, tmp_path, tiny_weights):
-    train = _colour_data(seed=0)
-    test = _colour_data(per_class=4, seed=1)
+    train = colour_data(seed=0)
+    test = colour_data(per_class=4, seed=1)
     clf = ImageClassifier(TINY, name, _config(name), weights=tiny_weights[0])
     assert clf.fit(train) is clf
     assert clf.classes_ == ["blue", "green", "red"]
@@ -76,14 +67,14 @@ def test_contract_fit_predict_save_load(name, tmp_path, tiny_weights):
 def test_feature_extraction_learns_the_colours(tiny_weights):
     clf = ImageClassifier(TINY, "feature-extraction", _config("feature-extraction"))
     clf.weights = tiny_weights[0]
-    clf.fit(_colour_data(seed=0))
-    assert clf.score(_colour_data(per_class=6, seed=1)) >= 0.9
+    clf.fit(colour_data(seed=0))
+    assert clf.score(colour_data(per_class=6, seed=1)) >= 0.9
 
 
 def test_feature_extraction_leaves_the_base_bit_identical(tiny_weights):
     path, initial = tiny_weights
     clf = ImageClassifier(TINY, "feature-extraction", _config("feature-extraction"), weights=path)
-    clf.fit(_colour_data())
+    clf.fit(colour_data())
     for key, value in clf.model_.body.state_dict().items():
         assert torch.equal(value, initial[key]), key
 
@@ -92,7 +83,7 @@ def test_feature_extraction_leaves_the_base_bit_identical(tiny_weights):
 def test_fine_tune_frozen_groups_and_their_batchnorm_stay_bit_identical(tiny_weights, bn_policy):
     path, initial = tiny_weights
     config = _config("fine-tune", freeze_groups=3, bn_policy=bn_policy, lp_ft=False)
-    clf = ImageClassifier(TINY, "fine-tune", config, weights=path).fit(_colour_data())
+    clf = ImageClassifier(TINY, "fine-tune", config, weights=path).fit(colour_data())
     groups = layer_groups(clf.model_.body)
     frozen_count = resolve_frozen_count(groups, 3)
     frozen_prefixes = {
@@ -126,7 +117,7 @@ def test_plan_is_reported_before_training(tiny_weights):
 
     config = _config("fine-tune", freeze_groups=2)
     ImageClassifier(TINY, "fine-tune", config, weights=tiny_weights[0], callback=Recorder()).fit(
-        _colour_data()
+        colour_data()
     )
     assert events[0][0] == "plan"
     plan = events[0][1]
@@ -155,7 +146,7 @@ def test_second_feature_extraction_run_makes_no_backbone_forward_call(
     tmp_path, monkeypatch, tiny_weights
 ):
     config = _config("feature-extraction")
-    data = _colour_data()
+    data = colour_data()
     calls = _count_backbone_forwards(monkeypatch)
     first = ImageClassifier(
         TINY, "feature-extraction", config, weights=tiny_weights[0], cache_dir=tmp_path
@@ -188,7 +179,7 @@ def test_changed_weight_file_recomputes_features(tmp_path, monkeypatch, tiny_wei
     path, initial = tiny_weights
     config = _config("feature-extraction")
     ImageClassifier(TINY, "feature-extraction", config, weights=path, cache_dir=tmp_path).fit(
-        _colour_data()
+        colour_data()
     )
     other = dict(initial)
     other["conv_stem.weight"] = initial["conv_stem.weight"] * 1.01
@@ -196,7 +187,7 @@ def test_changed_weight_file_recomputes_features(tmp_path, monkeypatch, tiny_wei
     save_file({k: v.contiguous() for k, v in other.items()}, str(other_path))
     calls = _count_backbone_forwards(monkeypatch)
     ImageClassifier(TINY, "feature-extraction", config, weights=other_path, cache_dir=tmp_path).fit(
-        _colour_data()
+        colour_data()
     )
     assert sum(calls) >= 30
 
@@ -211,7 +202,7 @@ def test_augmentation_cannot_use_the_cache_and_says_so(tiny_weights):
     config = _config("feature-extraction", augment=True)
     clf = ImageClassifier(
         TINY, "feature-extraction", config, weights=tiny_weights[0], callback=Recorder()
-    ).fit(_colour_data())
+    ).fit(colour_data())
     assert any("cannot be cached" in note for note in plans[0].notes)
     assert len(clf.history_) == 2  # gradient epochs over the frozen base
     for key, value in clf.model_.body.state_dict().items():
@@ -234,22 +225,22 @@ def test_mlp_head_and_balanced_class_weights(tiny_weights):
 def test_stage_features_feed_the_head(tiny_weights, tmp_path):
     config = _config("feature-extraction", layers=("stage2", "final"))
     clf = ImageClassifier(TINY, "feature-extraction", config, weights=tiny_weights[0])
-    clf.fit(_colour_data())
+    clf.fit(colour_data())
     assert clf.model_.head.in_features > clf.model_.body.num_features
     clf.save(tmp_path / "m")
-    test = _colour_data(per_class=3, seed=2)
+    test = colour_data(per_class=3, seed=2)
     loaded = ImageClassifier.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.predict_proba(test), clf.predict_proba(test))
 
 
 def test_unfitted_estimator_raises_named_error():
     with pytest.raises(NotFittedError, match="not fitted"):
-        ImageClassifier(TINY).predict(_colour_data())
+        ImageClassifier(TINY).predict(colour_data())
 
 
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(ConfigError, match="fine-tune"):
-        ImageClassifier(TINY, "fine-tuning").fit(_colour_data())
+        ImageClassifier(TINY, "fine-tuning").fit(colour_data())
 
 
 def test_config_validation_names_the_parameter():
@@ -264,8 +255,8 @@ def test_config_validation_names_the_parameter():
 def test_evaluate_accepts_a_subset_of_classes_and_rejects_unknown(tiny_weights):
     clf = ImageClassifier(TINY, "feature-extraction", _config("feature-extraction"))
     clf.weights = tiny_weights[0]
-    clf.fit(_colour_data())
-    data = _colour_data(per_class=4, seed=3)
+    clf.fit(colour_data())
+    data = colour_data(per_class=4, seed=3)
     only_red = data.subset([i for i in range(len(data)) if data.classes[data.labels[i]] == "red"])
     reds = from_arrays(np.stack([np.asarray(img) for img, _ in only_red]), ["red"] * len(only_red))
     metrics = clf.evaluate(reds)
