@@ -340,6 +340,16 @@ def _tiny(splits: dict[str, ImageDataset], side: int) -> Finding | None:
     )
 
 
+def _info(kind: str, summary: str, details: list[str]) -> Finding:
+    return Finding(
+        kind=kind,
+        severity="info",
+        count=len(details),
+        summary=summary,
+        details=tuple(details[:MAX_DETAILS]),
+    )
+
+
 def _what_loading_did(reports: list[LoadReport]) -> list[Finding]:
     converted = {path: how for report in reports for path, how in report.converted.items()}
     rotated = sorted({path for report in reports for path in report.rotated})
@@ -350,44 +360,24 @@ def _what_loading_did(reports: list[LoadReport]) -> list[Finding]:
         kinds = Counter(converted.values())
         described = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
         findings.append(
-            Finding(
-                kind="converted",
-                severity="info",
-                count=len(converted),
-                summary=f"{len(converted)} image(s) converted to RGB: {described}",
-                details=tuple(f"{p}: {how}" for p, how in list(converted.items())[:MAX_DETAILS]),
+            _info(
+                "converted",
+                f"{len(converted)} image(s) converted to RGB: {described}",
+                [f"{p}: {how}" for p, how in converted.items()],
             )
         )
     if rotated:
-        findings.append(
-            Finding(
-                kind="rotated",
-                severity="info",
-                count=len(rotated),
-                summary=f"EXIF orientation applied to {len(rotated)} image(s) "
-                "(identically in training and prediction)",
-                details=tuple(rotated[:MAX_DETAILS]),
-            )
+        summary = (
+            f"EXIF orientation applied to {len(rotated)} image(s) "
+            "(identically in training and prediction)"
         )
+        findings.append(_info("rotated", summary, rotated))
     if downscaled:
-        findings.append(
-            Finding(
-                kind="downscaled",
-                severity="info",
-                count=len(downscaled),
-                summary=f"{len(downscaled)} large image(s) downscaled while decoding",
-                details=tuple(downscaled[:MAX_DETAILS]),
-            )
-        )
+        summary = f"{len(downscaled)} large image(s) downscaled while decoding"
+        findings.append(_info("downscaled", summary, downscaled))
     if ignored:
         findings.append(
-            Finding(
-                kind="ignored",
-                severity="info",
-                count=len(ignored),
-                summary=f"{len(ignored)} non-image or hidden entries ignored",
-                details=tuple(ignored[:MAX_DETAILS]),
-            )
+            _info("ignored", f"{len(ignored)} non-image or hidden entries ignored", ignored)
         )
     return findings
 
