@@ -128,3 +128,59 @@ def test_linear_probe_separates_separable_features():
 def test_linear_probe_rejects_bad_l2():
     with pytest.raises(ConfigError, match="'l2'"):
         fit_linear_probe(np.zeros((4, 2)), np.array([0, 1, 0, 1]), 2, l2=-1)
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "tf_efficientnet_lite0"])
+def test_batched_scaling_is_bit_identical_to_the_per_image_transform(name):
+    """The fast path's collate does ToTensor + Normalize per batch: same bits, less overhead."""
+    from PIL import Image
+
+    from headstart.backbones import create_backbone as create
+    from headstart.features import split_transform
+
+    transform = create(name, weights="none", image_size=48).preprocessing.transform()
+    geometry, finish = split_transform(transform)
+    rng = np.random.default_rng(3)
+    same = [Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)) for _ in range(5)]
+    batch, labels = finish([(geometry(image), k) for k, image in enumerate(same)])
+    assert torch.equal(batch, torch.stack([transform(image) for image in same]))
+    assert labels.tolist() == [0, 1, 2, 3, 4]
+    # Anything else takes the per-image transforms, and fails exactly as they would:
+    # two sizes (no geometry applied here) cannot be stacked.
+    mixed = [same[0], Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8))]
+    with pytest.raises(RuntimeError, match="stack expects each tensor to be equal size"):
+        finish([(image, 0) for image in mixed])
+    assert split_transform(lambda image: image) is None
+
+
+def test_a_subset_or_relabelled_set_is_served_from_a_cached_superset(
+    tmp_path, monkeypatch, backbone, images
+):
+    """compare's draws and semi-supervised's unlabelled rest are subsets of one training set."""
+    cache = FeatureCache(tmp_path / "cache")
+    full, _ = cached_features(backbone, images, cache)
+    calls = _count_forwards(monkeypatch, backbone)
+    picked = [7, 2, 11, 2]
+    subset, was_cached = cached_features(backbone, images.subset(picked), cache)
+    assert was_cached and calls == []
+    np.testing.assert_array_equal(subset["final"], full["final"][picked])
+    pixels = np.stack([np.asarray(images.image(i)) for i in range(len(images))])
+    relabelled = from_arrays(pixels, [2, 1, 0] * 4)  # same images, other labels
+    again, was_cached = cached_features(backbone, relabelled, cache)
+    assert was_cached and calls == []
+    np.testing.assert_array_equal(again["final"], full["final"])
+    # One image the cache has never seen: computed, and only then.
+    pixels[0] = 255 - pixels[0]
+    _, was_cached = cached_features(backbone, from_arrays(pixels[:3], [0, 1, 2]), cache)
+    assert not was_cached and calls
+
+
+def test_rows_are_not_picked_across_models(tmp_path, monkeypatch, images):
+    cache = FeatureCache(tmp_path / "cache")
+    torch.manual_seed(0)
+    first = create_backbone(TINY, weights="none", image_size=64)
+    cached_features(first, images, cache)
+    torch.manual_seed(1)  # other weights: the same images must be computed again
+    second = create_backbone(TINY, weights="none", image_size=64)
+    _, was_cached = cached_features(second, images.subset([0, 1]), cache)
+    assert not was_cached

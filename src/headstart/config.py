@@ -102,9 +102,12 @@ class TrainConfig:
         ):
             raise invalid(owner, "device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", self.device)
         for layer in self.layers:
-            is_stage = isinstance(layer, str) and layer.startswith("stage") and layer[5:].isdigit()
+            number = layer[5:] if isinstance(layer, str) and layer.startswith("stage") else ""
+            is_stage = number.lstrip("-").isdigit() and number.count("-") <= 1
             if layer != "final" and not is_stage:
-                raise invalid(owner, "layers", "names such as 'final' or 'stage4'", layer)
+                raise invalid(
+                    owner, "layers", "names such as 'final', 'stage4' or 'stage-1'", layer
+                )
         if not isinstance(self.freeze_groups, int) or isinstance(self.freeze_groups, bool):
             raise invalid(owner, "freeze_groups", "an int", self.freeze_groups)
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
