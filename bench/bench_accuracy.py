@@ -5,8 +5,11 @@ EfficientNet-Lite0 at 112 px; every strategy draws the same images at each size 
 is scored on all 10,000 test images. Writes results.json, report.md/html and the
 plots to --out (reruns reuse finished runs).
 
-Run: .venv/bin/python bench/bench_accuracy.py [--sizes 10,100,1000] [--epochs 6]
+Run: .venv/bin/python bench/bench_accuracy.py [--sizes 10,100,1000] [--scratch-epochs 6]
+     [--fine-tune-epochs N] [--strategies scratch,feature-extraction,fine-tune,semi-supervised]
      [--out docs/benchmarks/fashion-mnist]
+
+semi-supervised sees the training images not drawn at each size, without their labels.
 """
 
 from __future__ import annotations
@@ -42,16 +45,26 @@ class Lines(CompareCallback):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1000")
-    parser.add_argument("--epochs", type=int, default=6, help="fine-tune and scratch epochs")
+    parser.add_argument(
+        "--strategies", default="scratch,feature-extraction,fine-tune,semi-supervised"
+    )
+    parser.add_argument("--scratch-epochs", type=int, default=6)
+    parser.add_argument(
+        "--fine-tune-epochs", type=int, help="default: the fine-tune strategy's own"
+    )
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/fashion-mnist"))
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/headstart-bench-cache"))
     args = parser.parse_args()
     train, test = load_fashion_mnist()
+    overrides = {"scratch": {"epochs": args.scratch_epochs}}
+    if args.fine_tune_epochs:
+        overrides["fine-tune"] = {"epochs": args.fine_tune_epochs}
     settings = CompareSettings(
+        strategies=tuple(args.strategies.split(",")),
         labels_per_class=tuple(int(k) for k in args.sizes.split(",")),
         image_size=args.image_size,
-        overrides={"fine-tune": {"epochs": args.epochs}, "scratch": {"epochs": args.epochs}},
+        overrides=overrides,
     )
     started = time.perf_counter()
     results = compare(

@@ -42,7 +42,8 @@ def test_contract_fit_predict_save_load(name, tmp_path, tiny_weights):
     train = colour_data(seed=0)
     test = colour_data(per_class=4, seed=1)
     clf = ImageClassifier(TINY, name, _config(name), weights=tiny_weights[0])
-    assert clf.fit(train) is clf
+    unlabelled = colour_data(seed=2) if get_strategy(name).uses_unlabelled else None
+    assert clf.fit(train, unlabelled=unlabelled) is clf
     assert clf.classes_ == ["blue", "green", "red"]
     assert clf.plan_.rows and clf.plan_.trainable_parameters > 0
     proba = clf.predict_proba(test)
@@ -130,15 +131,17 @@ def test_plan_is_reported_before_training(tiny_weights):
 
 
 def _count_backbone_forwards(monkeypatch) -> list[int]:
+    """Images through the backbone, by either entry point (final-only or with stages)."""
     calls: list[int] = []
     cls = type(timm.create_model(TINY))
-    original = cls.forward_features
+    for name in ("forward_features", "forward_intermediates"):
+        original = getattr(cls, name)
 
-    def counting(self, x):
-        calls.append(len(x))
-        return original(self, x)
+        def counting(self, x, *args, _original=original, **kwargs):
+            calls.append(len(x))
+            return _original(self, x, *args, **kwargs)
 
-    monkeypatch.setattr(cls, "forward_features", counting)
+        monkeypatch.setattr(cls, name, counting)
     return calls
 
 

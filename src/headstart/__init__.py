@@ -18,6 +18,7 @@ from headstart.data import (
     load_idx,
     load_images,
     load_sample,
+    load_unlabelled,
     open_dataset,
     sample_per_class,
     split_dataset,
@@ -35,6 +36,7 @@ from headstart.errors import (
 from headstart.estimator import ImageClassifier, fit_folder
 from headstart.features import FeatureCache, extract_features
 from headstart.probe import LinearProbe, fit_linear_probe
+from headstart.propagate import label_spreading
 from headstart.report import build_report
 from headstart.strategies import STRATEGIES
 
@@ -68,6 +70,7 @@ __all__ = [
     "extract_features",
     "fit_folder",
     "fit_linear_probe",
+    "label_spreading",
     "from_arrays",
     "list_backbones",
     "load_csv",
@@ -76,6 +79,7 @@ __all__ = [
     "load_idx",
     "load_images",
     "load_sample",
+    "load_unlabelled",
     "open_dataset",
     "sample_per_class",
     "split_dataset",

@@ -159,12 +159,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from headstart.backbones import check_backbone_name
     from headstart.doctor import diagnose
     from headstart.estimator import ImageClassifier
+    from headstart.strategies import get_strategy
 
     out = Path(args.out)
     _check_weights_argument(args.weights)
     check_backbone_name(args.backbone)
     config = _config_from_args(args)
+    uses_unlabelled = get_strategy(args.strategy).uses_unlabelled
+    if uses_unlabelled and not args.unlabelled:
+        raise ConfigError(
+            f"--strategy {args.strategy} needs --unlabelled DIR, a folder of images without labels"
+        )
+    if args.unlabelled and not uses_unlabelled:
+        raise ConfigError(
+            f"--unlabelled is only used by --strategy semi-supervised, not {args.strategy}"
+        )
+    if args.unlabelled and not Path(args.unlabelled).is_dir():
+        raise ConfigError(f"--unlabelled {args.unlabelled}: folder not found")
     train, test = _load_training_data(args)
+    unlabelled = None
+    if args.unlabelled:
+        from headstart.data import load_unlabelled
+
+        unlabelled = load_unlabelled(args.unlabelled, strict=args.strict)
+        _print_report("unlabelled", unlabelled)
+        print(f"unlabelled: {len(unlabelled)} images from {args.unlabelled}")
     for line in diagnose(train, test).brief(args.data, skip=("unreadable", "imbalance")):
         print(line)  # the load report above already named skipped files and imbalance
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir() / "features")
@@ -177,7 +196,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         checkpoint_dir=out / "checkpoints",
         callback=_PrintingCallback(),
     )
-    clf.fit(train, resume=args.resume)
+    clf.fit(train, unlabelled=unlabelled, resume=args.resume)
     print(f"trained in {clf.fit_seconds_:.1f}s")
     metrics = clf.evaluate(test)
     clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
@@ -497,6 +516,11 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights", default="auto", help="auto, bundled, hub, or a .safetensors/.pth file"
     )
     parser.add_argument("--labels-per-class", type=int, help="train on k images per class")
+    parser.add_argument(
+        "--unlabelled",
+        metavar="DIR",
+        help="folder of unlabelled images for --strategy semi-supervised (searched recursively)",
+    )
     parser.add_argument("--test-size", type=float, default=0.2, help="held-out share (default 0.2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")

@@ -175,9 +175,18 @@ def compare(
             results["runs"].append(old)
             callback.on_run_end(old, reused=True)
             continue
-        callback.on_run_start(rid, index, len(plan))
         subset = train if k is None else sample_per_class(train, k, seed=seed)
-        record = _one_run(subset, test, settings, strategy, seed, cache_dir, callback)
+        unlabelled = None
+        if get_strategy(strategy).uses_unlabelled:
+            # The training images not drawn, labels hidden: the usual semi-supervised race.
+            unlabelled = _the_rest(train, subset)
+            if unlabelled is None:
+                note = f"{strategy} skipped at all labels: no unlabelled images are left"
+                if note not in results["notes"]:
+                    results["notes"].append(note)
+                continue
+        callback.on_run_start(rid, index, len(plan))
+        record = _one_run(subset, test, settings, strategy, seed, cache_dir, callback, unlabelled)
         record.update(
             id=rid,
             strategy=strategy,
@@ -199,6 +208,13 @@ def _pending(previous: dict[str, Any], results: dict[str, Any]) -> list[dict[str
     return [r for rid, r in previous.items() if rid not in done and r.get("status") == "ok"]
 
 
+def _the_rest(train: ImageDataset, subset: ImageDataset) -> ImageDataset | None:
+    """The images of ``train`` that are not in ``subset`` (drawn from it), or None."""
+    drawn = set(subset.content_hashes())
+    rest = [i for i, h in enumerate(train.content_hashes()) if h not in drawn]
+    return train.subset(rest) if rest else None
+
+
 def _one_run(
     subset: ImageDataset,
     test: ImageDataset,
@@ -207,6 +223,7 @@ def _one_run(
     seed: int,
     cache_dir: str | Path | None,
     callback: Callback,
+    unlabelled: ImageDataset | None = None,
 ) -> dict[str, Any]:
     config = settings.config_for(strategy, seed)
     started = time.perf_counter()
@@ -218,7 +235,7 @@ def _one_run(
             weights=settings.weights,
             cache_dir=cache_dir,
             callback=callback,
-        ).fit(subset)
+        ).fit(subset, unlabelled=unlabelled)
         metrics = clf.evaluate(test)
     except (KeyboardInterrupt, TrainingInterrupted, ConfigError, BackboneError, WeightsError):
         raise  # a mistake in the settings would fail every run alike: say it once, now
@@ -238,6 +255,7 @@ def _one_run(
         "epochs": len([h for h in clf.history_ if h["stage"] != "head"]) or None,
         "confusion_matrix": metrics["confusion_matrix"],
         "test_images": metrics["n"],
+        **({"unlabelled_images": len(unlabelled)} if unlabelled is not None else {}),
     }
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "ImageDataset",
     "LoadReport",
     "SkippedFile",
+    "UNLABELLED",
     "TorchImageDataset",
     "decode_array",
     "decode_image",
@@ -64,6 +65,7 @@ __all__ = [
     "load_idx",
     "load_images",
     "load_sample",
+    "load_unlabelled",
     "open_dataset",
     "sample_per_class",
     "split_dataset",
@@ -88,6 +90,7 @@ _DEFAULT_OPTIONS = DecodeOptions()
 _DECODE_WORKERS = min(4, os.cpu_count() or 1)
 # Folders that archive tools create next to real content; never a class.
 _ARTIFACT_FOLDERS = frozenset({"__MACOSX"})
+UNLABELLED = "(unlabelled)"  # the placeholder class of load_unlabelled
 _FIRST_BAD_SHOWN = 5
 
 
@@ -501,6 +504,40 @@ def load_folder(
     return _dataset_from_files(
         str(root),
         items,
+        strict=strict,
+        max_bad_fraction=max_bad_fraction,
+        options=options,
+        ignored=ignored,
+    )
+
+
+def load_unlabelled(
+    path: str | Path,
+    *,
+    strict: bool = False,
+    max_bad_fraction: float = 0.5,
+    options: DecodeOptions = _DEFAULT_OPTIONS,
+) -> ImageDataset:
+    """Every image under a folder (searched recursively), with no labels.
+
+    For the ``semi-supervised`` strategy: images you have but have not labelled.
+    Folder names are ignored, so a labelled folder works too (its labels unused).
+    The dataset has one placeholder class, ``"(unlabelled)"``. Bad files are
+    skipped and reported as in `load_folder`.
+    """
+    _check_load_arguments("load_unlabelled", strict, max_bad_fraction, options)
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: {'not a folder' if root.exists() else 'folder not found'}")
+    images, ignored = _scan_class_folder(root)
+    if not images:
+        raise DataError(
+            f"{root}: no image files found ({' '.join(sorted(IMAGE_EXTENSIONS))}), "
+            "searched recursively"
+        )
+    return _dataset_from_files(
+        str(root),
+        [(image, UNLABELLED) for image in images],
         strict=strict,
         max_bad_fraction=max_bad_fraction,
         options=options,

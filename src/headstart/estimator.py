@@ -28,11 +28,11 @@ from headstart.classifier import Classifier, HeadSpec, load_model, save_model
 from headstart.config import TrainConfig
 from headstart.data import DecodeOptions, ImageDataset, TorchImageDataset, decode_image
 from headstart.engine import Callback
-from headstart.errors import DataError, NotFittedError
+from headstart.errors import ConfigError, DataError, NotFittedError
 from headstart.features import FeatureCache, numerics
 from headstart.imageio import normalise_image
 from headstart.metrics import classification_metrics
-from headstart.strategies import FitContext, get_strategy
+from headstart.strategies import STRATEGIES, FitContext, get_strategy
 
 __all__ = ["ImageClassifier", "fit_folder"]
 
@@ -104,14 +104,20 @@ class ImageClassifier:
         train: ImageDataset,
         validation: ImageDataset | None = None,
         *,
+        unlabelled: ImageDataset | None = None,
         resume: bool = False,
     ) -> ImageClassifier:
-        """Train on ``train``; early stopping watches ``validation`` (or a split of train)."""
+        """Train on ``train``; early stopping watches ``validation`` (or a split of train).
+
+        ``unlabelled``: images without labels, for the ``semi-supervised`` strategy
+        (which needs them; the other strategies refuse them rather than ignore them).
+        """
         if not isinstance(train, ImageDataset):
             raise invalid("ImageClassifier.fit", "train", "an ImageDataset", type(train).__name__)
         if len(train.classes) < 2:
             raise DataError(f"Training needs at least 2 classes; got {train.classes}.")
         strategy = get_strategy(self.strategy)
+        _check_unlabelled(strategy, unlabelled)
         config = self.resolved_config()
         if validation is not None and list(validation.classes) != list(train.classes):
             raise DataError(
@@ -136,7 +142,10 @@ class ImageClassifier:
             checkpoint_dir=Path(self.checkpoint_dir).expanduser() if self.checkpoint_dir else None,
             resume=resume,
             callback=callback,
-            run_key=_run_key(self.backbone, backbone.weights, config, train, validation),
+            run_key=_run_key(
+                self.backbone, backbone.weights, config, train, validation, unlabelled
+            ),
+            unlabelled=unlabelled,
         )
         result = strategy.fit(ctx)
         self.model_ = result.model.cpu().eval()
@@ -266,8 +275,34 @@ class ImageClassifier:
         return clf
 
 
+def _check_unlabelled(strategy: Any, unlabelled: ImageDataset | None) -> None:
+    owner = "ImageClassifier.fit"
+    if unlabelled is None:
+        if strategy.uses_unlabelled:
+            raise ConfigError(
+                f"{owner}: strategy {strategy.name!r} needs unlabelled images: "
+                "fit(train, unlabelled=load_unlabelled(folder)), or --unlabelled DIR"
+            )
+        return
+    if not isinstance(unlabelled, ImageDataset):
+        raise invalid(owner, "unlabelled", "an ImageDataset or None", type(unlabelled).__name__)
+    if not strategy.uses_unlabelled:
+        users = sorted(name for name, s in STRATEGIES.items() if s.uses_unlabelled)
+        raise ConfigError(
+            f"{owner}: strategy {strategy.name!r} does not use unlabelled images; "
+            f"only {', '.join(users)} does. Leave unlabelled out, or pick that strategy."
+        )
+    if len(unlabelled) == 0:
+        raise invalid(owner, "unlabelled", "at least one image", 0)
+
+
 def _run_key(
-    name: str, weights: Any, config: TrainConfig, train: ImageDataset, val: ImageDataset | None
+    name: str,
+    weights: Any,
+    config: TrainConfig,
+    train: ImageDataset,
+    val: ImageDataset | None,
+    unlabelled: ImageDataset | None = None,
 ) -> str:
     """What a checkpoint must match to be resumed: the same settings on the same data."""
     parts = {
@@ -277,6 +312,8 @@ def _run_key(
         "train": train.fingerprint(),
         "validation": val.fingerprint() if val is not None else None,
     }
+    if unlabelled is not None:
+        parts["unlabelled"] = unlabelled.fingerprint()
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -18,7 +18,12 @@ from headstart.plots import new_figure, save_confusion_matrix, save_figure
 
 __all__ = ["build_report", "summary_sentences"]
 
-COLOURS = {"scratch": "#888888", "feature-extraction": "#1f77b4", "fine-tune": "#d62728"}
+COLOURS = {
+    "scratch": "#888888",
+    "feature-extraction": "#1f77b4",
+    "fine-tune": "#d62728",
+    "semi-supervised": "#2ca02c",
+}
 
 
 def _size_label(k: str) -> str:
@@ -188,7 +193,13 @@ def build_report(folder: str | Path, title: str = "headstart comparison") -> dic
         f"{data.get('test_images')} images; {len(data.get('classes', []))} classes. "
         f"Backbone: {settings.get('backbone')} at {settings.get('image_size') or 'its own'} px. "
         f"Seeds: {settings.get('seeds')}. At each size every strategy drew from the same "
-        "images; fine-tune and scratch hold 10 % of them out for early stopping.",
+        "images; fine-tune and scratch hold 10 % of them out for early stopping."
+        + (
+            " semi-supervised also sees the pool's other images, without their labels "
+            "(labels per class counts labelled images only)."
+            if any(r.get("unlabelled_images") for r in results.get("runs", []))
+            else ""
+        ),
         "",
         "## What the numbers say",
         "",
