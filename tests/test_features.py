@@ -184,3 +184,37 @@ def test_rows_are_not_picked_across_models(tmp_path, monkeypatch, images):
     second = create_backbone(TINY, weights="none", image_size=64)
     _, was_cached = cached_features(second, images.subset([0, 1]), cache)
     assert not was_cached
+
+
+def test_rows_are_gathered_from_several_entries(tmp_path, monkeypatch, backbone, images):
+    """compare caches small draws first: a later set spanning them needs no forward pass."""
+    cache = FeatureCache(tmp_path / "cache")
+    full = extract_features(backbone, images)["final"]
+    cached_features(backbone, images.subset([0, 1, 2, 3]), cache)
+    cached_features(backbone, images.subset(list(range(4, 12))), cache)
+    calls = _count_forwards(monkeypatch, backbone)
+    found, was_cached = cached_features(backbone, images.subset([11, 0, 5, 3]), cache)
+    assert was_cached and calls == []
+    np.testing.assert_allclose(found["final"], full[[11, 0, 5, 3]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("layer", "stage"), [("final", None), ("stage0", 0), ("stage-1", 4), ("stage-5", 0)]
+)
+def test_layer_names_count_from_either_end(backbone, layer, stage):
+    from headstart.features import parse_layer
+
+    assert len(backbone.model.feature_info) == 5
+    assert parse_layer(layer, backbone.model) == stage
+
+
+@pytest.mark.parametrize("layer", ["stage5", "stage-6", "stage-0", "stage--1", "stage01", "stage²"])
+def test_bad_layer_names_are_config_errors(backbone, layer):
+    from headstart.config import TrainConfig
+    from headstart.features import parse_layer
+
+    with pytest.raises(ConfigError, match="'layers'"):
+        parse_layer(layer, backbone.model)
+    if layer not in ("stage5", "stage-6"):  # well-formed names: only the model can judge
+        with pytest.raises(ConfigError, match="'layers'"):
+            TrainConfig(layers=(layer,))

@@ -182,3 +182,62 @@ def test_cli_semi_supervised_round_trip_and_flag_mistakes(tmp_path, capsys):
     assert "only used by --strategy semi-supervised" in capsys.readouterr().err
     code = main([*common, "--strategy", "semi-supervised", "--unlabelled", str(tmp_path / "x")])
     assert code == 2 and "folder not found" in capsys.readouterr().err
+
+
+def test_an_island_no_label_reaches_is_marked_and_left_out_of_training():
+    """More identical far-away points than neighbours: no edge leads to them."""
+    x, y = _clusters(40)
+    island = np.full((12, x.shape[1]), -3.0, dtype=np.float32)
+    island[:, 0] = 40.0
+    seeds = np.array([0, 40, 80])  # one labelled point per arc
+    rest = np.setdiff1d(np.arange(len(y)), seeds)
+    unlabelled = np.concatenate([x[rest], island])
+    spread = label_spreading(x[seeds], y[seeds], unlabelled, 10, neighbours=10)
+    assert not spread.reached[-12:].any() and spread.reached[:-12].all()
+    assert (spread.confidence[-12:] == 0).all()
+    assert ((spread.confidence >= 0) & (spread.confidence <= 1)).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        ({"num_classes": 1}, "num_classes"),
+        ({"neighbours": True}, "neighbours"),
+        ({"iterations": 0}, "iterations"),
+        ({"pca_dims": 0}, "pca_dims"),
+        ({"chunk": 0}, "chunk"),
+        ({"alpha": "a"}, "alpha"),
+        ({"labels": np.array([0, 1, 2, 3, 0])}, "labels"),
+        ({"labels": np.array([0, 1, -1, 1, 0])}, "labels"),
+        ({"labels": np.array([0.0, 1, 2, 1, 0])}, "labels"),
+        ({"labelled": np.zeros((0, 64), np.float32), "labels": np.zeros(0, int)}, "labelled"),
+    ],
+)
+def test_bad_arguments_are_named(change, name):
+    x, y = _clusters(10)
+    arguments = {"labelled": x[:5], "labels": y[:5], "unlabelled": x[5:], "num_classes": 3}
+    arguments.update(change)
+    with pytest.raises(ConfigError, match=f"'{name}'"):
+        label_spreading(**arguments)
+    with pytest.raises(ConfigError, match="'unlabelled'.*finite"):
+        bad = x[5:].copy()
+        bad[0, 0] = np.nan
+        label_spreading(x[:5], y[:5], bad, 3)
+
+
+def test_labelled_or_test_images_among_the_unlabelled_are_left_out(tmp_path, capsys):
+    """--unlabelled pointing at the data itself must not put test images in training."""
+    data = _folder(tmp_path / "data", 6, 0)
+    tiny = ["--backbone", TINY, "--weights", "none", "--image-size", "32"]
+    args = ["train", str(data), "--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c")]
+    code = main([*args, *tiny, "--strategy", "semi-supervised", "--unlabelled", str(data)])
+    assert code == 2
+    assert "every image in it is also in" in capsys.readouterr().err
+    pool = _folder(tmp_path / "pool", 2, 5)
+    for name in ("red", "green"):  # two of the data's own images join the pool
+        (pool / name / "copy.png").write_bytes((data / name / "0.png").read_bytes())
+    code = main([*args, *tiny, "--strategy", "semi-supervised", "--unlabelled", str(pool)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "unlabelled: 6 images" in printed
+    assert "(2 also in the training or test images, left out)" in printed

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from headstart.errors import ConfigError
+
+# Feature layer names besides "final": stage<i> counts from the input, stage-<j> from the end.
+LAYER_PATTERN = re.compile(r"stage(0|[1-9][0-9]*|-[1-9][0-9]*)", re.ASCII)
 
 
 def invalid(owner: str, name: str, requirement: str, value: Any) -> ConfigError:

@@ -18,7 +18,7 @@ from typing import Any
 
 from headstart.console import ProgressPrinter
 from headstart.engine import Callback, TrainingInterrupted
-from headstart.errors import ConfigError, HeadstartError
+from headstart.errors import ConfigError, DataError, HeadstartError
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -183,7 +183,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         unlabelled = load_unlabelled(args.unlabelled, strict=args.strict)
         _print_report("unlabelled", unlabelled)
-        print(f"unlabelled: {len(unlabelled)} images from {args.unlabelled}")
+        # A test image among the unlabelled ones would flatter the test score, and a
+        # training image adds nothing: both are dropped, by content.
+        unlabelled, dropped = unlabelled.excluding(train, test)
+        if not len(unlabelled):
+            raise DataError(
+                f"--unlabelled {args.unlabelled}: every image in it is also in {args.data} "
+                "(training or test part); give a folder of images that are not"
+            )
+        print(
+            f"unlabelled: {len(unlabelled)} images from {args.unlabelled}"
+            + (f" ({dropped} also in the training or test images, left out)" if dropped else "")
+        )
     for line in diagnose(train, test).brief(args.data, skip=("unreadable", "imbalance")):
         print(line)  # the load report above already named skipped files and imbalance
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir() / "features")
@@ -437,7 +448,7 @@ def _strategy_overrides(args: argparse.Namespace, strategies: tuple[str, ...]) -
     overrides: dict[str, dict[str, Any]] = {}
     if args.epochs is not None:
         for name in strategies:
-            if name != "feature-extraction":
+            if name not in ("feature-extraction", "semi-supervised"):  # heads solved by L-BFGS
                 overrides.setdefault(name, {})["epochs"] = args.epochs
     return overrides
 
@@ -537,7 +548,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--bn-policy", choices=BN_POLICIES)
     group.add_argument("--head", choices=HEADS)
-    group.add_argument("--layers", help="feature layers, e.g. final or stage4,final")
+    group.add_argument(
+        "--layers", help="feature layers, e.g. final or stage-2,stage-1,final (stage-1: the last)"
+    )
     group.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, help="random crops and flips"
     )

@@ -210,9 +210,8 @@ def _pending(previous: dict[str, Any], results: dict[str, Any]) -> list[dict[str
 
 def _the_rest(train: ImageDataset, subset: ImageDataset) -> ImageDataset | None:
     """The images of ``train`` that are not in ``subset`` (drawn from it), or None."""
-    drawn = set(subset.content_hashes())
-    rest = [i for i, h in enumerate(train.content_hashes()) if h not in drawn]
-    return train.subset(rest) if rest else None
+    rest, _ = train.excluding(subset)
+    return rest.without_labels() if len(rest) else None
 
 
 def _one_run(

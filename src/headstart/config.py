@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from headstart._validation import invalid
+from headstart._validation import LAYER_PATTERN, invalid
 from headstart.freezing import BN_POLICIES
 
 __all__ = ["HEADS", "SCHEDULES", "TrainConfig"]
@@ -102,8 +102,7 @@ class TrainConfig:
         ):
             raise invalid(owner, "device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", self.device)
         for layer in self.layers:
-            number = layer[5:] if isinstance(layer, str) and layer.startswith("stage") else ""
-            is_stage = number.lstrip("-").isdigit() and number.count("-") <= 1
+            is_stage = isinstance(layer, str) and LAYER_PATTERN.fullmatch(layer) is not None
             if layer != "final" and not is_stage:
                 raise invalid(
                     owner, "layers", "names such as 'final', 'stage4' or 'stage-1'", layer

@@ -272,6 +272,19 @@ class ImageDataset:
             original_sizes=None if self._sizes is None else [self._sizes[i] for i in picked],
         )
 
+    def without_labels(self) -> ImageDataset:
+        """The same images under the one placeholder class ``UNLABELLED``."""
+        unlabelled = self.subset(np.arange(len(self)))
+        unlabelled.classes = [UNLABELLED]
+        unlabelled.labels = np.zeros(len(self), dtype=np.int64)
+        return unlabelled
+
+    def excluding(self, *others: ImageDataset) -> tuple[ImageDataset, int]:
+        """This dataset without the images (by content) that ``others`` hold: (rest, dropped)."""
+        seen = {h for other in others if other is not None for h in other.content_hashes()}
+        keep = [i for i, h in enumerate(self._hashes) if h not in seen]
+        return self.subset(np.asarray(keep, dtype=np.int64)), len(self) - len(keep)
+
     def __repr__(self) -> str:
         return (
             f"ImageDataset(n={len(self)}, classes={len(self.classes)}, "

@@ -132,6 +132,14 @@ class ImageClassifier:
         backbone.model.reset_classifier(0)
         if validation is None and config.validation_fraction > 0:
             train, validation = _carve_validation(train, config)
+        if unlabelled is not None:
+            # Labels are hidden for good, and images also given labelled are left out.
+            unlabelled, _ = unlabelled.without_labels().excluding(train, validation)
+            if not len(unlabelled):
+                raise DataError(
+                    "ImageClassifier.fit: every unlabelled image is also among the "
+                    "labelled ones; semi-supervised needs images that are not"
+                )
         ctx = FitContext(
             backbone=backbone,
             train=train,

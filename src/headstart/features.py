@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from headstart._validation import invalid
+from headstart._validation import LAYER_PATTERN, invalid
 from headstart.backbones import Backbone, select_device
 from headstart.data import ImageDataset, TorchImageDataset
 
@@ -85,9 +85,9 @@ def parse_layer(layer: str, model: nn.Module) -> int | None:
     if layer == "final":
         return None
     stages = len(getattr(model, "feature_info", []) or [])
-    number = layer[5:] if layer.startswith("stage") else ""
-    if number.lstrip("-").isdigit() and number.count("-") <= 1:
-        index = int(number)
+    match = LAYER_PATTERN.fullmatch(layer) if isinstance(layer, str) else None
+    if match:
+        index = int(match.group(1))
         if 0 <= index < stages or (index < 0 and -index <= stages):
             return index % stages
     raise invalid(
@@ -291,7 +291,8 @@ class FeatureCache:
     def load_rows(
         self, model: str, hashes: Sequence[str], layers: Sequence[str]
     ) -> dict[str, np.ndarray] | None:
-        """Rows for ``hashes`` picked from any entry of ``model`` that holds all of them."""
+        """Rows for ``hashes`` gathered from the entries of ``model`` (newest first), or
+        None unless every one of them is found."""
         folder = self.root / model
         try:
             entries = sorted(
@@ -301,24 +302,44 @@ class FeatureCache:
             )[: self.max_entries_scanned]
         except OSError:
             return None
-        wanted = set(hashes)
+        missing = set(hashes)
+        sources: list[dict[str, np.ndarray]] = []
+        where: dict[str, tuple[int, int]] = {}  # hash -> (source, row in it)
         for entry in entries:
+            if not missing:
+                break
             try:
                 stored = (entry / "rows.txt").read_text().split("\n")
             except (OSError, UnicodeDecodeError):
                 continue
-            where = {h: i for i, h in enumerate(stored)}
-            if not wanted.issubset(where):
+            index = {h: i for i, h in enumerate(stored)}
+            have = missing.intersection(index)
+            if not have:
                 continue
             found = self.load(f"{model}/{entry.name}", layers, len(stored), mmap=True)
             if found is None:
                 continue
-            picked = np.fromiter((where[h] for h in hashes), dtype=np.int64, count=len(hashes))
-            try:
-                return {layer: np.array(array[picked]) for layer, array in found.items()}
-            except (OSError, ValueError):  # a file cut short under the memory map
-                continue
-        return None
+            sources.append(found)
+            where.update((h, (len(sources) - 1, index[h])) for h in have)
+            missing -= have
+        if missing:
+            return None
+        source_of = np.fromiter((where[h][0] for h in hashes), np.int64, len(hashes))
+        row_of = np.fromiter((where[h][1] for h in hashes), np.int64, len(hashes))
+        out = {}
+        try:
+            for layer in layers:
+                width = sources[0][layer].shape[1]
+                if any(source[layer].shape[1] != width for source in sources):
+                    return None
+                gathered = np.empty((len(hashes), width), dtype=np.float32)
+                for number, source in enumerate(sources):
+                    mine = np.flatnonzero(source_of == number)
+                    gathered[mine] = source[layer][row_of[mine]]
+                out[layer] = gathered
+        except (OSError, ValueError):  # a file cut short under the memory map
+            return None
+        return out
 
     def save(self, key: str, features: dict[str, np.ndarray], hashes: Sequence[str] = ()) -> None:
         folder = self.root / key

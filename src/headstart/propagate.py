@@ -40,6 +40,7 @@ class Propagation:
     labels: np.ndarray  # (U,) class index per unlabelled image
     confidence: np.ndarray  # (U,) in [0, 1]: 1 - normalised entropy of the spread scores;
     # 0 where no label reached the image
+    reached: np.ndarray  # (U,) bool: False for images no label reached (labels[i] is then 0)
 
 
 def _knn(points: torch.Tensor, k: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,29 +73,46 @@ def label_spreading(
 ) -> Propagation:
     """Spread ``labels`` of the ``labelled`` feature rows to the ``unlabelled`` rows."""
     owner = "label_spreading"
+    for name, value, low in (
+        ("num_classes", num_classes, 2),
+        ("neighbours", neighbours, 1),
+        ("iterations", iterations, 1),
+        ("pca_dims", pca_dims, 1),
+        ("chunk", chunk, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise invalid(owner, name, f"an int >= {low}", value)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise invalid(owner, "alpha", "a number in (0, 1)", alpha)
     labelled = np.asarray(labelled, dtype=np.float32)
     unlabelled = np.asarray(unlabelled, dtype=np.float32)
     labels = np.asarray(labels)
-    if labelled.ndim != 2 or unlabelled.ndim != 2 or labelled.shape[1] != unlabelled.shape[1]:
+    if labelled.ndim != 2 or len(labelled) == 0:
+        raise invalid(owner, "labelled", "a non-empty 2-D array (rows, features)", labelled.shape)
+    if unlabelled.ndim != 2 or unlabelled.shape[1] != labelled.shape[1] or not len(unlabelled):
         raise invalid(
-            owner, "unlabelled", f"rows of {labelled.shape[-1]} features", unlabelled.shape
-        )
-    if len(labels) != len(labelled):
-        raise invalid(owner, "labels", f"{len(labelled)} labels", len(labels))
-    if len(unlabelled) == 0:
-        raise invalid(owner, "unlabelled", "at least one image", 0)
+            owner, "unlabelled", f"a non-empty array of rows of {labelled.shape[1]} features",
+            unlabelled.shape,
+        )  # fmt: skip
+    if labels.shape != (len(labelled),) or not np.issubdtype(labels.dtype, np.integer):
+        raise invalid(owner, "labels", f"{len(labelled)} int labels", labels.shape)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise invalid(owner, "labels", f"ints in 0..{num_classes - 1}", sorted(set(labels)))
+    for name, array in (("labelled", labelled), ("unlabelled", unlabelled)):
+        if not np.isfinite(array).all():
+            raise invalid(owner, name, "finite features", "NaN or inf")
     total = len(labelled) + len(unlabelled)
-    if not isinstance(neighbours, int) or not 1 <= neighbours < total:
+    if neighbours >= total:
         raise invalid(owner, "neighbours", f"an int in 1..{total - 1}", neighbours)
-    if not 0 < alpha < 1:
-        raise invalid(owner, "alpha", "in (0, 1)", alpha)
 
     x = torch.from_numpy(np.concatenate([labelled, unlabelled]))
-    x = (x - x.mean(0)) / x.std(0, unbiased=False).clamp_min(1e-6)
+    scale_ = x.std(0, unbiased=False).clamp_min(1e-6)
+    x.sub_(x.mean(0)).div_(scale_)  # standardised in place: one copy of the features
     dims = min(pca_dims, x.shape[0], x.shape[1])
     if dims < x.shape[1]:
-        torch.manual_seed(seed)  # pca_lowrank is randomised
-        _, _, components = torch.pca_lowrank(x, q=dims, center=False)
+        with torch.random.fork_rng():  # pca_lowrank is randomised; the caller's RNG stays
+            torch.manual_seed(seed)
+            _, _, components = torch.pca_lowrank(x, q=dims, center=False)
         x = x @ components
     points = F.normalize(x, dim=1)
     index, similarity = _knn(points, neighbours, chunk)
@@ -120,10 +138,14 @@ def label_spreading(
     scores = seeds.clone()
     for _ in range(iterations):
         scores = alpha * torch.sparse.mm(normalised, scores) + (1 - alpha) * seeds
-    spread = scores[len(labelled) :].clamp_min(0)
+    spread = scores[len(labelled) :].clamp_min(0).double()
     mass = spread.sum(1, keepdim=True)
-    # An image no label reached (an island in the graph) gets confidence 0.
-    probabilities = torch.where(mass > 0, spread / mass.clamp_min(1e-12), 1.0 / num_classes)
-    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(1)
-    confidence = 1 - entropy / np.log(num_classes)
-    return Propagation(labels=spread.argmax(1).numpy(), confidence=confidence.numpy())
+    reached = mass.squeeze(1) > 0  # an island of the graph that no label reached: False
+    probabilities = torch.where(mass > 0, spread / mass.clamp_min(1e-300), 1.0 / num_classes)
+    entropy = -(probabilities * probabilities.clamp_min(1e-300).log()).sum(1)
+    confidence = (1 - entropy / np.log(num_classes)).clamp(0, 1) * reached
+    return Propagation(
+        labels=spread.argmax(1).numpy(),
+        confidence=confidence.float().numpy(),
+        reached=reached.numpy(),
+    )
