@@ -615,7 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comparison.add_argument("data", help="folder of class folders, train/+test/, CSV or IDX")
     comparison.add_argument(
-        "--strategies", default="scratch,feature-extraction,fine-tune", help="comma-separated"
+        "--strategies",
+        default="scratch,feature-extraction,fine-tune",
+        help="comma-separated; add semi-supervised to let the images not drawn at each size "
+        "count as unlabelled ones",
     )
     comparison.add_argument("--labels-per-class", default="10,30,100,all", help="e.g. 10,100,all")
     comparison.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
