@@ -241,3 +241,12 @@ def test_labelled_or_test_images_among_the_unlabelled_are_left_out(tmp_path, cap
     printed = capsys.readouterr().out
     assert "unlabelled: 6 images" in printed
     assert "(2 also in the training or test images, left out)" in printed
+
+
+def test_the_plan_says_when_labels_are_plentiful(weights):
+    clf = ImageClassifier(TINY, "semi-supervised", _config(), weights=weights)
+    clf.fit(colour_data(50, 0), unlabelled=colour_data(5, 3))
+    assert any("50+ labels per class" in note for note in clf.plan_.notes)
+    few = ImageClassifier(TINY, "semi-supervised", _config(), weights=weights)
+    few.fit(colour_data(3, 0), unlabelled=colour_data(5, 3))
+    assert not any("labels per class" in note for note in few.plan_.notes)
