@@ -209,3 +209,16 @@ def colour_data(per_class: int = 10, seed: int = 0, size: int = 20):
     for i, label in enumerate(labels):
         images[i, :, :, label] += 150
     return from_arrays(images, [("red", "green", "blue")[k] for k in labels])
+
+
+def tiny_weights_file(folder: Path, seed: int, model: str = "test_efficientnet") -> str:
+    """A seeded random initialisation of ``model`` saved as safetensors; returns its path."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    path = Path(folder) / "tiny.safetensors"
+    state = timm.create_model(model).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return str(path)

@@ -8,11 +8,8 @@ import json
 import re
 
 import pytest
-import timm
-import torch
-from fixtures_images import colour_data
+from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
-from safetensors.torch import save_file
 
 from headstart import strategies as strategies_module
 from headstart.compare import CompareCallback, CompareSettings, compare, load_results
@@ -26,11 +23,7 @@ QUICK = {"epochs": 1, "batch_size": 8, "patience": 0}
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(7)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    model = timm.create_model(TINY)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return str(path)
+    return tiny_weights_file(tmp_path_factory.mktemp("w"), seed=7, model=TINY)
 
 
 def _settings(weights, **changes) -> CompareSettings:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import timm
-import torch
-from fixtures_images import colour_data
+from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
-from safetensors.torch import save_file
 
 from headstart.cli import main
 from headstart.compare import CompareSettings, compare
@@ -70,11 +67,7 @@ def test_label_spreading_rejects_bad_arguments():
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(5)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    model = timm.create_model(TINY)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return str(path)
+    return tiny_weights_file(tmp_path_factory.mktemp("w"), seed=5, model=TINY)
 
 
 def _config() -> TrainConfig:
