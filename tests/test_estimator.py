@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from fixtures_images import colour_data
+from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
 
 from headstart.backbones import select_device
@@ -145,3 +145,26 @@ def test_plots_leave_the_users_matplotlib_backend_alone():
     import headstart.report  # noqa: F401
 
     assert matplotlib.get_backend() == before
+
+
+def test_no_hold_out_below_twenty_images_per_class_and_it_is_said(tmp_path):
+    """With 1 image per class held out, early stopping is noise: train on everything."""
+    from headstart.engine import Callback
+
+    class Stages(Callback):
+        def __init__(self):
+            self.lines = []
+
+        def on_stage(self, stage, message):
+            self.lines.append((stage, message))
+
+    weights = tiny_weights_file(tmp_path, seed=1)
+    config = TrainConfig(epochs=1, batch_size=8, image_size=32, lp_ft=False, patience=1)
+    for per_class, held_out in ((10, False), (20, True)):
+        stages = Stages()
+        clf = ImageClassifier("test_efficientnet", "fine-tune", config, weights=weights)
+        clf.callback = stages
+        clf.fit(colour_data(per_class, seed=0))
+        said = any("no hold-out" in message for stage, message in stages.lines)
+        assert said is not held_out
+        assert (clf.history_[0]["val_accuracy"] is not None) is held_out
