@@ -483,7 +483,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 # The demo must finish within 5 minutes on a 2-core CPU: small epochs for the
 # gradient strategies, the bundled lite0 at 112 px, one seed.
-DEMO_OVERRIDES = {"fine-tune": {"epochs": 4}, "scratch": {"epochs": 6, "patience": 0}}
+DEMO_OVERRIDES = {"fine-tune": {"epochs": 3}, "scratch": {"epochs": 5, "patience": 0}}
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
