@@ -178,9 +178,10 @@ def compare(
         subset = train if k is None else sample_per_class(train, k, seed=seed)
         unlabelled = None
         if get_strategy(strategy).uses_unlabelled:
-            # The training images not drawn, labels hidden: the usual semi-supervised race.
-            unlabelled = _the_rest(train, subset)
-            if unlabelled is None:
+            # The training images not drawn (the usual semi-supervised race); fit hides
+            # their labels, for every caller.
+            unlabelled, _ = train.excluding(subset)
+            if not len(unlabelled):
                 note = f"{strategy} skipped at all labels: no unlabelled images are left"
                 if note not in results["notes"]:
                     results["notes"].append(note)
@@ -206,12 +207,6 @@ def _pending(previous: dict[str, Any], results: dict[str, Any]) -> list[dict[str
     """Earlier finished runs not yet reached in this pass: kept, so a crash loses nothing."""
     done = {r["id"] for r in results["runs"]}
     return [r for rid, r in previous.items() if rid not in done and r.get("status") == "ok"]
-
-
-def _the_rest(train: ImageDataset, subset: ImageDataset) -> ImageDataset | None:
-    """The images of ``train`` that are not in ``subset`` (drawn from it), or None."""
-    rest, _ = train.excluding(subset)
-    return rest.without_labels() if len(rest) else None
 
 
 def _one_run(
