@@ -5,11 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from headstart.backbones import create_backbone
 from headstart.data import from_arrays
 from headstart.errors import ConfigError
-from headstart.features import FeatureCache, cached_features, extract_features
+from headstart.features import (
+    FOLD_CHECK_IMAGES,
+    FeatureCache,
+    cached_features,
+    extract_features,
+    fold_batchnorm,
+)
 from headstart.probe import fit_linear_probe
 
 TINY = "test_efficientnet"
@@ -29,11 +36,14 @@ def images():
 
 
 def _count_forwards(monkeypatch, backbone) -> list[int]:
+    """Batch sizes through the backbone, less the fast path's check of its folded copy
+    (FOLD_CHECK_IMAGES random images; the datasets here are never that small)."""
     calls: list[int] = []
     original = backbone.model.forward_features
 
     def counting(x):
-        calls.append(len(x))
+        if len(x) != FOLD_CHECK_IMAGES:
+            calls.append(len(x))
         return original(x)
 
     monkeypatch.setattr(backbone.model, "forward_features", counting)
@@ -61,6 +71,55 @@ def test_fast_path_matches_fp32(backbone, images):
     assert cosine.min() > 0.99
     # the backbone is left in its normal memory format
     assert backbone.model.conv_stem.weight.is_contiguous()
+
+
+def _randomise_batchnorm(model: nn.Module) -> None:
+    """Statistics and affine terms far from the identity, so folding has work to do."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator))
+                module.running_var.copy_(torch.rand(n, generator=generator) * 2 + 0.1)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator))
+
+
+def test_folding_batchnorm_keeps_the_output_and_leaves_the_model_alone(backbone):
+    model = backbone.model.eval()
+    _randomise_batchnorm(model)
+    norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    folded, count = fold_batchnorm(model, torch.randn(2, 3, 64, 64))
+    assert count == norms > 0
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    images = torch.randn(3, 3, 64, 64)  # not the sample the fold was checked on
+    with torch.no_grad():
+        torch.testing.assert_close(folded(images), model(images), rtol=1e-4, atol=1e-4)
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == norms
+
+
+class _NormBeforeConv(nn.Module):
+    """Registered conv-then-norm, but the norm runs first: folding would be wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.norm(x))
+
+
+def test_folding_is_refused_where_the_norm_does_not_follow_the_conv():
+    model = _NormBeforeConv().eval()
+    _randomise_batchnorm(model)
+    folded, count = fold_batchnorm(model, torch.randn(2, 4, 8, 8))
+    assert folded is model and count == 0
+    assert isinstance(model.norm, nn.BatchNorm2d)
 
 
 def test_second_run_does_no_forward_pass(tmp_path, monkeypatch, backbone, images):

@@ -49,7 +49,8 @@ class TrainConfig:
     layers: tuple[str, ...] = ("final",)  # feature-extraction: which features feed the head
     seed: int = 0  # one seed for splits, initialisation, shuffling and augmentation
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
-    fast: bool = True  # channels_last, and reduced precision where it pays off
+    fast: bool = True  # channels_last, reduced precision (and, for frozen features,
+    # BatchNorm folded into the convolutions) where it pays off
     num_workers: int = 0  # DataLoader worker processes in the training loop (0: decode inline)
 
     def __post_init__(self) -> None:

@@ -2,8 +2,9 @@
 
 Feature extraction trains only a head, so the frozen base needs to see each
 image exactly once. ``extract_features`` runs it batched under
-``inference_mode`` with the fastest numerics the device offers (channels_last
-and bf16 autocast on CPUs with AVX-512 BF16/AMX, autocast on CUDA), and
+``inference_mode`` with the fastest numerics the device offers (BatchNorm folded
+into the convolutions, channels_last, and bf16 autocast on CPUs with AVX-512
+BF16/AMX; autocast on CUDA), and
 ``FeatureCache`` stores the result keyed by the *content* of the weights, the
 preprocessing and the images, so a second run does no forward pass at all and
 any change to those inputs computes afresh.
@@ -18,6 +19,7 @@ ImageNet. One cache entry holds any number of layers.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from timm.data.transforms import MaybeToTensor
+from timm.layers import BatchNormAct2d
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
@@ -53,6 +56,7 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
+FOLD_CHECK_IMAGES = 2  # random images that check a BatchNorm-folded copy against its model
 
 
 def fast_path_available(device: torch.device) -> bool:
@@ -77,6 +81,76 @@ def numerics(model: nn.Module, device: torch.device, fast: bool) -> Iterator[Non
             yield
     else:
         yield
+
+
+def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
+    """A plain Conv2d followed by a plain BatchNorm2d (or timm's BatchNormAct2d) over its
+    output channels, with running statistics to fold."""
+    return (
+        isinstance(conv, nn.Conv2d)
+        and type(norm) in (nn.BatchNorm2d, BatchNormAct2d)
+        and norm.running_mean is not None
+        and norm.num_features == conv.out_channels
+    )
+
+
+def _fold_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """(parent, conv name, norm name) for each conv whose next registered sibling is its norm."""
+    pairs = []
+    for parent in model.modules():
+        names = list(parent._modules)
+        for conv, norm in zip(names, names[1:], strict=False):
+            if _foldable(parent._modules[conv], parent._modules[norm]):
+                pairs.append((parent, conv, norm))
+    return pairs
+
+
+def fold_batchnorm(
+    model: nn.Module, sample: torch.Tensor, stages: dict[str, int | None] | None = None
+) -> tuple[nn.Module, int]:
+    """An inference copy of ``model`` with each BatchNorm folded into the conv before it.
+
+    In eval mode a BatchNorm is an affine map per channel, so it can be merged into the
+    preceding convolution's weights and bias: one memory pass fewer per layer, which on
+    CPU made the bf16 forward pass of EfficientNet-Lite0 ~1.5x faster
+    (docs/BENCHMARKS.md). Pairs are found by registration order (conv, then its norm),
+    which is how timm's convolutional blocks are written; because that is a convention,
+    not a guarantee, the folded copy must reproduce the model's output on ``sample`` in
+    fp32 (the pooled features of ``stages``, when given), or the model itself is
+    returned. ``model`` must be in eval mode. Returns (model to run, norms folded); the
+    given model is never changed.
+    """
+
+    def output(net: nn.Module) -> torch.Tensor:
+        if stages is None:
+            return net(sample)
+        return torch.cat(list(pooled_features(net, sample, stages).values()), dim=1)
+
+    if not _fold_pairs(model):
+        return model, 0
+    folded = copy.deepcopy(model).eval()
+    pairs = _fold_pairs(folded)
+    with torch.no_grad():
+        for parent, conv_name, norm_name in pairs:
+            conv, norm = parent._modules[conv_name], parent._modules[norm_name]
+            scale = norm.running_var.add(norm.eps).rsqrt()
+            if norm.weight is not None:
+                scale = scale * norm.weight
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+            new_bias = (bias - norm.running_mean) * scale
+            if norm.bias is not None:
+                new_bias = new_bias + norm.bias
+            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            conv.bias = nn.Parameter(new_bias, requires_grad=False)
+            rest = nn.Identity()
+            if isinstance(norm, BatchNormAct2d):
+                rest = nn.Sequential(norm.drop, norm.act)
+            parent._modules[norm_name] = rest
+        expected = output(model)
+        got = output(folded)
+    if expected.shape != got.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
+        return model, 0
+    return folded, len(pairs)
 
 
 def parse_layer(layer: str, model: nn.Module) -> int | None:
@@ -134,6 +208,10 @@ def extract_features(
     model = backbone.model.to(device).eval()
     stages = {layer: parse_layer(layer, model) for layer in layers}
     if fast and fast_path_available(device):
+        generator = torch.Generator().manual_seed(0)
+        size = backbone.preprocessing.input_size
+        sample = torch.randn(FOLD_CHECK_IMAGES, *size, generator=generator)
+        model, _ = fold_batchnorm(model, sample.to(device), stages)  # a copy, when folded
         model = model.to(memory_format=torch.channels_last)
     transform = backbone.preprocessing.transform(training=False)
     split = split_transform(transform) if fast else None
@@ -189,8 +267,10 @@ class _BatchFinish:
         )
         if not uniform:
             return torch.stack([self.normalize(self.to_tensor(i)) for i in images]), labels
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        return batch.to(torch.float32).div(255).sub(self.mean).div(self.std), labels
+        # (B, H, W, C) viewed as (B, C, H, W) is already channels_last, the layout the
+        # fast path runs in: no copy to reorder it. In-place ops: one float buffer.
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return batch.to(torch.float32).div_(255).sub_(self.mean).div_(self.std), labels
 
 
 def split_transform(transform: Any) -> tuple[Callable, Callable] | None:
@@ -211,8 +291,8 @@ def numerics_tag(device: torch.device, fast: bool) -> str:
     if not (fast and fast_path_available(device)):
         return "fp32"
     if device.type == "cpu":
-        return "cpu-bf16"
-    return "cuda-bf16" if torch.cuda.is_bf16_supported() else "cuda-fp16"
+        return "cpu-bf16-bnfold"
+    return "cuda-bf16-bnfold" if torch.cuda.is_bf16_supported() else "cuda-fp16-bnfold"
 
 
 def weights_digest(model: nn.Module) -> str:
