@@ -11,11 +11,13 @@ import torch
 from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
 
+from headstart import features
 from headstart.backbones import select_device
 from headstart.config import TrainConfig
 from headstart.data import DecodeOptions
 from headstart.errors import ConfigError, DataError, TrainingError
 from headstart.estimator import ImageClassifier
+from headstart.features import fast_path_available, fold_batchnorm
 from headstart.metrics import classification_metrics
 from headstart.strategies import get_strategy
 
@@ -168,3 +170,36 @@ def test_no_hold_out_below_twenty_images_per_class_and_it_is_said(tmp_path):
         said = any("no hold-out" in message for stage, message in stages.lines)
         assert said is not held_out
         assert (clf.history_[0]["val_accuracy"] is not None) is held_out
+
+
+def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch):
+    """predict runs the fast path (folded BatchNorm, channels_last, bf16 where the CPU
+    has it): the probabilities stay those of the fp32 model, which is not changed."""
+    clf = _fitted()
+    folds: list[int] = []
+
+    def recording(model, sample, stages=None):
+        result = fold_batchnorm(model, sample, stages)
+        folds.append(result[1])
+        return result
+
+    monkeypatch.setattr(features, "fold_batchnorm", recording)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # statistics far from the identity, so folding has work to do
+        for module in clf.model_.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+    before = {name: value.clone() for name, value in clf.model_.state_dict().items()}
+    data = colour_data(per_class=4, seed=3)
+    fast = clf.predict_proba(data)
+    after = clf.model_.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert clf.model_.body.conv_stem.weight.is_contiguous()
+    if fast_path_available(torch.device("cpu")):  # otherwise there is no fast path to take
+        assert folds and folds[0] > 0
+    clf.config_ = clf.config_.replace(fast=False)
+    exact = clf.predict_proba(data)
+    np.testing.assert_allclose(fast, exact, atol=0.02)
+    assert (fast.argmax(1) == exact.argmax(1)).mean() >= 0.9

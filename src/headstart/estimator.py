@@ -29,7 +29,13 @@ from headstart.config import TrainConfig
 from headstart.data import DecodeOptions, ImageDataset, TorchImageDataset, decode_image
 from headstart.engine import Callback
 from headstart.errors import ConfigError, DataError, NotFittedError
-from headstart.features import FeatureCache, numerics
+from headstart.features import (
+    FeatureCache,
+    fast_path_available,
+    inference_model,
+    inference_transforms,
+    numerics,
+)
 from headstart.imageio import normalise_image
 from headstart.metrics import classification_metrics
 from headstart.strategies import STRATEGIES, FitContext, get_strategy
@@ -184,15 +190,15 @@ class ImageClassifier:
                 "ImageClassifier.load(folder) first."
             )
 
-    def _loader(self, images: ImageInput, batch_size: int) -> DataLoader:
-        transform = self.preprocessing_.transform(training=False)
+    def _loader(self, images: ImageInput, batch_size: int, fast: bool) -> DataLoader:
+        transform, collate = inference_transforms(self.preprocessing_, fast)
         if isinstance(images, ImageDataset):
             data: Dataset = TorchImageDataset(images, transform)
         elif isinstance(images, (str, os.PathLike, Image.Image)):
             raise invalid("predict", "images", "a dataset or a list of paths/images", images)
         else:
             data = _ImageList(images, transform, self.decode_options_)
-        return DataLoader(data, batch_size=batch_size, shuffle=False)
+        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
     def predict_proba(
         self, images: ImageInput, *, batch_size: int = 64, device: str = "auto"
@@ -202,16 +208,19 @@ class ImageClassifier:
         # The device of this machine, not the one the model was trained on: a model
         # trained on a GPU must still predict on a laptop.
         device = select_device(device)
-        model = self.model_.to(device).eval()
         fast = self.config_.fast
+        model = self.model_.to(device).eval()
         chunks = []
         try:
-            with torch.inference_mode(), numerics(model, device, fast):
-                for batch, _ in self._loader(images, batch_size):
-                    logits = model(batch.to(device)).float()
+            run = inference_model(model, device, fast, self.preprocessing_.input_size)
+            fast_path = fast and fast_path_available(device)
+            layout = torch.channels_last if fast_path else torch.contiguous_format
+            with torch.inference_mode(), numerics(run, device, fast):
+                for batch, _ in self._loader(images, batch_size, fast):
+                    logits = run(batch.to(device).contiguous(memory_format=layout)).float()
                     chunks.append(torch.softmax(logits, dim=1).cpu().numpy())
-        finally:
-            self.model_.cpu()
+        finally:  # the fitted model goes back as it came: on the CPU, contiguous
+            self.model_.to(memory_format=torch.contiguous_format).cpu()
         if not chunks:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         return np.concatenate(chunks)

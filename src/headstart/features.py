@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from headstart._validation import LAYER_PATTERN, invalid
-from headstart.backbones import Backbone, select_device
+from headstart.backbones import Backbone, Preprocessing, select_device
 from headstart.data import ImageDataset, TorchImageDataset
 
 try:
@@ -189,6 +189,35 @@ def pooled_features(model: nn.Module, images: torch.Tensor, stages: dict[str, in
     return out
 
 
+def inference_model(
+    model: nn.Module,
+    device: torch.device,
+    fast: bool,
+    input_size: Sequence[int],
+    stages: dict[str, int | None] | None = None,
+) -> nn.Module:
+    """The eval-mode ``model`` to run for inference: on the fast path a BatchNorm-folded
+    copy in channels_last (``model`` itself when nothing folds: the caller puts its
+    memory format back afterwards); otherwise ``model`` unchanged."""
+    if not (fast and fast_path_available(device)):
+        return model
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(FOLD_CHECK_IMAGES, *input_size, generator=generator).to(device)
+    with torch.inference_mode():
+        folded, _ = fold_batchnorm(model, sample, stages)
+    return folded.to(memory_format=torch.channels_last)
+
+
+def inference_transforms(
+    preprocessing: Preprocessing, fast: bool
+) -> tuple[Callable, Callable | None]:
+    """(per-image transform, batch collate or None for the default) for inference: on
+    the fast path, geometry per image (PIL) and one vectorised scaling per batch."""
+    transform = preprocessing.transform(training=False)
+    split = split_transform(transform) if fast else None
+    return split if split is not None else (transform, None)
+
+
 def extract_features(
     backbone: Backbone,
     dataset: ImageDataset,
@@ -207,21 +236,11 @@ def extract_features(
     device = select_device(device) if isinstance(device, str) else device
     model = backbone.model.to(device).eval()
     stages = {layer: parse_layer(layer, model) for layer in layers}
-    if fast and fast_path_available(device):
-        generator = torch.Generator().manual_seed(0)
-        size = backbone.preprocessing.input_size
-        sample = torch.randn(FOLD_CHECK_IMAGES, *size, generator=generator)
-        model, _ = fold_batchnorm(model, sample.to(device), stages)  # a copy, when folded
-        model = model.to(memory_format=torch.channels_last)
-    transform = backbone.preprocessing.transform(training=False)
-    split = split_transform(transform) if fast else None
-    if split is not None:  # geometry per image (PIL), then one vectorised scaling per batch
-        geometry, finish = split
-        loader = DataLoader(
-            TorchImageDataset(dataset, geometry), batch_size, shuffle=False, collate_fn=finish
-        )
-    else:
-        loader = DataLoader(TorchImageDataset(dataset, transform), batch_size, shuffle=False)
+    model = inference_model(model, device, fast, backbone.preprocessing.input_size, stages)
+    transform, collate = inference_transforms(backbone.preprocessing, fast)
+    loader = DataLoader(
+        TorchImageDataset(dataset, transform), batch_size, shuffle=False, collate_fn=collate
+    )
     chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     done = 0
     try:
@@ -236,7 +255,7 @@ def extract_features(
                 if progress is not None:
                     progress(done, len(dataset))
     finally:  # the caller's model goes back as it came, also after a bad image
-        model.to(memory_format=torch.contiguous_format)
+        backbone.model.to(memory_format=torch.contiguous_format)
     return {layer: np.concatenate(parts).astype(np.float32) for layer, parts in chunks.items()}
 
 
