@@ -210,3 +210,27 @@ def test_train_and_evaluate_on_an_idx_folder(tmp_path, capsys):
     assert main(["train", str(folder), "--out", str(out), *TINY_ARGS]) == 0
     assert main(["evaluate", str(out), str(folder)]) == 0
     assert json.loads((out / "evaluation.json").read_text())["n"] == 12
+
+
+def test_cache_command_lists_and_clears(tmp_path, capsys):
+    from headstart.backbones import create_backbone
+    from headstart.data import from_arrays
+    from headstart.features import FeatureCache, cached_features
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(6, 20, 20, 3), dtype=np.uint8)
+    backbone = create_backbone("test_efficientnet", weights="none", image_size=32)
+    cached_features(backbone, from_arrays(pixels, [0, 1] * 3), FeatureCache(tmp_path / "c"))
+    assert main(["cache", "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "1 entries" in out and "6 images" in out and "--clear" in out
+
+    assert main(["cache", "--cache-dir", str(tmp_path / "c"), "--older-than", "3"]) == 2
+    assert "--older-than DAYS only applies with --clear" in capsys.readouterr().err
+    assert main(["cache", "--cache-dir", str(tmp_path / "c"), "--clear", "--older-than", "-2"]) == 2
+    assert "--older-than" in capsys.readouterr().err
+
+    assert main(["cache", "--cache-dir", str(tmp_path / "c"), "--clear", "--older-than", "1"]) == 0
+    assert "removed 0 entries" in capsys.readouterr().out
+    assert main(["cache", "--cache-dir", str(tmp_path / "c"), "--clear"]) == 0
+    assert "removed 1 entries" in capsys.readouterr().out
+    assert FeatureCache(tmp_path / "c").entries() == []

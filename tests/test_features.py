@@ -277,3 +277,61 @@ def test_bad_layer_names_are_config_errors(backbone, layer):
     if layer not in ("stage5", "stage-6"):  # well-formed names: only the model can judge
         with pytest.raises(ConfigError, match="'layers'"):
             TrainConfig(layers=(layer,))
+
+
+def _age(folder, days: float) -> None:
+    """Backdate an entry: its folder and files last touched ``days`` ago."""
+    import os
+    import time
+
+    when = time.time() - days * 86400
+    for path in [folder, *folder.iterdir()]:
+        os.utime(path, (when, when))
+
+
+def test_cache_entries_are_listed_and_cleared_by_age(tmp_path, backbone, images):
+    cache = FeatureCache(tmp_path / "cache")
+    cached_features(backbone, images, cache, layers=("final", "stage1"))
+    other = np.random.default_rng(5).integers(0, 256, size=(5, 20, 20, 3), dtype=np.uint8)
+    cached_features(backbone, from_arrays(other, [0, 1, 2, 0, 1]), cache)  # images not cached
+    (tmp_path / "cache" / "notes.txt").write_text("mine")  # not the cache's: never touched
+    (tmp_path / "cache" / "keep").mkdir()
+    entries = cache.entries()
+    assert sorted(e.images for e in entries) == [5, 12]
+    assert {e.layers for e in entries} == {("final",), ("final", "stage1")}
+    assert all(e.size > 0 for e in entries)
+    old = next(e for e in entries if e.images == 5)
+    _age(old.path, days=10)
+
+    assert cache.clear(older_than_days=30) == (0, 0)
+    removed, freed = cache.clear(older_than_days=1)
+    assert (removed, freed) == (1, old.size)
+    assert [e.images for e in cache.entries()] == [12]
+    assert cache.clear() == (1, sum(e.size for e in entries) - old.size)
+    assert cache.entries() == []
+    assert (tmp_path / "cache" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "cache" / "keep").is_dir()
+    with pytest.raises(ConfigError, match="older_than_days"):
+        cache.clear(older_than_days=-1)
+
+
+def test_a_cache_hit_counts_as_use(tmp_path, backbone, images):
+    cache = FeatureCache(tmp_path / "cache")
+    cached_features(backbone, images, cache)
+    (entry,) = cache.entries()
+    _age(entry.path, days=10)
+    _, was_cached = cached_features(backbone, images, cache)
+    assert was_cached
+    assert cache.clear(older_than_days=1) == (0, 0)  # used just now: kept
+
+
+def test_a_cache_that_cannot_be_written_costs_nothing_computed(tmp_path, backbone, images):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    cache = FeatureCache(blocked)
+    with pytest.warns(RuntimeWarning, match="could not store features"):
+        features, was_cached = cached_features(backbone, images, cache)
+    assert not was_cached and features["final"].shape == (12, backbone.num_features)
+    notices: list[str] = []
+    features, _ = cached_features(backbone, images, cache, notice=notices.append)
+    assert len(notices) == 1 and str(blocked) in notices[0]

@@ -563,6 +563,45 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-cache", action="store_true", help="recompute features")
 
 
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GB"  # pragma: no cover - the loop always returns
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from headstart.features import FeatureCache
+
+    root = args.cache_dir or default_cache_dir() / "features"
+    cache = FeatureCache(root)
+    if args.older_than is not None and not args.older_than >= 0:
+        raise ConfigError(
+            f"headstart cache: --older-than DAYS must be >= 0, got {args.older_than:g}"
+        )
+    if args.older_than is not None and not args.clear:
+        raise ConfigError("headstart cache: --older-than DAYS only applies with --clear")
+    if args.clear:
+        removed, freed = cache.clear(args.older_than)
+        age = "" if args.older_than is None else f" unused for {args.older_than:g}+ days"
+        print(f"removed {removed} entries{age} ({_size(freed)}) from {cache.root}")
+        return 0
+    entries = cache.entries()
+    total = sum(entry.size for entry in entries)
+    print(f"feature cache at {cache.root}: {len(entries)} entries, {_size(total)}")
+    for entry in entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+        images = "?" if entry.images is None else f"{entry.images:,}"
+        print(
+            f"  {_size(entry.size):>9}  {images:>7} images  last used {used}  "
+            f"{', '.join(entry.layers)}"
+        )
+    if entries:
+        print("free space with: headstart cache --clear [--older-than DAYS]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headstart",
@@ -572,6 +611,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     backbones = sub.add_parser("backbones", help="list the backbones this machine can load")
     backbones.set_defaults(run=_cmd_backbones)
+
+    cache = sub.add_parser("cache", help="show the feature cache's entries and size; --clear")
+    cache.add_argument("--cache-dir", type=Path, help="feature cache folder")
+    cache.add_argument("--clear", action="store_true", help="delete cached features")
+    cache.add_argument(
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="with --clear: only entries unused that long",
+    )
+    cache.set_defaults(run=_cmd_cache)
 
     demo = sub.add_parser(
         "demo", help="compare the strategies on the bundled Fashion-MNIST sample (~5 min)"

@@ -25,6 +25,8 @@ import json
 import os
 import re
 import tempfile
+import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,6 +354,30 @@ def feature_key(
     return f"{model_key(backbone, fast, device, dataset.options)}/{rows_key(dataset)}"
 
 
+_KEY = re.compile(r"[0-9a-f]{32}")  # model and rows keys: 32 hex digits of a sha256
+_ENTRY_FILE = re.compile(r"[A-Za-z0-9_\-]+\.npy|rows\.txt")
+_TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]+\.tmp")  # atomic_write's, see _locked_temp
+
+
+def _key_folders(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir() and _KEY.fullmatch(p.name)]
+    except OSError:
+        return []
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached set of features: ``headstart cache`` lists these."""
+
+    key: str  # "<model key>/<rows key>"
+    path: Path
+    size: int  # bytes on disk
+    images: int | None  # rows, from rows.txt (None for an entry without one)
+    layers: tuple[str, ...]
+    last_used: float  # POSIX time of the last write or cache hit
+
+
 @dataclass
 class FeatureCache:
     """Features on disk: ``root/<model key>/<rows key>/<layer>.npy`` plus ``rows.txt``
@@ -419,6 +445,7 @@ class FeatureCache:
             if found is None:
                 continue
             sources.append(found)
+            self.touch(f"{model}/{entry.name}")
             where.update((h, (len(sources) - 1, index[h])) for h in have)
             missing -= have
         if missing:
@@ -439,6 +466,66 @@ class FeatureCache:
         except (OSError, ValueError):  # a file cut short under the memory map
             return None
         return out
+
+    def entries(self) -> list[CacheEntry]:
+        """Every entry under ``root``, most recently used first. Only folders laid out
+        as this cache writes them count: anything else there is not ours."""
+        found = []
+        for model in _key_folders(self.root):
+            # An entry of the first layout (root/<key>/<layer>.npy) is the model folder.
+            legacy = any(_ENTRY_FILE.fullmatch(p.name) for p in model.iterdir() if p.is_file())
+            for entry in _key_folders(model) + ([model] if legacy else []):
+                files = [f for f in entry.iterdir() if f.is_file()]
+                layers = tuple(sorted(f.stem for f in files if f.suffix == ".npy"))
+                try:
+                    rows = (entry / "rows.txt").read_text().count("\n") + 1
+                except (OSError, UnicodeDecodeError):
+                    rows = None
+                stats = [f.stat() for f in files]
+                found.append(
+                    CacheEntry(
+                        key=model.name if entry == model else f"{model.name}/{entry.name}",
+                        path=entry,
+                        size=sum(st.st_size for st in stats),
+                        images=rows,
+                        layers=layers,
+                        last_used=max([entry.stat().st_mtime] + [st.st_mtime for st in stats]),
+                    )
+                )
+        return sorted(found, key=lambda e: e.last_used, reverse=True)
+
+    def clear(self, older_than_days: float | None = None) -> tuple[int, int]:
+        """Delete entries (those unused for ``older_than_days``, or all): (entries, bytes).
+
+        Only the files this cache writes are removed (layer arrays, ``rows.txt``, temp
+        files no live writer holds), and then the folders if that left them empty.
+        """
+        if older_than_days is not None and not older_than_days >= 0:
+            raise invalid("FeatureCache.clear", "older_than_days", "a number >= 0", older_than_days)
+        limit = None if older_than_days is None else time.time() - older_than_days * 86400
+        removed, freed = 0, 0
+        for entry in self.entries():
+            if limit is not None and entry.last_used >= limit:
+                continue
+            for path in entry.path.iterdir():
+                if _ENTRY_FILE.fullmatch(path.name):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                elif _TEMP_FILE.fullmatch(path.name):
+                    _unlink_unless_locked(path)
+            with contextlib.suppress(OSError):
+                entry.path.rmdir()
+                if entry.path.parent != self.root:  # the model's folder, if that emptied it
+                    entry.path.parent.rmdir()
+            if not entry.path.exists():
+                removed += 1
+                freed += entry.size
+        return removed, freed
+
+    def touch(self, key: str) -> None:
+        """Mark an entry as used now (what ``clear(older_than_days=...)`` goes by)."""
+        with contextlib.suppress(OSError):
+            os.utime(self.root / key)
 
     def save(self, key: str, features: dict[str, np.ndarray], hashes: Sequence[str] = ()) -> None:
         folder = self.root / key
@@ -547,18 +634,24 @@ def _remove_stale_temps(path: Path) -> None:
     except OSError:
         return
     for name in names:
-        stale = path.parent / name
-        try:
-            fd = os.open(stale, os.O_RDONLY)
-        except OSError:
-            continue  # removed meanwhile, or not ours to read
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(stale)
-        except OSError:
-            pass  # a live writer holds it (or it is gone already): leave it
-        finally:
-            os.close(fd)
+        _unlink_unless_locked(path.parent / name)
+
+
+def _unlink_unless_locked(stale: Path) -> None:
+    """Delete a temp file unless a live writer holds its lock (see `_locked_temp`)."""
+    if fcntl is None:
+        return
+    try:
+        fd = os.open(stale, os.O_RDONLY)
+    except OSError:
+        return  # removed meanwhile, or not ours to read
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(stale)
+    except OSError:
+        pass  # a live writer holds it (or it is gone already): leave it
+    finally:
+        os.close(fd)
 
 
 def cached_features(
@@ -568,9 +661,14 @@ def cached_features(
     *,
     layers: Sequence[str] = ("final",),
     fast: bool = True,
+    notice: Callable[[str], None] | None = None,
     **kwargs,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    """Features from the cache when there, else extracted and stored: (features, was_cached)."""
+    """Features from the cache when there, else extracted and stored: (features, was_cached).
+
+    A cache that cannot be written (full disk, no permission) is reported through
+    ``notice`` (default: a RuntimeWarning), and the features are returned all the same.
+    """
     if cache is None:
         return extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs), False
     device = kwargs.get("device", "auto")
@@ -578,10 +676,22 @@ def cached_features(
     model = model_key(backbone, fast, device, dataset.options)
     key = f"{model}/{rows_key(dataset)}"
     found = cache.load(key, layers, len(dataset))
-    if found is None and len(dataset):
+    if found is not None:
+        cache.touch(key)
+    elif len(dataset):
         found = cache.load_rows(model, dataset.content_hashes(), layers)
     if found is not None:
         return found, True
     features = extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs)
-    cache.save(key, features, dataset.content_hashes())
+    try:
+        cache.save(key, features, dataset.content_hashes())
+    except OSError as error:  # a full disk must not cost the features just computed
+        text = (
+            f"could not store features in the cache at {cache.root} ({error}); "
+            "going on without caching them"
+        )
+        if notice is None:
+            warnings.warn(text, RuntimeWarning, stacklevel=2)
+        else:
+            notice(text)
     return features, False

@@ -266,6 +266,7 @@ def _features(ctx: FitContext, dataset: ImageDataset, label: str) -> np.ndarray:
         device=ctx.device,
         batch_size=max(ctx.config.batch_size, 64),
         progress=lambda done, total: ctx.callback.on_progress(f"features {label}", done, total),
+        notice=lambda text: ctx.callback.on_stage("feature cache", text),
     )
     if was_cached:
         ctx.callback.on_stage("features", f"{label}: {len(dataset)} images from the cache")
