@@ -148,7 +148,12 @@ def bench_fast_path(image_size: int, images: int, batch_size: int) -> dict:
     arms = {  # fp32 eager; the fast path without and with BatchNorm folding
         "fp32": (model, False),
         "bf16": (copy.deepcopy(model).to(memory_format=torch.channels_last), True),
-        "fast": (folded.to(memory_format=torch.channels_last), True),
+        "fast": (  # a copy either way: the fp32 arm must keep its own layout
+            (folded if folded is not model else copy.deepcopy(model)).to(
+                memory_format=torch.channels_last
+            ),
+            True,
+        ),
     }
     forward: dict[str, list[float]] = {}
     for _ in range(3):

@@ -222,7 +222,7 @@ def test_cache_command_lists_and_clears(tmp_path, capsys):
     cached_features(backbone, from_arrays(pixels, [0, 1] * 3), FeatureCache(tmp_path / "c"))
     assert main(["cache", "--cache-dir", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
-    assert "1 entries" in out and "6 images" in out and "--clear" in out
+    assert "1 entry," in out and "6 images" in out and "--clear" in out
 
     assert main(["cache", "--cache-dir", str(tmp_path / "c"), "--older-than", "3"]) == 2
     assert "--older-than DAYS only applies with --clear" in capsys.readouterr().err
@@ -232,5 +232,5 @@ def test_cache_command_lists_and_clears(tmp_path, capsys):
     assert main(["cache", "--cache-dir", str(tmp_path / "c"), "--clear", "--older-than", "1"]) == 0
     assert "removed 0 entries" in capsys.readouterr().out
     assert main(["cache", "--cache-dir", str(tmp_path / "c"), "--clear"]) == 0
-    assert "removed 1 entries" in capsys.readouterr().out
+    assert "removed 1 entry" in capsys.readouterr().out
     assert FeatureCache(tmp_path / "c").entries() == []

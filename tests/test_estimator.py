@@ -203,3 +203,27 @@ def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch
     exact = clf.predict_proba(data)
     np.testing.assert_allclose(fast, exact, atol=0.02)
     assert (fast.argmax(1) == exact.argmax(1)).mean() >= 0.9
+
+
+def test_the_folded_copy_is_kept_between_predictions_until_the_weights_change(monkeypatch):
+    clf = _fitted()
+    folds: list[int] = []
+
+    def recording(model, sample, stages=None):
+        result = fold_batchnorm(model, sample, stages)
+        folds.append(result[1])
+        return result
+
+    monkeypatch.setattr(features, "fold_batchnorm", recording)
+    data = colour_data(per_class=2, seed=4)
+    first = clf.predict_proba(data)
+    np.testing.assert_array_equal(clf.predict_proba(data), first)
+    if not fast_path_available(torch.device("cpu")):
+        assert folds == []  # no fast path here: nothing to fold or keep
+        return
+    assert len(folds) == 1  # the second call reused the folded copy
+    with torch.no_grad():
+        head = next(m for m in clf.model_.head.modules() if isinstance(m, torch.nn.Linear))
+        head.bias.add_(torch.arange(head.bias.numel(), dtype=torch.float32) * 5)
+    changed = clf.predict_proba(data)
+    assert len(folds) == 2 and not np.allclose(changed, first)

@@ -335,3 +335,17 @@ def test_a_cache_that_cannot_be_written_costs_nothing_computed(tmp_path, backbon
     notices: list[str] = []
     features, _ = cached_features(backbone, images, cache, notice=notices.append)
     assert len(notices) == 1 and str(blocked) in notices[0]
+
+
+def test_a_folder_the_cache_did_not_make_is_not_cleared(tmp_path):
+    """Folders named like cache keys, but no CACHEDIR.TAG: e.g. --cache-dir pointed at
+    a folder of experiment runs. Nothing goes."""
+    root = tmp_path / "runs"
+    run = root / ("a" * 32) / ("b" * 32)
+    run.mkdir(parents=True)
+    np.save(run / "final.npy", np.zeros((2, 3), np.float32))
+    cache = FeatureCache(root)
+    assert len(cache.entries()) == 1
+    with pytest.raises(ConfigError, match="CACHEDIR.TAG"):
+        cache.clear()
+    assert (run / "final.npy").is_file()

@@ -571,6 +571,10 @@ def _size(count: int) -> str:
     return f"{count:.1f} GB"  # pragma: no cover - the loop always returns
 
 
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
 def _cmd_cache(args: argparse.Namespace) -> int:
     from headstart.features import FeatureCache
 
@@ -585,11 +589,11 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     if args.clear:
         removed, freed = cache.clear(args.older_than)
         age = "" if args.older_than is None else f" unused for {args.older_than:g}+ days"
-        print(f"removed {removed} entries{age} ({_size(freed)}) from {cache.root}")
+        print(f"removed {_entries(removed)}{age} ({_size(freed)}) from {cache.root}")
         return 0
     entries = cache.entries()
     total = sum(entry.size for entry in entries)
-    print(f"feature cache at {cache.root}: {len(entries)} entries, {_size(total)}")
+    print(f"feature cache at {cache.root}: {_entries(len(entries))}, {_size(total)}")
     for entry in entries:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
         images = "?" if entry.images is None else f"{entry.images:,}"

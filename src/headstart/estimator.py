@@ -169,6 +169,7 @@ class ImageClassifier:
         )
         result = strategy.fit(ctx)
         self.model_ = result.model.cpu().eval()
+        self._kept_inference = None
         self.classes_ = list(train.classes)
         self.history_ = [record.to_dict() for record in result.history]
         self.plan_ = result.plan
@@ -212,7 +213,7 @@ class ImageClassifier:
         model = self.model_.to(device).eval()
         chunks = []
         try:
-            run = inference_model(model, device, fast, self.preprocessing_.input_size)
+            run = self._inference_model(model, device, fast)
             fast_path = fast and fast_path_available(device)
             layout = torch.channels_last if fast_path else torch.contiguous_format
             with torch.inference_mode(), numerics(run, device, fast):
@@ -224,6 +225,20 @@ class ImageClassifier:
         if not chunks:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         return np.concatenate(chunks)
+
+    def _inference_model(self, model: Classifier, device: torch.device, fast: bool) -> Classifier:
+        """The model to predict with; on the CPU the fast path's folded copy is kept for
+        the next call (one image at a time would otherwise pay the copy and its check
+        every time), as long as the fitted weights have not changed in place."""
+        tensors = [*model.parameters(), *model.buffers()]
+        key = (device.type, fast, sum(t._version for t in tensors))
+        kept = getattr(self, "_kept_inference", None)
+        if kept is not None and kept[0] is model and kept[1] == key:
+            return kept[2]
+        run = inference_model(model, device, fast, self.preprocessing_.input_size)
+        keep = device.type == "cpu" and run is not model
+        self._kept_inference = (model, key, run) if keep else None
+        return run
 
     def predict(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
         """Predicted class names."""
