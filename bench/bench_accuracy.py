@@ -6,7 +6,8 @@ is scored on all 10,000 test images. Writes results.json, report.md/html and the
 plots to --out (reruns reuse finished runs).
 
 Run: .venv/bin/python bench/bench_accuracy.py [--sizes 10,100,1000] [--scratch-epochs 6]
-     [--fine-tune-epochs N] [--strategies scratch,feature-extraction,fine-tune,semi-supervised]
+     [--fine-tune-epochs N] [--image-size 112] [--seeds 0]
+     [--strategies scratch,feature-extraction,fine-tune,semi-supervised]
      [--out docs/benchmarks/fashion-mnist]
 
 semi-supervised sees the training images not drawn at each size, without their labels.
@@ -53,6 +54,7 @@ def main() -> None:
         "--fine-tune-epochs", type=int, help="default: the fine-tune strategy's own"
     )
     parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--seeds", default="0", help="comma-separated draw seeds")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/fashion-mnist"))
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/headstart-bench-cache"))
     args = parser.parse_args()
@@ -64,6 +66,7 @@ def main() -> None:
         strategies=tuple(args.strategies.split(",")),
         labels_per_class=tuple(int(k) for k in args.sizes.split(",")),
         image_size=args.image_size,
+        seeds=tuple(int(seed) for seed in args.seeds.split(",")),
         overrides=overrides,
     )
     started = time.perf_counter()

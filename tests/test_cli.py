@@ -234,3 +234,18 @@ def test_cache_command_lists_and_clears(tmp_path, capsys):
     assert main(["cache", "--cache-dir", str(tmp_path / "c"), "--clear"]) == 0
     assert "removed 1 entry" in capsys.readouterr().out
     assert FeatureCache(tmp_path / "c").entries() == []
+
+
+def test_a_reader_that_stops_reading_is_not_an_error(monkeypatch, capsys):
+    """`headstart backbones | head -1`: the pipe closes under us; exit 0, no traceback."""
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["backbones"]) == 0
+    assert capsys.readouterr().err == ""

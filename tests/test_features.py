@@ -349,3 +349,17 @@ def test_a_folder_the_cache_did_not_make_is_not_cleared(tmp_path):
     with pytest.raises(ConfigError, match="CACHEDIR.TAG"):
         cache.clear()
     assert (run / "final.npy").is_file()
+
+
+def test_either_spelling_of_a_stage_is_served_by_one_cache_entry(
+    tmp_path, monkeypatch, backbone, images
+):
+    cache = FeatureCache(tmp_path / "cache")
+    first, _ = cached_features(backbone, images, cache, layers=("stage4", "stage-2", "final"))
+    calls = _count_forwards(monkeypatch, backbone)
+    again, was_cached = cached_features(backbone, images, cache, layers=("stage-1", "stage3"))
+    assert was_cached and calls == []
+    np.testing.assert_array_equal(again["stage-1"], first["stage4"])
+    np.testing.assert_array_equal(again["stage3"], first["stage-2"])
+    (entry,) = cache.entries()
+    assert entry.layers == ("final", "stage3", "stage4")

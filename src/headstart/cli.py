@@ -7,6 +7,7 @@ non-zero exit. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -719,6 +720,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("headstart: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader left (`headstart cache | head`): not an error
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # none at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # disk full, permission denied, a path that vanished
         print(f"headstart: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

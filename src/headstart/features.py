@@ -702,6 +702,11 @@ def _unlink_unless_locked(stale: Path) -> None:
         os.close(fd)
 
 
+def _stored_name(layer: str, model: nn.Module) -> str:
+    index = parse_layer(layer, model)
+    return "final" if index is None else f"stage{index}"
+
+
 def cached_features(
     backbone: Backbone,
     dataset: ImageDataset,
@@ -723,16 +728,22 @@ def cached_features(
     device = select_device(device) if isinstance(device, str) else device
     model = model_key(backbone, fast, device, dataset.options)
     key = f"{model}/{rows_key(dataset)}"
-    found = cache.load(key, layers, len(dataset))
+    # Stored under one name per stage ("stage-1" of a 5-stage model is "stage4"), so
+    # the two spellings share an entry.
+    names = {layer: _stored_name(layer, backbone.model) for layer in layers}
+    stored = list(dict.fromkeys(names.values()))
+    found = cache.load(key, stored, len(dataset))
     if found is not None:
         cache.touch(key)
     elif len(dataset):
-        found = cache.load_rows(model, dataset.content_hashes(), layers)
+        found = cache.load_rows(model, dataset.content_hashes(), stored)
     if found is not None:
-        return found, True
+        return {layer: found[names[layer]] for layer in layers}, True
     features = extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs)
     try:
-        cache.save(key, features, dataset.content_hashes())
+        cache.save(
+            key, {names[layer]: features[layer] for layer in layers}, dataset.content_hashes()
+        )
     except OSError as error:  # a full disk must not cost the features just computed
         text = (
             f"could not store features in the cache at {cache.root} ({error}); "
