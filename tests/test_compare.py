@@ -165,3 +165,26 @@ def test_settings_are_validated():
         CompareSettings(labels_per_class=(0,))
     with pytest.raises(ConfigError, match="'overrides'"):
         CompareSettings(overrides={"finetune": {}})
+
+
+def test_a_narrower_rerun_keeps_the_other_runs_for_later(tmp_path, weights, monkeypatch):
+    """Asking for fewer sizes reports those, but loses no finished run: asking for the
+    rest again reuses them."""
+    train, test = colour_data(8, 0), colour_data(3, 1)
+    both = _settings(weights, strategies=("feature-extraction",), labels_per_class=(2, 4))
+    compare(train, test, tmp_path, both)
+    narrow = _settings(weights, strategies=("feature-extraction",), labels_per_class=(2,))
+    results = compare(train, test, tmp_path, narrow)
+    assert [r["id"] for r in results["runs"]] == ["feature-extraction/k=2/seed=0"]
+    saved = load_results(tmp_path)
+    assert [r["id"] for r in saved["runs"]] == ["feature-extraction/k=2/seed=0"]
+    assert [r["id"] for r in saved["earlier_runs"]] == ["feature-extraction/k=4/seed=0"]
+
+    def no_training(self, *args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(ImageClassifier, "fit", no_training)
+    recorder = Recorder()
+    compare(train, test, tmp_path, both, callback=recorder)
+    assert [reused for _, reused, _ in recorder.ends] == [True, True]
+    assert "earlier_runs" not in load_results(tmp_path)

@@ -143,7 +143,8 @@ def compare(
     if not sizes:
         sizes = [None]
     data_key = f"{train.fingerprint()}:{test.fingerprint()}"
-    previous = {r["id"]: r for r in load_results(folder).get("runs", [])}
+    loaded = load_results(folder)
+    previous = {r["id"]: r for r in [*loaded.get("earlier_runs", []), *loaded.get("runs", [])]}
     results: dict[str, Any] = {
         "data": {
             "description": data_description,
@@ -199,6 +200,11 @@ def compare(
         results["runs"].append(record)
         _write_results(folder, {**results, "runs": results["runs"] + _pending(previous, results)})
         callback.on_run_end(record, reused=False)
+    # Finished runs this comparison did not ask for (a narrower --labels-per-class,
+    # fewer strategies) stay in the file, apart from "runs", ready to be reused.
+    earlier = _pending(previous, results)
+    if earlier:
+        results["earlier_runs"] = earlier
     _write_results(folder, results)
     return results
 
