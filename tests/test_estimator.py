@@ -172,10 +172,8 @@ def test_no_hold_out_below_twenty_images_per_class_and_it_is_said(tmp_path):
         assert (clf.history_[0]["val_accuracy"] is not None) is held_out
 
 
-def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch):
-    """predict runs the fast path (folded BatchNorm, channels_last, bf16 where the CPU
-    has it): the probabilities stay those of the fp32 model, which is not changed."""
-    clf = _fitted()
+def _record_folds(monkeypatch) -> list[int]:
+    """The number of norms folded, per call of fold_batchnorm (which still runs)."""
     folds: list[int] = []
 
     def recording(model, sample, stages=None):
@@ -184,6 +182,14 @@ def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch
         return result
 
     monkeypatch.setattr(features, "fold_batchnorm", recording)
+    return folds
+
+
+def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch):
+    """predict runs the fast path (folded BatchNorm, channels_last, bf16 where the CPU
+    has it): the probabilities stay those of the fp32 model, which is not changed."""
+    clf = _fitted()
+    folds = _record_folds(monkeypatch)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():  # statistics far from the identity, so folding has work to do
         for module in clf.model_.modules():
@@ -207,14 +213,7 @@ def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch
 
 def test_the_folded_copy_is_kept_between_predictions_until_the_weights_change(monkeypatch):
     clf = _fitted()
-    folds: list[int] = []
-
-    def recording(model, sample, stages=None):
-        result = fold_batchnorm(model, sample, stages)
-        folds.append(result[1])
-        return result
-
-    monkeypatch.setattr(features, "fold_batchnorm", recording)
+    folds = _record_folds(monkeypatch)
     data = colour_data(per_class=2, seed=4)
     first = clf.predict_proba(data)
     np.testing.assert_array_equal(clf.predict_proba(data), first)

@@ -538,7 +538,8 @@ class FeatureCache:
         """
         if older_than_days is not None and not older_than_days >= 0:
             raise invalid("FeatureCache.clear", "older_than_days", "a number >= 0", older_than_days)
-        if self.entries() and not (self.root / TAG_FILE).is_file():
+        entries = self.entries()
+        if entries and not (self.root / TAG_FILE).is_file():
             raise ConfigError(
                 f"{self.root} has no {TAG_FILE}, so it was not made by this version of "
                 "headstart's feature cache (or is not one): nothing was deleted; remove "
@@ -546,7 +547,7 @@ class FeatureCache:
             )
         limit = None if older_than_days is None else time.time() - older_than_days * 86400
         removed, freed = 0, 0
-        for entry in self.entries():
+        for entry in entries:
             if limit is not None and entry.last_used >= limit:
                 continue
             try:
