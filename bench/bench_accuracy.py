@@ -19,9 +19,9 @@ import argparse
 import time
 from pathlib import Path
 
-from headstart.compare import CompareCallback, CompareSettings, compare
-from headstart.data import load_fashion_mnist
-from headstart.report import build_report, summary_sentences
+from headstart.data.idx import load_fashion_mnist
+from headstart.evaluation.comparison import CompareCallback, CompareSettings, compare
+from headstart.evaluation.report import build_report, summary_sentences
 
 
 class Lines(CompareCallback):

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.backbones import create_backbone
-from headstart.data import TorchImageDataset, load_sample
-from headstart.features import (
+from headstart.backbones.registry import create_backbone
+from headstart.data.dataset import TorchImageDataset
+from headstart.data.idx import load_sample
+from headstart.features.extract import extract_features
+from headstart.features.fastpath import (
     FOLD_CHECK_IMAGES,
-    extract_features,
     fast_path_available,
     fold_batchnorm,
     split_transform,

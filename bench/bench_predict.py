@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from headstart import ImageClassifier
-from headstart.data import load_sample
-from headstart.strategies import get_strategy
+from headstart.data.idx import load_sample
+from headstart.strategies.registry import get_strategy
 
 
 def main() -> None:

@@ -7,10 +7,11 @@ import time
 
 import numpy as np
 
-from headstart.backbones import create_backbone
-from headstart.data import load_fashion_mnist, sample_per_class
-from headstart.features import FeatureCache, cached_features
-from headstart.probe import fit_linear_probe
+from headstart.backbones.registry import create_backbone
+from headstart.data.idx import load_fashion_mnist
+from headstart.data.split import sample_per_class
+from headstart.features.cache import FeatureCache, cached_features
+from headstart.train.probe import fit_linear_probe
 
 train, test = load_fashion_mnist()
 b = create_backbone(image_size=112)

@@ -201,7 +201,7 @@ def write_all(folder: Path, builders: dict[str, Callable[[Path], Path]]) -> list
 def colour_data(per_class: int = 10, seed: int = 0, size: int = 20):
     """In-memory dataset: three classes ("red", "green", "blue") told apart by their
     dominant colour channel over random noise, so even a random network separates them."""
-    from headstart.data import from_arrays
+    from headstart.data.arrays import from_arrays
 
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(3), per_class)

@@ -9,9 +9,9 @@ import sklearn.datasets
 import torch
 from PIL import Image
 
-from headstart.backbones import create_backbone, list_backbones
+from headstart.backbones.registry import create_backbone, list_backbones
+from headstart.backbones.weights import BUNDLED_WEIGHTS, bundled_weights_path
 from headstart.errors import BackboneError, ConfigError
-from headstart.weights import BUNDLED_WEIGHTS, bundled_weights_path
 
 SAMPLE_IMAGES = Path(sklearn.datasets.__file__).parent / "images"
 DAISY = 985  # ImageNet class index

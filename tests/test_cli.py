@@ -20,16 +20,17 @@ def test_backbones_lists_bundled_lite0(capsys):
 
 def test_demo_compares_the_strategies_and_writes_a_report(tmp_path, monkeypatch, capsys):
     """The demo's real pipeline on a shrunken sample (the full demo is a benchmark)."""
-    from headstart import cli, data
+    from headstart.cli import compare as compare_command
+    from headstart.data import idx, split
 
-    train, test = data.load_sample()
+    train, test = idx.load_sample()
     small = (
-        data.sample_per_class(train, 10, seed=0),
-        data.sample_per_class(test, 3, seed=0),
+        split.sample_per_class(train, 10, seed=0),
+        split.sample_per_class(test, 3, seed=0),
     )
-    monkeypatch.setattr(data, "load_sample", lambda: small)
+    monkeypatch.setattr(idx, "load_sample", lambda: small)
     monkeypatch.setattr(
-        cli, "DEMO_OVERRIDES", {"fine-tune": {"epochs": 1}, "scratch": {"epochs": 1}}
+        compare_command, "DEMO_OVERRIDES", {"fine-tune": {"epochs": 1}, "scratch": {"epochs": 1}}
     )
     out = tmp_path / "demo"
     args = ["demo", "--image-size", "32", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
@@ -213,9 +214,9 @@ def test_train_and_evaluate_on_an_idx_folder(tmp_path, capsys):
 
 
 def test_cache_command_lists_and_clears(tmp_path, capsys):
-    from headstart.backbones import create_backbone
-    from headstart.data import from_arrays
-    from headstart.features import FeatureCache, cached_features
+    from headstart.backbones.registry import create_backbone
+    from headstart.data.arrays import from_arrays
+    from headstart.features.cache import FeatureCache, cached_features
 
     pixels = np.random.default_rng(0).integers(0, 256, size=(6, 20, 20, 3), dtype=np.uint8)
     backbone = create_backbone("test_efficientnet", weights="none", image_size=32)

@@ -11,11 +11,11 @@ import pytest
 from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
 
-from headstart import strategies as strategies_module
-from headstart.compare import CompareCallback, CompareSettings, compare, load_results
 from headstart.errors import ConfigError
-from headstart.estimator import ImageClassifier
-from headstart.report import build_report
+from headstart.estimator.image_classifier import ImageClassifier
+from headstart.evaluation.comparison import CompareCallback, CompareSettings, compare, load_results
+from headstart.evaluation.report import build_report
+from headstart.strategies import fine_tune
 
 TINY = "test_efficientnet"
 QUICK = {"epochs": 1, "batch_size": 8, "patience": 0}
@@ -137,7 +137,7 @@ def test_a_failing_strategy_is_reported_and_the_others_complete(tmp_path, weight
     def out_of_memory(self, ctx):
         raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(strategies_module.FineTune, "fit", out_of_memory)
+    monkeypatch.setattr(fine_tune.FineTune, "fit", out_of_memory)
     train, test = colour_data(8, 0), colour_data(3, 1)
     results = compare(train, test, tmp_path, _settings(weights, labels_per_class=(4,)))
     status = {r["strategy"]: r["status"] for r in results["runs"]}

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from headstart.data import from_arrays
-from headstart.engine import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from headstart.estimator import ImageClassifier
+from headstart.data.arrays import from_arrays
+from headstart.estimator.image_classifier import ImageClassifier
+from headstart.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 
 TINY = "test_efficientnet"
 

@@ -1,4 +1,4 @@
-"""Tests for headstart.data and headstart.imageio: decoding, loading, splitting, sampling."""
+"""Tests for headstart.data and headstart.data.decode: decoding, loading, splitting, sampling."""
 
 from __future__ import annotations
 
@@ -32,27 +32,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from headstart.data import (
+from headstart.data.arrays import from_arrays
+from headstart.data.dataset import ImageDataset, LoadReport, SkippedFile, TorchImageDataset
+from headstart.data.decode import DecodeOptions, decode_array, decode_image
+from headstart.data.idx import (
     DEFAULT_FASHION_MNIST_DIR,
     FASHION_MNIST_CLASSES,
-    DecodeOptions,
-    ImageDataset,
-    LoadReport,
-    SkippedFile,
-    TorchImageDataset,
-    decode_array,
-    decode_image,
-    from_arrays,
-    load_csv,
     load_fashion_mnist,
-    load_folder,
     load_idx,
-    load_images,
     load_sample,
-    open_dataset,
-    sample_per_class,
-    split_dataset,
 )
+from headstart.data.layout import load_images, open_dataset
+from headstart.data.loaders import load_csv, load_folder
+from headstart.data.split import sample_per_class, split_dataset
 from headstart.errors import ConfigError, DataError, ImageDecodeError
 
 

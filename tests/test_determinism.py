@@ -16,10 +16,12 @@ import torch
 from safetensors.torch import save_file
 
 import headstart
-from headstart.data import ImageDataset, from_arrays
+from headstart.data.arrays import from_arrays
+from headstart.data.dataset import ImageDataset
 from headstart.errors import ConfigError
-from headstart.estimator import ImageClassifier
-from headstart.strategies import STRATEGIES, get_strategy
+from headstart.estimator.image_classifier import ImageClassifier
+from headstart.strategies import STRATEGIES
+from headstart.strategies.registry import get_strategy
 
 TINY = "test_efficientnet"
 

@@ -15,10 +15,13 @@ import pytest
 from fixtures_images import cmyk_jpeg, exif_rotated_jpeg, html_as_jpeg, truncated_jpeg
 from PIL import Image
 
-from headstart import imageio
 from headstart.cli import main
-from headstart.data import from_arrays, load_folder, load_images, split_dataset
-from headstart.doctor import Diagnosis, check_data, diagnose, write_report
+from headstart.data import decode as imageio
+from headstart.data.arrays import from_arrays
+from headstart.data.doctor import Diagnosis, check_data, diagnose, write_report
+from headstart.data.layout import load_images
+from headstart.data.loaders import load_folder
+from headstart.data.split import split_dataset
 from headstart.errors import ConfigError
 
 
@@ -294,13 +297,15 @@ def test_compare_runs_the_doctor_before_comparing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """Only the doctor's part of `compare`: the comparison itself is stubbed out."""
-    from headstart import cli
+    from headstart.cli import compare as compare_command
 
     root = tmp_path / "data"
     clean_folder(root / "train", {"cat": 9, "dog": 3}, seed=1)
     clean_folder(root / "test", {"cat": 2, "dog": 2}, seed=2)
     ran: list[int] = []
-    monkeypatch.setattr(cli, "_run_comparison", lambda train, *rest: ran.append(len(train)) or 0)
+    monkeypatch.setattr(
+        compare_command, "run_comparison", lambda train, *rest: ran.append(len(train)) or 0
+    )
     assert main(["compare", str(root), "--out", str(tmp_path / "cmp")]) == 0
     assert ran == [12]
     check_lines = [line for line in capsys.readouterr().out.splitlines() if "check:" in line]

@@ -24,19 +24,15 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from headstart.cli import main
-from headstart.config import TrainConfig
-from headstart.data import ImageDataset, from_arrays
-from headstart.engine import (
-    Callback,
-    EpochRecord,
-    TrainingInterrupted,
-    load_checkpoint,
-    save_checkpoint,
-    train_loop,
-)
-from headstart.errors import TrainingError
-from headstart.estimator import ImageClassifier
-from headstart.strategies import get_strategy
+from headstart.data.arrays import from_arrays
+from headstart.data.dataset import ImageDataset
+from headstart.errors import TrainingError, TrainingInterrupted
+from headstart.estimator.image_classifier import ImageClassifier
+from headstart.strategies.registry import get_strategy
+from headstart.train.callbacks import Callback, EpochRecord
+from headstart.train.checkpoint import load_checkpoint, save_checkpoint
+from headstart.train.config import TrainConfig
+from headstart.train.loop import train_loop
 
 BACKBONE = "test_efficientnet"
 

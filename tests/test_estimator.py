@@ -11,15 +11,15 @@ import torch
 from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
 
-from headstart import features
-from headstart.backbones import select_device
-from headstart.config import TrainConfig
-from headstart.data import DecodeOptions
+from headstart.backbones.device import select_device
+from headstart.data.decode import DecodeOptions
 from headstart.errors import ConfigError, DataError, TrainingError
-from headstart.estimator import ImageClassifier
-from headstart.features import fast_path_available, fold_batchnorm
-from headstart.metrics import classification_metrics
-from headstart.strategies import get_strategy
+from headstart.estimator.image_classifier import ImageClassifier
+from headstart.features import fastpath
+from headstart.features.fastpath import fast_path_available, fold_batchnorm
+from headstart.strategies.registry import get_strategy
+from headstart.train.config import TrainConfig
+from headstart.train.metrics import classification_metrics
 
 TINY = "test_efficientnet"
 
@@ -144,14 +144,14 @@ def test_plots_leave_the_users_matplotlib_backend_alone():
     import matplotlib
 
     before = matplotlib.get_backend()
-    import headstart.report  # noqa: F401
+    import headstart.evaluation.report  # noqa: F401
 
     assert matplotlib.get_backend() == before
 
 
 def test_no_hold_out_below_twenty_images_per_class_and_it_is_said(tmp_path):
     """With 1 image per class held out, early stopping is noise: train on everything."""
-    from headstart.engine import Callback
+    from headstart.train.callbacks import Callback
 
     class Stages(Callback):
         def __init__(self):
@@ -181,7 +181,7 @@ def _record_folds(monkeypatch) -> list[int]:
         folds.append(result[1])
         return result
 
-    monkeypatch.setattr(features, "fold_batchnorm", recording)
+    monkeypatch.setattr(fastpath, "fold_batchnorm", recording)
     return folds
 
 

@@ -7,17 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from headstart.backbones import create_backbone
-from headstart.data import from_arrays
+from headstart.backbones.registry import create_backbone
+from headstart.data.arrays import from_arrays
 from headstart.errors import ConfigError
-from headstart.features import (
-    FOLD_CHECK_IMAGES,
-    FeatureCache,
-    cached_features,
-    extract_features,
-    fold_batchnorm,
-)
-from headstart.probe import fit_linear_probe
+from headstart.features.cache import FeatureCache, cached_features
+from headstart.features.extract import extract_features
+from headstart.features.fastpath import FOLD_CHECK_IMAGES, fold_batchnorm
+from headstart.train.probe import fit_linear_probe
 
 TINY = "test_efficientnet"
 
@@ -194,8 +190,8 @@ def test_batched_scaling_is_bit_identical_to_the_per_image_transform(name):
     """The fast path's collate does ToTensor + Normalize per batch: same bits, less overhead."""
     from PIL import Image
 
-    from headstart.backbones import create_backbone as create
-    from headstart.features import split_transform
+    from headstart.backbones.registry import create_backbone as create
+    from headstart.features.fastpath import split_transform
 
     transform = create(name, weights="none", image_size=48).preprocessing.transform()
     geometry, finish = split_transform(transform)
@@ -261,7 +257,7 @@ def test_rows_are_gathered_from_several_entries(tmp_path, monkeypatch, backbone,
     ("layer", "stage"), [("final", None), ("stage0", 0), ("stage-1", 4), ("stage-5", 0)]
 )
 def test_layer_names_count_from_either_end(backbone, layer, stage):
-    from headstart.features import parse_layer
+    from headstart.features.layers import parse_layer
 
     assert len(backbone.model.feature_info) == 5
     assert parse_layer(layer, backbone.model) == stage
@@ -269,8 +265,8 @@ def test_layer_names_count_from_either_end(backbone, layer, stage):
 
 @pytest.mark.parametrize("layer", ["stage5", "stage-6", "stage-0", "stage--1", "stage01", "stage²"])
 def test_bad_layer_names_are_config_errors(backbone, layer):
-    from headstart.config import TrainConfig
-    from headstart.features import parse_layer
+    from headstart.features.layers import parse_layer
+    from headstart.train.config import TrainConfig
 
     with pytest.raises(ConfigError, match="'layers'"):
         parse_layer(layer, backbone.model)

@@ -33,13 +33,13 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
 
-from headstart.backbones import create_backbone
+from headstart.backbones.registry import create_backbone
+from headstart.backbones.weights import read_state_dict
 from headstart.cli import main
-from headstart.data import from_arrays
+from headstart.data.arrays import from_arrays
+from headstart.data.decode import DecodeOptions, decode_image
 from headstart.errors import ImageDecodeError, WeightsError
-from headstart.estimator import ImageClassifier
-from headstart.imageio import DecodeOptions, decode_image
-from headstart.weights import read_state_dict
+from headstart.estimator.image_classifier import ImageClassifier
 
 TINY = "test_efficientnet"
 

@@ -8,13 +8,15 @@ from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
 
 from headstart.cli import main
-from headstart.compare import CompareSettings, compare
-from headstart.config import TrainConfig
-from headstart.data import UNLABELLED, from_arrays, load_unlabelled
+from headstart.data.arrays import from_arrays
+from headstart.data.dataset import UNLABELLED
+from headstart.data.loaders import load_unlabelled
 from headstart.errors import ConfigError, DataError
-from headstart.estimator import ImageClassifier
-from headstart.probe import fit_linear_probe
-from headstart.propagate import label_spreading
+from headstart.estimator.image_classifier import ImageClassifier
+from headstart.evaluation.comparison import CompareSettings, compare
+from headstart.train.config import TrainConfig
+from headstart.train.probe import fit_linear_probe
+from headstart.train.spreading import label_spreading
 
 TINY = "test_efficientnet"
 

@@ -10,14 +10,15 @@ import torch
 from fixtures_images import colour_data
 from safetensors.torch import save_file
 
-from headstart import strategies as strategies_module
-from headstart.config import TrainConfig
-from headstart.data import from_arrays
-from headstart.engine import Callback
+from headstart.data.arrays import from_arrays
 from headstart.errors import ConfigError, DataError, NotFittedError
-from headstart.estimator import ImageClassifier
-from headstart.freezing import layer_groups, resolve_frozen_count
-from headstart.strategies import STRATEGIES, get_strategy
+from headstart.estimator.image_classifier import ImageClassifier
+from headstart.strategies import STRATEGIES
+from headstart.strategies import common as strategies_module
+from headstart.strategies.registry import get_strategy
+from headstart.train.callbacks import Callback
+from headstart.train.config import TrainConfig
+from headstart.train.freezing import layer_groups, resolve_frozen_count
 
 TINY = "test_efficientnet"
 

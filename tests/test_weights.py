@@ -11,10 +11,10 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from headstart import weights as weights_module
-from headstart.backbones import create_backbone
+from headstart.backbones import weights as weights_module
+from headstart.backbones.registry import create_backbone
+from headstart.backbones.weights import BundledWeights, load_bundled, read_state_dict
 from headstart.errors import WeightsError
-from headstart.weights import BundledWeights, load_bundled, read_state_dict
 
 TINY = "test_efficientnet"
 

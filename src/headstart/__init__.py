@@ -1,86 +1,57 @@
 """headstart: transfer learning on small image collections, measured against scratch.
 
-The curated public API is listed in ``__all__``; everything else is internal.
+The curated public API is listed in ``__all__``; everything else is internal. Names
+are imported on first use (PEP 562), so ``import headstart`` costs no torch.
 """
 
-from headstart.backbones import Backbone, Preprocessing, create_backbone, list_backbones
-from headstart.compare import CompareSettings, compare
-from headstart.config import TrainConfig
-from headstart.data import (
-    DecodeOptions,
-    ImageDataset,
-    LoadReport,
-    decode_image,
-    from_arrays,
-    load_csv,
-    load_fashion_mnist,
-    load_folder,
-    load_idx,
-    load_images,
-    load_sample,
-    load_unlabelled,
-    open_dataset,
-    sample_per_class,
-    split_dataset,
-)
-from headstart.errors import (
-    BackboneError,
-    ConfigError,
-    DataError,
-    HeadstartError,
-    ImageDecodeError,
-    NotFittedError,
-    TrainingError,
-    WeightsError,
-)
-from headstart.estimator import ImageClassifier, fit_folder
-from headstart.features import FeatureCache, extract_features
-from headstart.probe import LinearProbe, fit_linear_probe
-from headstart.propagate import label_spreading
-from headstart.report import build_report
-from headstart.strategies import STRATEGIES
+from headstart._internal.lazy import lazy_exports
+from headstart._internal.version import __version__ as __version__
 
-__version__ = "0.1.0"
+_EXPORTS = {
+    "Backbone": "headstart.backbones.registry",
+    "create_backbone": "headstart.backbones.registry",
+    "list_backbones": "headstart.backbones.registry",
+    "Preprocessing": "headstart.backbones.preprocessing",
+    "CompareSettings": "headstart.evaluation.comparison",
+    "compare": "headstart.evaluation.comparison",
+    "build_report": "headstart.evaluation.report",
+    "TrainConfig": "headstart.train.config",
+    "LinearProbe": "headstart.train.probe",
+    "fit_linear_probe": "headstart.train.probe",
+    "label_spreading": "headstart.train.spreading",
+    "DecodeOptions": "headstart.data.decode",
+    "decode_image": "headstart.data.decode",
+    "ImageDataset": "headstart.data.dataset",
+    "LoadReport": "headstart.data.dataset",
+    "from_arrays": "headstart.data.arrays",
+    "load_csv": "headstart.data.loaders",
+    "load_folder": "headstart.data.loaders",
+    "load_unlabelled": "headstart.data.loaders",
+    "load_fashion_mnist": "headstart.data.idx",
+    "load_idx": "headstart.data.idx",
+    "load_sample": "headstart.data.idx",
+    "load_images": "headstart.data.layout",
+    "open_dataset": "headstart.data.layout",
+    "sample_per_class": "headstart.data.split",
+    "split_dataset": "headstart.data.split",
+    "check_data": "headstart.data.doctor",
+    "BackboneError": "headstart.errors",
+    "ConfigError": "headstart.errors",
+    "DataError": "headstart.errors",
+    "HeadstartError": "headstart.errors",
+    "ImageDecodeError": "headstart.errors",
+    "NotFittedError": "headstart.errors",
+    "TrainingError": "headstart.errors",
+    "TrainingInterrupted": "headstart.errors",
+    "WeightsError": "headstart.errors",
+    "ImageClassifier": "headstart.estimator.image_classifier",
+    "fit_folder": "headstart.estimator.image_classifier",
+    "FeatureCache": "headstart.features.cache",
+    "extract_features": "headstart.features.extract",
+    "STRATEGIES": "headstart.strategies",
+    "get_strategy": "headstart.strategies.registry",
+    "register_strategy": "headstart.strategies.registry",
+}
 
-__all__ = [
-    "Backbone",
-    "BackboneError",
-    "CompareSettings",
-    "ConfigError",
-    "DataError",
-    "DecodeOptions",
-    "FeatureCache",
-    "HeadstartError",
-    "ImageClassifier",
-    "ImageDataset",
-    "ImageDecodeError",
-    "LinearProbe",
-    "LoadReport",
-    "NotFittedError",
-    "Preprocessing",
-    "STRATEGIES",
-    "TrainConfig",
-    "TrainingError",
-    "WeightsError",
-    "__version__",
-    "build_report",
-    "compare",
-    "create_backbone",
-    "decode_image",
-    "extract_features",
-    "fit_folder",
-    "fit_linear_probe",
-    "label_spreading",
-    "from_arrays",
-    "list_backbones",
-    "load_csv",
-    "load_fashion_mnist",
-    "load_folder",
-    "load_idx",
-    "load_images",
-    "load_sample",
-    "load_unlabelled",
-    "open_dataset",
-    "sample_per_class",
-    "split_dataset",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,9 +11,12 @@ this family, prints one line and exits non-zero. Anything else is a bug.
     ├── BackboneError      an unknown backbone name or an impossible backbone request
     ├── NotFittedError     an estimator was used before ``fit``
     └── TrainingError      training stopped (non-finite loss, interrupted run)
+        └── TrainingInterrupted  SIGINT/SIGTERM arrived; a checkpoint was saved first
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 __all__ = [
     "BackboneError",
@@ -23,6 +26,7 @@ __all__ = [
     "ImageDecodeError",
     "NotFittedError",
     "TrainingError",
+    "TrainingInterrupted",
     "WeightsError",
 ]
 
@@ -62,3 +66,12 @@ class NotFittedError(HeadstartError, AttributeError):
 
 class TrainingError(HeadstartError):
     """Training could not continue (for example a non-finite loss)."""
+
+
+class TrainingInterrupted(TrainingError):  # noqa: N818 - it is an error for the CLI
+    """SIGINT or SIGTERM arrived; a checkpoint was saved first."""
+
+    def __init__(self, checkpoint: Path | None, epoch: int, step: int) -> None:
+        where = f"; resume from {checkpoint}" if checkpoint else ""
+        super().__init__(f"Interrupted at epoch {epoch + 1}, step {step}{where}.")
+        self.checkpoint = checkpoint

@@ -1,0 +1,19 @@
+"""Backbones: timm architectures, where their weights come from, and the device they run on."""
+
+from headstart._internal.lazy import lazy_exports
+
+_EXPORTS = {
+    "DEFAULT_BACKBONE": ".registry",
+    "Backbone": ".registry",
+    "BackboneInfo": ".registry",
+    "check_backbone_name": ".registry",
+    "create_backbone": ".registry",
+    "list_backbones": ".registry",
+    "Preprocessing": ".preprocessing",
+    "BUNDLED_WEIGHTS": ".weights",
+    "WeightsInfo": ".weights",
+    "read_state_dict": ".weights",
+    "select_device": ".device",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

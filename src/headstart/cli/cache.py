@@ -1,0 +1,66 @@
+"""``headstart cache``: list the feature cache's entries and size, or clear them."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from headstart.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("cache", help="show the feature cache's entries and size; --clear")
+    parser.add_argument("--cache-dir", type=Path, help="feature cache folder")
+    parser.add_argument("--clear", action="store_true", help="delete cached features")
+    parser.add_argument(
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="with --clear: only entries unused that long",
+    )
+    parser.set_defaults(run=run)
+
+
+def _size(count: float) -> str:
+    if count < 1024:
+        return f"{count:.0f} B"
+    for unit in ("KB", "MB"):
+        count /= 1024
+        if count < 1024:
+            return f"{count:.1f} {unit}"
+    return f"{count / 1024:.1f} GB"
+
+
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
+def run(args: argparse.Namespace) -> int:
+    from headstart.features.cache import FeatureCache, default_cache_dir
+
+    cache = FeatureCache(args.cache_dir or default_cache_dir())
+    if args.older_than is not None and not args.older_than >= 0:
+        raise ConfigError(
+            f"headstart cache: --older-than DAYS must be >= 0, got {args.older_than:g}"
+        )
+    if args.older_than is not None and not args.clear:
+        raise ConfigError("headstart cache: --older-than DAYS only applies with --clear")
+    if args.clear:
+        removed, freed = cache.clear(args.older_than)
+        age = "" if args.older_than is None else f" unused for {args.older_than:g}+ days"
+        print(f"removed {_entries(removed)}{age} ({_size(freed)}) from {cache.root}")
+        return 0
+    entries = cache.entries()
+    total = sum(entry.size for entry in entries)
+    print(f"feature cache at {cache.root}: {_entries(len(entries))}, {_size(total)}")
+    for entry in entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+        images = "?" if entry.images is None else f"{entry.images:,}"
+        print(
+            f"  {_size(entry.size):>9}  {images:>7} images  last used {used}  "
+            f"{', '.join(entry.layers)}"
+        )
+    if entries:
+        print("free space with: headstart cache --clear [--older-than DAYS]")
+    return 0

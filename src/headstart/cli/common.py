@@ -1,0 +1,58 @@
+"""What every command shares: exit codes, the printing callback, the load report lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headstart.cli.progress import ProgressPrinter
+from headstart.train.callbacks import Callback
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class PrintingCallback(Callback):
+    """Prints the plan, stages, progress and one line per epoch."""
+
+    def __init__(self) -> None:
+        self._progress: dict[str, ProgressPrinter] = {}
+
+    def on_plan(self, plan: Any) -> None:
+        print(plan.format(), flush=True)
+
+    def on_stage(self, name: str, detail: str) -> None:
+        print(f"{name}: {detail}", flush=True)
+
+    def on_progress(self, label: str, done: int, total: int) -> None:
+        printer = self._progress.get(label)
+        if printer is None or done < getattr(printer, "_done", 0):
+            printer = self._progress[label] = ProgressPrinter(label)
+        printer._done = done
+        printer(done, total)
+
+    def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        self.on_progress(f"epoch {epoch}", step, steps)
+
+    def on_epoch(self, record: Any) -> None:
+        val = ""
+        if record.val_accuracy is not None:
+            val = f", val loss {record.val_loss:.3f}, val acc {record.val_accuracy:.1%}"
+        print(
+            f"{record.stage} epoch {record.epoch}: train loss {record.train_loss:.3f}, "
+            f"train acc {record.train_accuracy:.1%}{val} ({record.seconds:.1f}s)",
+            flush=True,
+        )
+
+
+def print_report(label: str, dataset: Any) -> None:
+    """What loading skipped or converted, and a class imbalance, in a few lines."""
+    report = dataset.report
+    if report.skipped or report.rotated or report.converted:
+        print(f"{label}: {report.summary()}")
+    counts = dataset.class_counts()
+    smallest, largest = min(counts.values()), max(counts.values())
+    if smallest and largest / smallest >= 3:
+        print(
+            f"{label}: classes are imbalanced ({smallest} to {largest} images per class); "
+            "consider --class-weights balanced, and read the balanced accuracy"
+        )

@@ -1,0 +1,42 @@
+"""``headstart predict``: the top-k classes of image files, as a table, JSON or CSV."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from headstart.cli.common import EXIT_ERROR
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("predict", help="top-k classes for images")
+    parser.add_argument("model", help="a folder written by `headstart train`")
+    parser.add_argument("images", nargs="+", help="image files or folders")
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from headstart.estimator.image_classifier import ImageClassifier
+
+    clf = ImageClassifier.load(args.model)
+    predictions, skipped = clf.predict_files(args.images, top_k=args.top_k)
+    if args.format == "json":
+        payload = [p.to_dict() for p in predictions]
+        payload += [{"image": s.path, "error": s.reason} for s in skipped]
+        print(json.dumps(payload, indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["image", "rank", "class", "probability"])
+        for p in predictions:
+            for rank, (name, q) in enumerate(p.top, start=1):
+                writer.writerow([p.source, rank, name, f"{q:.6f}"])
+    else:
+        for p in predictions:
+            print(p.source + ": " + ", ".join(f"{name} {q:.1%}" for name, q in p.top))
+    for s in skipped:
+        print(f"headstart: skipped {s.path}: {s.reason}", file=sys.stderr)
+    return EXIT_ERROR if skipped else 0

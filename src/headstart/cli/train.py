@@ -1,0 +1,113 @@
+"""``headstart train``: fit a classifier on a folder of images and save it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from headstart.cli.arguments import (
+    add_training_arguments,
+    cache_folder,
+    check_weights_argument,
+    config_from_args,
+)
+from headstart.cli.common import PrintingCallback, print_report
+from headstart.errors import ConfigError, DataError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train", help="train a classifier on your images")
+    add_training_arguments(parser)
+    parser.add_argument("--out", required=True, help="folder for the trained model")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.set_defaults(run=run)
+
+
+def load_training_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    from headstart.data.layout import load_images
+    from headstart.data.split import sample_per_class
+
+    train, test = load_images(
+        args.data, test_size=args.test_size, seed=args.seed, strict=args.strict
+    )
+    if train.report is test.report or train.report.source == test.report.source:
+        print_report("data", train)  # one file set, split in two: one report
+    else:
+        print_report("train", train)
+        print_report("test", test)
+    if args.labels_per_class:
+        train = sample_per_class(train, args.labels_per_class, seed=args.seed)
+    print(
+        f"data: {len(train)} training and {len(test)} test images, "
+        f"{len(train.classes)} classes ({', '.join(train.classes[:6])}"
+        f"{', ...' if len(train.classes) > 6 else ''})"
+    )
+    return train, test
+
+
+def run(args: argparse.Namespace) -> int:
+    import shutil
+
+    from headstart.backbones.registry import check_backbone_name
+    from headstart.data.doctor import diagnose
+    from headstart.estimator.image_classifier import ImageClassifier
+    from headstart.strategies.registry import get_strategy
+
+    out = Path(args.out)
+    check_weights_argument(args.weights)
+    check_backbone_name(args.backbone)
+    config = config_from_args(args)
+    uses_unlabelled = get_strategy(args.strategy).uses_unlabelled
+    if uses_unlabelled and not args.unlabelled:
+        raise ConfigError(
+            f"--strategy {args.strategy} needs --unlabelled DIR, a folder of images without labels"
+        )
+    if args.unlabelled and not uses_unlabelled:
+        raise ConfigError(
+            f"--unlabelled is only used by --strategy semi-supervised, not {args.strategy}"
+        )
+    if args.unlabelled and not Path(args.unlabelled).is_dir():
+        raise ConfigError(f"--unlabelled {args.unlabelled}: folder not found")
+    train, test = load_training_data(args)
+    unlabelled = None
+    if args.unlabelled:
+        from headstart.data.loaders import load_unlabelled
+
+        unlabelled = load_unlabelled(args.unlabelled, strict=args.strict)
+        print_report("unlabelled", unlabelled)
+        # A test image among the unlabelled ones would flatter the test score, and a
+        # training image adds nothing: both are dropped, by content.
+        unlabelled, dropped = unlabelled.excluding(train, test)
+        if not len(unlabelled):
+            raise DataError(
+                f"--unlabelled {args.unlabelled}: every image in it is also in {args.data} "
+                "(training or test part); give a folder of images that are not"
+            )
+        print(
+            f"unlabelled: {len(unlabelled)} images from {args.unlabelled}"
+            + (f" ({dropped} also in the training or test images, left out)" if dropped else "")
+        )
+    for line in diagnose(train, test).brief(args.data, skip=("unreadable", "imbalance")):
+        print(line)  # the load report above already named skipped files and imbalance
+    clf = ImageClassifier(
+        backbone=args.backbone,
+        strategy=args.strategy,
+        config=config,
+        weights=args.weights,
+        cache_dir=cache_folder(args),
+        checkpoint_dir=out / "checkpoints",
+        callback=PrintingCallback(),
+    )
+    clf.fit(train, unlabelled=unlabelled, resume=args.resume)
+    print(f"trained in {clf.fit_seconds_:.1f}s")
+    metrics = clf.evaluate(test)
+    clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
+    clf.save(out)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run is complete
+    print(
+        f"test accuracy {metrics['accuracy']:.1%}, balanced accuracy "
+        f"{metrics['balanced_accuracy']:.1%} on {metrics['n']} images"
+    )
+    print(f"model saved to {out}/ (model.safetensors, headstart.json)")
+    return 0

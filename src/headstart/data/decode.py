@@ -1,0 +1,352 @@
+"""Turn one image file (or one array) into an RGB picture, or say exactly why not.
+
+Everything that reads pixels in headstart goes through :func:`decode_image`, so
+training, prediction and serving see the same orientation, the same colour
+conversion and the same size limits. Any failure on bad bytes becomes an
+:class:`~headstart.errors.ImageDecodeError` that names the file and the reason;
+no other exception type escapes for a malformed file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from headstart._internal.validation import invalid
+from headstart.errors import DataError, ImageDecodeError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DecodeInfo",
+    "DecodeOptions",
+    "decode_array",
+    "decode_image",
+]
+
+#: File name endings treated as images when scanning folders (compared lower-case).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+
+# Pillow's own default for Image.MAX_IMAGE_PIXELS. Written out rather than read from
+# Pillow's mutable global, so a decode result never depends on what other code did
+# to that global before headstart was imported.
+_PILLOW_DEFAULT_MAX_PIXELS = 89_478_485
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Limits and colour choices applied to every decoded image.
+
+    Saved with a model so prediction decodes exactly as training did.
+    """
+
+    max_pixels: int = _PILLOW_DEFAULT_MAX_PIXELS  # width*height above this: skipped as a bomb
+    max_side: int = 1024  # longer side above this: downscaled while decoding (bounded memory)
+    background: tuple[int, int, int] = (255, 255, 255)  # transparent pixels are composited on it
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.max_pixels) or self.max_pixels <= 0:
+            raise invalid("DecodeOptions", "max_pixels", "an int > 0", self.max_pixels)
+        if not _is_int(self.max_side) or self.max_side <= 0:
+            raise invalid("DecodeOptions", "max_side", "an int > 0", self.max_side)
+        background = self.background
+        if (
+            isinstance(background, str | bytes)
+            or not hasattr(background, "__len__")
+            or len(background) != 3
+            or not all(_is_int(c) and 0 <= c <= 255 for c in background)
+        ):
+            raise invalid(
+                "DecodeOptions", "background", "three ints in [0, 255] (R, G, B)", background
+            )
+        # Lists are accepted for convenience; store a tuple so the options stay hashable.
+        object.__setattr__(self, "background", tuple(int(c) for c in background))
+
+
+@dataclass(frozen=True)
+class DecodeInfo:
+    """What decoding had to do to a file, for the load report."""
+
+    original_mode: str
+    original_size: tuple[int, int]  # (width, height) as stored, before rotation or downscaling
+    rotated: bool  # EXIF orientation was applied
+    conversion: str | None  # e.g. "CMYK->RGB"; None when the file was already RGB
+    frames: int  # > 1 for animations and multi-page files; the first frame is used
+    downscaled: bool
+
+
+_DEFAULT_OPTIONS = DecodeOptions()
+
+# Pillow reports large images through a process-wide warning and a process-wide
+# limit. `warnings.catch_warnings` is not thread-safe, so the Pillow calls that
+# may emit the warning (open, frame counting, load) run one at a time under this
+# lock; rotation, colour conversion and downscaling run outside it.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def decode_image(
+    source: str | Path | bytes,
+    options: DecodeOptions = _DEFAULT_OPTIONS,
+    *,
+    name: str | None = None,
+) -> tuple[Image.Image, DecodeInfo]:
+    """Decode a file path or raw bytes into a fully loaded RGB image.
+
+    Raises ImageDecodeError naming ``name`` (or the path) for any unusable input:
+    unreadable or missing file, empty file, not an image, truncated data, or an
+    image above ``options.max_pixels``.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        label = name if name is not None else "<bytes>"
+        data = bytes(source)
+    else:
+        label = name if name is not None else str(source)
+        data = read_image_bytes(source, label)
+    return decode_bytes(data, options, label)
+
+
+def read_image_bytes(path: str | Path, label: str) -> bytes:
+    """Read a whole file, turning every OS-level failure into an ImageDecodeError."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError(label, "file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(label, "is a directory, not an image file") from None
+    except OSError as error:
+        raise ImageDecodeError(label, f"cannot read file: {error.strerror or error}") from None
+
+
+def decode_bytes(data: bytes, options: DecodeOptions, label: str) -> tuple[Image.Image, DecodeInfo]:
+    """Decode bytes already in memory (the loaders hash the same bytes they decode)."""
+    if len(data) == 0:
+        raise ImageDecodeError(label, "empty file (0 bytes)")
+    try:
+        return _decode(data, options, label)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageDecodeError(label, _bomb_reason(str(error), options.max_pixels)) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(label, _unidentified_reason(data)) from None
+    except Exception as error:
+        # Pillow's format plugins raise a wide, undocumented range of types for
+        # malformed input (OSError, ValueError, SyntaxError, struct.error, EOFError,
+        # IndexError, ZeroDivisionError, ...). All of them mean "this file is bad";
+        # the type name stays in the reason so a genuine bug is still visible.
+        raise ImageDecodeError(label, _failure_reason(error)) from None
+
+
+def _decode(data: bytes, options: DecodeOptions, label: str) -> tuple[Image.Image, DecodeInfo]:
+    with _pillow_limit(options.max_pixels):
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        # Checked before load(): a bomb is refused before its pixels are allocated.
+        if width * height > options.max_pixels:
+            raise ImageDecodeError(
+                label,
+                f"image is {width}x{height} = {width * height:,} pixels, above the limit of "
+                f"{options.max_pixels:,} pixels (DecodeOptions.max_pixels); skipped as a "
+                "possible decompression bomb",
+            )
+        if width == 0 or height == 0:
+            raise ImageDecodeError(label, f"image has no pixels ({width}x{height})")
+        frames = int(getattr(image, "n_frames", 1))
+        if frames > 1:
+            image.seek(0)
+        original_mode, original_size = image.mode, image.size
+        downscaled = _draft_jpeg(image, options.max_side)
+        image.load()
+
+    rgb, rotated, conversion, shrunk = _normalise(image, options)
+    downscaled = downscaled or shrunk
+    info = DecodeInfo(
+        original_mode=original_mode,
+        original_size=original_size,
+        rotated=rotated,
+        conversion=conversion,
+        frames=frames,
+        downscaled=downscaled,
+    )
+    return rgb, info
+
+
+def _normalise(
+    image: Image.Image, options: DecodeOptions
+) -> tuple[Image.Image, bool, str | None, bool]:
+    """EXIF orientation, explicit RGB conversion, bounded size: (rgb, rotated, conversion,
+    downscaled). One path for files and for images handed over in memory."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    rotated = orientation in (2, 3, 4, 5, 6, 7, 8)
+    if rotated:
+        image = ImageOps.exif_transpose(image)
+    rgb, conversion = _to_rgb(image, options.background)
+    downscaled = False
+    if max(rgb.size) > options.max_side:
+        rgb = rgb.copy() if rgb is image else rgb
+        rgb.thumbnail((options.max_side, options.max_side), Image.Resampling.LANCZOS)
+        downscaled = True
+    return rgb, rotated, conversion, downscaled
+
+
+def normalise_image(image: Image.Image, options: DecodeOptions = _DEFAULT_OPTIONS) -> Image.Image:
+    """An in-memory PIL image made ready exactly as a decoded file would be.
+
+    Prediction on PIL images goes through here, so a transparent PNG or a sideways
+    phone photo handed over in memory is treated as in training.
+    """
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    return _normalise(image, options)[0]
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int) -> Iterator[None]:
+    """Make Pillow's bomb warning an error, and keep Pillow's limit from undercutting ours.
+
+    Pillow warns above Image.MAX_IMAGE_PIXELS and raises above twice that. With
+    the warning turned into an error, every Pillow complaint becomes the skip;
+    Pillow's limit is raised to ours for the duration when the caller allowed
+    more, so an image we accept is never refused by Pillow's stricter default.
+    """
+    with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        if saved is not None and saved < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _draft_jpeg(image: Image.Image, max_side: int) -> bool:
+    """Let libjpeg decode a large JPEG at 1/2, 1/4 or 1/8 scale; True if it did."""
+    if image.format not in ("JPEG", "MPO") or max(image.size) <= max_side:  # MPO: camera JPEGs
+        return False
+    width, height = image.size
+    scale = max_side / max(width, height)
+    wanted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    before = image.size
+    image.draft(None, wanted)  # never goes below `wanted`; thumbnail() finishes the job
+    return image.size != before
+
+
+def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> tuple[Image.Image, str | None]:
+    """Convert any Pillow mode to RGB explicitly; plain convert('RGB') clips 16-bit to white."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image).astype(np.float64) / 257.0  # 0..65535 -> 0..255
+        return _gray_to_rgb(pixels), f"{mode}->RGB (16-bit scaled)"
+    if mode == "I":
+        pixels = np.asarray(image).astype(np.float64)
+        if pixels.min() >= 0 and pixels.max() <= 65535:
+            # 16-bit data held in a 32-bit container (PGM with maxval > 255, some TIFFs).
+            return _gray_to_rgb(pixels / 257.0), "I->RGB (16-bit scaled)"
+        return _gray_to_rgb(_stretch(pixels)), "I->RGB (32-bit, min-max scaled)"
+    if mode == "F":
+        pixels = np.nan_to_num(np.asarray(image).astype(np.float64), nan=0.0)
+        finite = np.clip(pixels, -np.finfo(np.float32).max, np.finfo(np.float32).max)
+        if finite.min() >= 0.0 and finite.max() <= 1.0:
+            return _gray_to_rgb(finite * 255.0), "F->RGB (0..1 scaled)"
+        return _gray_to_rgb(_stretch(finite)), "F->RGB (min-max scaled)"
+    if image.has_transparency_data:
+        described = mode if mode in _ALPHA_MODES else f"{mode}+transparency"
+        rgba = image.convert("RGBA")
+        composited = Image.new("RGB", rgba.size, background)
+        composited.paste(rgba, mask=rgba.getchannel("A"))
+        return composited, f"{described}->RGB (alpha on {_describe_colour(background)})"
+    if mode == "RGB":
+        return image, None
+    return image.convert("RGB"), f"{mode}->RGB"
+
+
+def _gray_to_rgb(pixels: np.ndarray) -> Image.Image:
+    gray = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
+def _stretch(pixels: np.ndarray) -> np.ndarray:
+    """Map the value range linearly onto 0..255 (a constant image becomes black)."""
+    low, high = float(pixels.min()), float(pixels.max())
+    if high <= low:
+        return np.zeros_like(pixels)
+    return (pixels - low) * (255.0 / (high - low))
+
+
+def _describe_colour(colour: tuple[int, int, int]) -> str:
+    names = {(255, 255, 255): "white", (0, 0, 0): "black"}
+    return names.get(colour, f"rgb{colour}")
+
+
+def _bomb_reason(pillow_message: str, max_pixels: int) -> str:
+    return (
+        f"image is above the limit of {max_pixels:,} pixels (DecodeOptions.max_pixels); "
+        f"skipped as a possible decompression bomb (Pillow: {pillow_message})"
+    )
+
+
+def _unidentified_reason(data: bytes) -> str:
+    head = data[:64].lstrip()
+    if head[:1] == b"<":
+        looks_like = "it looks like HTML or XML, e.g. a web page saved under an image name"
+    elif all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        looks_like = "it looks like plain text"
+    else:
+        looks_like = "the format is unknown or the header is corrupt"
+    return f"not an image: Pillow cannot identify it ({looks_like}; starts with {data[:16]!r})"
+
+
+def _failure_reason(error: Exception) -> str:
+    message = str(error) or "no message"
+    if "truncated" in message.lower():
+        return f"truncated image data ({message})"
+    return f"cannot decode image ({type(error).__name__}: {message})"
+
+
+def decode_array(array: np.ndarray, name: str) -> Image.Image:
+    """Turn one uint8 array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) into RGB.
+
+    Four channels are read as RGBA and composited on white, like transparent files.
+    """
+    array = np.asarray(array)
+    check_image_array(array, name)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    image = Image.fromarray(np.ascontiguousarray(array))
+    if image.mode == "RGB":
+        return image
+    if image.mode == "RGBA":
+        return _to_rgb(image, (255, 255, 255))[0]
+    return image.convert("RGB")
+
+
+def check_image_array(array: np.ndarray, name: str) -> None:
+    """Raise DataError unless ``array`` is one uint8 image decode_array accepts."""
+    if array.dtype != np.uint8:
+        raise DataError(
+            f"{name}: image array has dtype {array.dtype}; expected uint8 "
+            "(scale floats to 0..255 and cast with .astype(np.uint8))"
+        )
+    shape_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))
+    if not shape_ok or array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(
+            f"{name}: image array has shape {array.shape}; expected (H, W), (H, W, 1), "
+            "(H, W, 3) or (H, W, 4) with H, W >= 1"
+        )

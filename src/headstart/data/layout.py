@@ -1,0 +1,89 @@
+"""How a path is laid out, decided in one place: a folder of class folders, a CSV, a folder
+already split into ``train/`` and ``test/`` class folders, or MNIST-style IDX files.
+
+``train``, ``compare``, ``evaluate`` and ``check`` all ask :func:`is_presplit`, so the
+same path means the same images to every command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from headstart.data.dataset import ImageDataset
+from headstart.data.idx import find_idx_pair, load_idx
+from headstart.data.loaders import load_csv, load_folder
+from headstart.data.split import split_dataset
+from headstart.errors import DataError
+
+__all__ = ["evaluation_set", "is_presplit", "load_images", "open_dataset"]
+
+
+def open_dataset(path: str | Path, **kwargs: Any) -> ImageDataset:
+    """Open a folder of class folders (`load_folder`) or a .csv file (`load_csv`)."""
+    target = Path(path)
+    if target.is_dir():
+        return load_folder(target, **kwargs)
+    if target.is_file() and target.suffix.lower() == ".csv":
+        return load_csv(target, **kwargs)
+    problem = "not found" if not target.exists() else "is neither a folder nor a .csv file"
+    raise DataError(
+        f"{target}: {problem}. Accepted: a folder with one sub-folder of images per class, "
+        "or a .csv file with 'path' and 'label' columns"
+    )
+
+
+def _split_folders(folder: Path) -> bool:
+    return (folder / "train").is_dir() and (folder / "test").is_dir()
+
+
+def _idx_pairs(folder: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]] | None:
+    train, test = find_idx_pair(folder, "train"), find_idx_pair(folder, "t10k")
+    return (train, test) if train is not None and test is not None else None
+
+
+def is_presplit(path: str | Path) -> bool:
+    """Whether ``path`` carries its own train/test split (``train/`` and ``test/`` class
+    folders, or the train and t10k IDX files); then no split of ours is drawn."""
+    folder = Path(path)
+    return folder.is_dir() and (_split_folders(folder) or _idx_pairs(folder) is not None)
+
+
+def load_images(
+    path: str | Path, *, test_size: float = 0.2, seed: int = 0, **kwargs: Any
+) -> tuple[ImageDataset, ImageDataset]:
+    """Train and test sets from one path, using the split the data already has, if any.
+
+    A folder with ``train/`` and ``test/`` class folders is used as split (``test_size``
+    and ``seed`` are then unused); so is a folder with MNIST-style IDX files. Anything
+    else goes through `open_dataset` and a stratified `split_dataset`.
+    """
+    folder = Path(path)
+    if folder.is_dir() and _split_folders(folder):
+        train = load_folder(folder / "train", **kwargs)
+        test = load_folder(folder / "test", **kwargs)
+        unknown = sorted(set(test.classes) - set(train.classes))
+        if unknown:
+            raise DataError(
+                f"{folder / 'test'} has class folder(s) {', '.join(unknown)} that "
+                f"{folder / 'train'} lacks; a model cannot be tested on classes it never saw"
+            )
+        classes = sorted(set(train.classes) | set(test.classes))
+        return train.with_classes(classes), test.with_classes(classes)
+    pairs = _idx_pairs(folder) if folder.is_dir() else None
+    if pairs is not None:
+        idx_kwargs = {k: v for k, v in kwargs.items() if k == "classes"}
+        return load_idx(*pairs[0], **idx_kwargs), load_idx(*pairs[1], **idx_kwargs)
+    return split_dataset(open_dataset(folder, **kwargs), test_size=test_size, seed=seed)
+
+
+def evaluation_set(path: str | Path, **kwargs: Any) -> ImageDataset:
+    """The labelled images to evaluate a model on: the test part of pre-split data (the
+    ``test/`` folder, the t10k IDX files), else every image at ``path``."""
+    folder = Path(path)
+    if folder.is_dir() and _split_folders(folder):
+        return open_dataset(folder / "test", **kwargs)
+    pairs = _idx_pairs(folder) if folder.is_dir() else None
+    if pairs is not None:
+        return load_idx(*pairs[1])
+    return open_dataset(folder, **kwargs)

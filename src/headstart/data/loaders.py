@@ -1,0 +1,362 @@
+"""Loading image files: a folder of class folders, a folder of unlabelled images, a CSV.
+
+Every file is read once, hashed and decoded up front (in parallel), so the dataset
+knows each image's content hash and stored size, and the load report lists every
+file that was skipped, and why.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from headstart._internal.validation import invalid
+from headstart.data.dataset import UNLABELLED, ImageDataset, LoadReport, SkippedFile
+from headstart.data.decode import (
+    IMAGE_EXTENSIONS,
+    DecodeInfo,
+    DecodeOptions,
+    decode_bytes,
+    read_image_bytes,
+)
+from headstart.errors import DataError, ImageDecodeError
+
+__all__ = [
+    "image_files",
+    "is_image_name",
+    "load_csv",
+    "load_folder",
+    "load_unlabelled",
+    "scan_images",
+]
+
+_DEFAULT_OPTIONS = DecodeOptions()
+# Reading and hashing run in parallel; Pillow's decode is serialised (see imageio).
+_DECODE_WORKERS = min(4, os.cpu_count() or 1)
+
+
+# Folders that archive tools create next to real content; never a class.
+_ARTIFACT_FOLDERS = frozenset({"__MACOSX"})
+
+
+_FIRST_BAD_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class _Inspected:
+    """The outcome of decoding one file up front; the pixels themselves are dropped."""
+
+    path: str
+    content_hash: str | None
+    info: DecodeInfo | None
+    reason: str | None  # None when the file decoded
+
+
+def _inspect_file(path: str, options: DecodeOptions) -> _Inspected:
+    # Read once, hash those bytes, decode those bytes: the hash always describes
+    # exactly what was checked.
+    try:
+        data = read_image_bytes(path, path)
+        content_hash = hashlib.sha256(data).hexdigest()
+        _, info = decode_bytes(data, options, path)
+    except ImageDecodeError as error:
+        return _Inspected(path, None, None, error.reason)
+    return _Inspected(path, content_hash, info, None)
+
+
+def _inspect_all(paths: list[str], options: DecodeOptions, *, strict: bool) -> list[_Inspected]:
+    """Decode every file, in the given order; in strict mode stop at the first bad one."""
+    results: list[_Inspected] = []
+    with ThreadPoolExecutor(max_workers=_DECODE_WORKERS) as pool:
+        for result in pool.map(lambda path: _inspect_file(path, options), paths):
+            if strict and result.reason is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise ImageDecodeError(result.path, result.reason)
+            results.append(result)
+    return results
+
+
+def _check_load_arguments(
+    owner: str, strict: bool, max_bad_fraction: float, options: DecodeOptions
+) -> None:
+    if not isinstance(strict, bool):
+        raise invalid(owner, "strict", "a bool", strict)
+    if not isinstance(options, DecodeOptions):
+        raise invalid(owner, "options", "a DecodeOptions", options)
+    if (
+        isinstance(max_bad_fraction, bool)
+        or not isinstance(max_bad_fraction, int | float)
+        or not 0.0 <= max_bad_fraction <= 1.0
+    ):
+        raise invalid(owner, "max_bad_fraction", "a float in [0, 1]", max_bad_fraction)
+
+
+def _dataset_from_files(
+    source: str,
+    items: list[tuple[str, str]],
+    *,
+    strict: bool,
+    max_bad_fraction: float,
+    options: DecodeOptions,
+    ignored: list[str],
+) -> ImageDataset:
+    """Decode ``(path, class name)`` items and keep the good ones, or explain why not."""
+    classes = sorted({class_name for _, class_name in items})
+    results = _inspect_all([path for path, _ in items], options, strict=strict)
+    bad = [result for result in results if result.reason is not None]
+    if bad and len(bad) / len(results) > max_bad_fraction:
+        shown = "\n".join(f"  {r.path}: {r.reason}" for r in bad[:_FIRST_BAD_SHOWN])
+        more = (
+            f"\n  ... and {len(bad) - _FIRST_BAD_SHOWN} more" if len(bad) > _FIRST_BAD_SHOWN else ""
+        )
+        raise DataError(
+            f"{len(bad)} of {len(results)} images in {source} could not be decoded, more than "
+            f"max_bad_fraction={max_bad_fraction}. First bad files:\n{shown}{more}\n"
+            "Fix or remove these files, or raise max_bad_fraction."
+        )
+
+    good_per_class = Counter(
+        class_name for (_, class_name), r in zip(items, results, strict=True) if r.reason is None
+    )
+    all_bad = [name for name in classes if good_per_class[name] == 0]
+    if all_bad:
+        raise DataError(
+            f"{source}: every image of class(es) {', '.join(all_bad)} failed to decode, so "
+            "these classes would have no examples. See the reasons with strict=True, or fix "
+            "or remove those files."
+        )
+
+    class_to_idx = {name: index for index, name in enumerate(classes)}
+    kept = [(r, class_name) for (_, class_name), r in zip(items, results, strict=True) if r.info]
+    report = LoadReport(
+        source=source,
+        total=len(results),
+        loaded=len(kept),
+        skipped=[SkippedFile(r.path, r.reason) for r in bad if r.reason is not None],
+        rotated=[r.path for r, _ in kept if r.info and r.info.rotated],
+        converted={
+            r.path: description
+            for r, _ in kept
+            if r.info and (description := _describe_conversion(r.info))
+        },
+        downscaled=[r.path for r, _ in kept if r.info and r.info.downscaled],
+        ignored=ignored,
+    )
+    return ImageDataset(
+        classes=classes,
+        labels=[class_to_idx[class_name] for _, class_name in kept],
+        sources=[r.path for r, _ in kept],
+        content_hashes=[r.content_hash or "" for r, _ in kept],
+        report=report,
+        options=options,
+        original_sizes=[r.info.original_size for r, _ in kept if r.info],
+    )
+
+
+def _describe_conversion(info: DecodeInfo) -> str | None:
+    parts = [info.conversion] if info.conversion else []
+    if info.frames > 1:
+        parts.append(f"first of {info.frames} frames")
+    return "; ".join(parts) or None
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def scan_images(folder: Path) -> tuple[list[str], list[str]]:
+    """Image files anywhere under ``folder`` (sorted by relative path), and what was ignored."""
+    images: list[str] = []
+    ignored: list[str] = []
+    for directory, subdirectories, filenames in os.walk(folder):
+        for name in sorted(subdirectories):
+            if _is_hidden(name):
+                ignored.append(os.path.join(directory, name))
+        subdirectories[:] = sorted(name for name in subdirectories if not _is_hidden(name))
+        for name in sorted(filenames):
+            path = os.path.join(directory, name)
+            if not _is_hidden(name) and is_image_name(name):
+                images.append(path)
+            else:
+                ignored.append(path)
+    images.sort(key=lambda path: Path(path).relative_to(folder).as_posix())
+    return images, ignored
+
+
+def load_folder(
+    path: str | Path,
+    *,
+    strict: bool = False,
+    max_bad_fraction: float = 0.5,
+    options: DecodeOptions = _DEFAULT_OPTIONS,
+) -> ImageDataset:
+    """Load a folder holding one sub-folder of images per class (searched recursively).
+
+    Hidden entries and non-image files are ignored and listed in the report. Files are
+    ordered by class name, then by path inside the class folder; with ``strict=True``
+    the first bad file in that order raises. Otherwise bad files are skipped and
+    reported, unless more than ``max_bad_fraction`` of them are bad.
+    """
+    _check_load_arguments("load_folder", strict, max_bad_fraction, options)
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{root}: folder not found")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; expected a folder with one sub-folder per class")
+
+    ignored: list[str] = []
+    class_folders: list[Path] = []
+    loose_images = 0
+    for entry in sorted(root.iterdir(), key=lambda entry: entry.name):
+        if entry.is_dir() and not _is_hidden(entry.name) and entry.name not in _ARTIFACT_FOLDERS:
+            class_folders.append(entry)
+        else:
+            ignored.append(str(entry))
+            loose_images += entry.is_file() and is_image_name(entry.name)
+    if not class_folders:
+        found = f"; found {loose_images} image files directly inside it" if loose_images else ""
+        raise DataError(
+            f"{root}: no class folders{found}. Expected one sub-folder per class, "
+            f"e.g. {root / 'cat'}/*.jpg and {root / 'dog'}/*.jpg"
+        )
+
+    items: list[tuple[str, str]] = []
+    empty: list[str] = []
+    for folder in class_folders:
+        images, ignored_inside = scan_images(folder)
+        ignored += ignored_inside
+        if not images:
+            empty.append(folder.name)
+        items += [(image, folder.name) for image in images]
+    if empty:
+        raise DataError(
+            f"{root}: class folder(s) with no image files: {', '.join(empty)}. Every class "
+            f"needs at least one image ({' '.join(sorted(IMAGE_EXTENSIONS))}); add images or "
+            "remove the folder(s)."
+        )
+    return _dataset_from_files(
+        str(root),
+        items,
+        strict=strict,
+        max_bad_fraction=max_bad_fraction,
+        options=options,
+        ignored=ignored,
+    )
+
+
+def load_unlabelled(
+    path: str | Path,
+    *,
+    strict: bool = False,
+    max_bad_fraction: float = 0.5,
+    options: DecodeOptions = _DEFAULT_OPTIONS,
+) -> ImageDataset:
+    """Every image under a folder (searched recursively), with no labels.
+
+    For the ``semi-supervised`` strategy: images you have but have not labelled.
+    Folder names are ignored, so a labelled folder works too (its labels unused).
+    The dataset has one placeholder class, ``"(unlabelled)"``. Bad files are
+    skipped and reported as in `load_folder`.
+    """
+    _check_load_arguments("load_unlabelled", strict, max_bad_fraction, options)
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: {'not a folder' if root.exists() else 'folder not found'}")
+    images, ignored = scan_images(root)
+    if not images:
+        raise DataError(
+            f"{root}: no image files found ({' '.join(sorted(IMAGE_EXTENSIONS))}), "
+            "searched recursively"
+        )
+    return _dataset_from_files(
+        str(root),
+        [(image, UNLABELLED) for image in images],
+        strict=strict,
+        max_bad_fraction=max_bad_fraction,
+        options=options,
+        ignored=ignored,
+    )
+
+
+def load_csv(
+    path: str | Path,
+    *,
+    root: str | Path | None = None,
+    strict: bool = False,
+    max_bad_fraction: float = 0.5,
+    options: DecodeOptions = _DEFAULT_OPTIONS,
+) -> ImageDataset:
+    """Load images listed in a CSV with a header row naming ``path`` and ``label`` columns.
+
+    Relative paths resolve against ``root``, or the CSV's own folder so a dataset
+    folder can be moved as a whole. Extra columns are ignored; missing files are
+    skipped and reported as "file not found".
+    """
+    _check_load_arguments("load_csv", strict, max_bad_fraction, options)
+    csv_path = Path(path)
+    base = Path(root) if root is not None else csv_path.parent
+    items: list[tuple[str, str]] = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [column.strip().lower() for column in next(reader, [])]
+            missing = [column for column in ("path", "label") if column not in header]
+            if missing:
+                raise DataError(
+                    f"{csv_path}: line 1: no {' or '.join(repr(c) for c in missing)} column in "
+                    f"the header {header}; expected a header row with 'path' and 'label' columns "
+                    "(extra columns are ignored)"
+                )
+            path_column, label_column = header.index("path"), header.index("label")
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue  # blank line
+                line = reader.line_num
+                cells = {}
+                for column, index in (("path", path_column), ("label", label_column)):
+                    value = row[index].strip() if index < len(row) else ""
+                    if not value:
+                        raise DataError(f"{csv_path}: line {line}: empty or missing {column!r}")
+                    cells[column] = value
+                image_path = Path(cells["path"])
+                resolved = image_path if image_path.is_absolute() else base / image_path
+                items.append((str(resolved), cells["label"]))
+    except FileNotFoundError:
+        raise DataError(f"{csv_path}: CSV file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{csv_path}: cannot read CSV ({error})") from None
+    if not items:
+        raise DataError(
+            f"{csv_path}: no rows after the header; expected one 'path,label' row per image"
+        )
+    return _dataset_from_files(
+        str(csv_path),
+        items,
+        strict=strict,
+        max_bad_fraction=max_bad_fraction,
+        options=options,
+        ignored=[],
+    )
+
+
+def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The files named, and the image files under the folders named (searched
+    recursively, hidden entries skipped, in path order), for prediction."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += [Path(image) for image in scan_images(path)[0]]
+        else:
+            found.append(path)
+    return found

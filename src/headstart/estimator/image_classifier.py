@@ -1,0 +1,367 @@
+"""``ImageClassifier``: the scikit-learn-shaped entry point.
+
+``__init__`` only stores arguments; ``fit`` does the work and returns ``self``;
+fitted state ends in ``_``; using an unfitted estimator raises
+``NotFittedError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from headstart._internal.validation import invalid
+from headstart.backbones.device import select_device
+from headstart.backbones.preprocessing import Preprocessing
+from headstart.backbones.registry import DEFAULT_BACKBONE, create_backbone
+from headstart.backbones.weights import WeightsInfo
+from headstart.data.dataset import ImageDataset, SkippedFile, TorchImageDataset
+from headstart.data.decode import DecodeOptions, decode_image
+from headstart.data.layout import load_images
+from headstart.data.loaders import image_files
+from headstart.errors import DataError, ImageDecodeError, NotFittedError
+from headstart.estimator.fitting import (
+    MIN_PER_CLASS_FOR_HOLDOUT,
+    carve_validation,
+    check_unlabelled,
+    head_spec_of,
+    labels_in_model_order,
+    run_key,
+)
+from headstart.estimator.model_files import load_model, save_model
+from headstart.estimator.prediction import ImageList, Prediction
+from headstart.features.cache import FeatureCache
+from headstart.features.fastpath import (
+    fast_path_available,
+    inference_model,
+    inference_transforms,
+    numerics,
+)
+from headstart.strategies.base import FitContext
+from headstart.strategies.registry import get_strategy
+from headstart.train.callbacks import Callback
+from headstart.train.config import TrainConfig
+from headstart.train.metrics import classification_metrics
+from headstart.train.network import Classifier, HeadSpec
+
+__all__ = ["ImageClassifier", "fit_folder"]
+
+ImageInput = ImageDataset | Sequence[str | os.PathLike[str] | Image.Image]
+
+
+class ImageClassifier:
+    """Transfer learning in one object: ``fit``, ``predict``, ``score``, ``save``, ``load``.
+
+    ``strategy`` is one of ``headstart.strategies.STRATEGIES`` ("feature-extraction",
+    "fine-tune", "scratch"); ``config`` a ``TrainConfig`` (default: the strategy's
+    own); ``weights`` where the backbone's weights come from ("auto", "bundled",
+    "hub" or a file). ``cache_dir`` keeps extracted features between runs;
+    ``checkpoint_dir`` keeps resumable checkpoints.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        strategy: str = "feature-extraction",
+        config: TrainConfig | None = None,
+        *,
+        weights: str | os.PathLike[str] = "auto",
+        cache_dir: str | os.PathLike[str] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        callback: Callback | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.strategy = strategy
+        self.config = config
+        self.weights = weights
+        self.cache_dir = cache_dir
+        self.checkpoint_dir = checkpoint_dir
+        self.callback = callback
+
+    # ------------------------------------------------------------------ fitting
+
+    def resolved_config(self) -> TrainConfig:
+        """The config ``fit`` will use: the given one, or the strategy's defaults."""
+        strategy = get_strategy(self.strategy)
+        if self.config is None:
+            return strategy.default_config()
+        if not isinstance(self.config, TrainConfig):
+            raise invalid("ImageClassifier", "config", "a TrainConfig or None", self.config)
+        return self.config
+
+    def fit(
+        self,
+        train: ImageDataset,
+        validation: ImageDataset | None = None,
+        *,
+        unlabelled: ImageDataset | None = None,
+        resume: bool = False,
+    ) -> ImageClassifier:
+        """Train on ``train``; early stopping watches ``validation`` (or a split of train).
+
+        ``unlabelled``: images without labels, for the ``semi-supervised`` strategy
+        (which needs them; the other strategies refuse them rather than ignore them).
+        """
+        if not isinstance(train, ImageDataset):
+            raise invalid("ImageClassifier.fit", "train", "an ImageDataset", type(train).__name__)
+        if len(train.classes) < 2:
+            raise DataError(f"Training needs at least 2 classes; got {train.classes}.")
+        strategy = get_strategy(self.strategy)
+        check_unlabelled(strategy, unlabelled)
+        config = self.resolved_config()
+        if validation is not None and list(validation.classes) != list(train.classes):
+            raise DataError(
+                f"Validation classes {validation.classes} differ from training classes "
+                f"{train.classes}."
+            )
+        callback = self.callback or Callback()
+        started = time.perf_counter()
+        torch.manual_seed(config.seed)
+        weights = self.weights if strategy.pretrained else "none"
+        backbone = create_backbone(self.backbone, weights, image_size=config.image_size)
+        backbone.model.reset_classifier(0)
+        if validation is None and config.validation_fraction > 0:
+            train, validation = carve_validation(train, config)
+            if validation is None:
+                callback.on_stage(
+                    "validation",
+                    f"no hold-out: some class has fewer than {MIN_PER_CLASS_FOR_HOLDOUT} "
+                    "images, too few to spare; every epoch runs, no early stopping",
+                )
+        if unlabelled is not None:
+            # Labels are hidden for good, and images also given labelled are left out.
+            unlabelled, _ = unlabelled.without_labels().excluding(train, validation)
+            if not len(unlabelled):
+                raise DataError(
+                    "ImageClassifier.fit: every unlabelled image is also among the "
+                    "labelled ones; semi-supervised needs images that are not"
+                )
+        ctx = FitContext(
+            backbone=backbone,
+            train=train,
+            validation=validation,
+            config=config,
+            device=select_device(config.device),
+            cache=FeatureCache(Path(self.cache_dir)) if self.cache_dir is not None else None,
+            checkpoint_dir=Path(self.checkpoint_dir).expanduser() if self.checkpoint_dir else None,
+            resume=resume,
+            callback=callback,
+            run_key=run_key(self.backbone, backbone.weights, config, train, validation, unlabelled),
+            unlabelled=unlabelled,
+        )
+        result = strategy.fit(ctx)
+        self.model_ = result.model.cpu().eval()
+        self._kept_inference = None
+        self.classes_ = list(train.classes)
+        self.history_ = [record.to_dict() for record in result.history]
+        self.plan_ = result.plan
+        self.config_ = config
+        self.preprocessing_ = backbone.preprocessing
+        self.decode_options_ = train.options
+        self.weights_info_ = backbone.weights
+        self.fit_seconds_ = time.perf_counter() - started
+        self.metrics_: dict[str, Any] = {}
+        self._head_spec = head_spec_of(self.model_, len(self.classes_), config)
+        return self
+
+    # --------------------------------------------------------------- prediction
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                "This ImageClassifier is not fitted yet; call fit(train) or "
+                "ImageClassifier.load(folder) first."
+            )
+
+    def _loader(self, images: ImageInput, batch_size: int, fast: bool) -> DataLoader:
+        transform, collate = inference_transforms(self.preprocessing_, fast)
+        if isinstance(images, ImageDataset):
+            data: Dataset = TorchImageDataset(images, transform)
+        elif isinstance(images, (str, os.PathLike, Image.Image)):
+            raise invalid("predict", "images", "a dataset or a list of paths/images", images)
+        else:
+            data = ImageList(images, transform, self.decode_options_)
+        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+    def predict_proba(
+        self, images: ImageInput, *, batch_size: int = 64, device: str = "auto"
+    ) -> np.ndarray:
+        """Class probabilities, shape (N, len(classes_)), columns in ``classes_`` order."""
+        self._check_fitted()
+        # The device of this machine, not the one the model was trained on: a model
+        # trained on a GPU must still predict on a laptop.
+        device = select_device(device)
+        fast = self.config_.fast
+        model = self.model_.to(device).eval()
+        chunks = []
+        try:
+            run = self._inference_model(model, device, fast)
+            fast_path = fast and fast_path_available(device)
+            layout = torch.channels_last if fast_path else torch.contiguous_format
+            with torch.inference_mode(), numerics(run, device, fast):
+                for batch, _ in self._loader(images, batch_size, fast):
+                    logits = run(batch.to(device).contiguous(memory_format=layout)).float()
+                    chunks.append(torch.softmax(logits, dim=1).cpu().numpy())
+        finally:  # the fitted model goes back as it came: on the CPU, contiguous
+            self.model_.to(memory_format=torch.contiguous_format).cpu()
+        if not chunks:
+            return np.zeros((0, len(self.classes_)), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    def _inference_model(self, model: Classifier, device: torch.device, fast: bool) -> Classifier:
+        """The model to predict with; on the CPU the fast path's folded copy is kept for
+        the next call (one image at a time would otherwise pay the copy and its check
+        every time), as long as the fitted weights have not changed in place."""
+        tensors = [*model.parameters(), *model.buffers()]
+        key = (device.type, fast, sum(t._version for t in tensors))
+        kept = getattr(self, "_kept_inference", None)
+        if kept is not None and kept[0] is model and kept[1] == key:
+            return kept[2]
+        run = inference_model(model, device, fast, self.preprocessing_.input_size)
+        keep = device.type == "cpu" and run is not model
+        self._kept_inference = (model, key, run) if keep else None
+        return run
+
+    def predict_files(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        top_k: int = 3,
+        chunk_size: int = 256,
+        batch_size: int = 64,
+        device: str = "auto",
+    ) -> tuple[list[Prediction], list[SkippedFile]]:
+        """The ``top_k`` classes of image files (folders are searched recursively), as
+        (predictions, skipped files). Files are decoded ``chunk_size`` at a time, so a
+        folder of 10,000 photos never sits decoded in memory at once; a file that cannot
+        be decoded is returned with its reason, and the others are predicted."""
+        self._check_fitted()
+        owner = "ImageClassifier.predict_files"
+        for name, value in (("top_k", top_k), ("chunk_size", chunk_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise invalid(owner, name, "an int >= 1", value)
+        if isinstance(paths, str | os.PathLike):
+            paths = [paths]
+        files = image_files(paths)
+        if not files:
+            raise DataError(f"{owner}: no image files in {[str(p) for p in paths]}")
+        k = min(top_k, len(self.classes_))
+        predictions: list[Prediction] = []
+        skipped: list[SkippedFile] = []
+        for start in range(0, len(files), chunk_size):
+            images, sources = [], []
+            for path in files[start : start + chunk_size]:
+                try:
+                    images.append(decode_image(path, self.decode_options_)[0])
+                    sources.append(str(path))
+                except ImageDecodeError as exc:
+                    skipped.append(SkippedFile(str(path), exc.reason))
+            if not images:
+                continue
+            proba = self.predict_proba(images, batch_size=batch_size, device=device)
+            for source, row in zip(sources, proba, strict=True):
+                best = np.argsort(-row, kind="stable")[:k]
+                top = tuple((self.classes_[i], float(row[i])) for i in best)
+                predictions.append(Prediction(source, top))
+        return predictions, skipped
+
+    def predict(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
+        """Predicted class names."""
+        proba = self.predict_proba(images, batch_size=batch_size)
+        return np.asarray(self.classes_, dtype=object)[proba.argmax(1)]
+
+    def score(self, dataset: ImageDataset) -> float:
+        """Accuracy on a labelled dataset."""
+        return float(self.evaluate(dataset)["accuracy"])
+
+    def evaluate(self, dataset: ImageDataset) -> dict[str, Any]:
+        """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix."""
+        self._check_fitted()
+        truth = labels_in_model_order(dataset, self.classes_)
+        predicted = self.predict_proba(dataset).argmax(1)
+        return classification_metrics(truth, predicted, self.classes_)
+
+    # ---------------------------------------------------------------- save/load
+
+    def metadata(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "backbone": self.backbone,
+            "weights": {
+                "source": self.weights_info_.source,
+                "location": self.weights_info_.location,
+                "sha256": self.weights_info_.sha256,
+            },
+            "strategy": self.strategy,
+            "classes": self.classes_,
+            "class_to_idx": {name: i for i, name in enumerate(self.classes_)},
+            "preprocessing": self.preprocessing_.to_dict(),
+            "decode_options": dataclasses.asdict(self.decode_options_),
+            "layers": list(self.config_.layers),
+            "head": self._head_spec.__dict__,
+            "config": self.config_.to_dict(),
+            "seed": self.config_.seed,
+            "plan": self.plan_.to_dict() if self.plan_ is not None else None,
+            "history": self.history_,
+            "fit_seconds": self.fit_seconds_,
+            "metrics": self.metrics_,
+        }
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Weights as safetensors plus ``headstart.json``; returns the folder."""
+        self._check_fitted()
+        return save_model(Path(folder), self.model_, self.metadata())
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> ImageClassifier:
+        """A fitted classifier from a folder written by ``save`` (never unpickles)."""
+        files = load_model(Path(folder))
+        meta = files.metadata
+        clf = cls(backbone=meta["backbone"], strategy=meta["strategy"])
+        clf.config = clf.config_ = TrainConfig.from_dict(meta["config"])
+        clf.model_ = files.model
+        clf.classes_ = list(meta["classes"])
+        clf.history_ = list(meta.get("history", []))
+        clf.plan_ = None
+        clf.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
+        options = dict(meta.get("decode_options") or {})
+        if "background" in options:
+            options["background"] = tuple(options["background"])
+        clf.decode_options_ = DecodeOptions(**options)
+        clf.weights_info_ = WeightsInfo(**meta["weights"])
+        clf.fit_seconds_ = float(meta.get("fit_seconds", 0.0))
+        clf.metrics_ = dict(meta.get("metrics", {}))
+        clf._head_spec = HeadSpec(**meta["head"])
+        clf.metadata_ = meta
+        return clf
+
+
+def fit_folder(
+    path: str | os.PathLike[str],
+    strategy: str = "feature-extraction",
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    config: TrainConfig | None = None,
+    test_size: float = 0.2,
+    seed: int = 0,
+    **kwargs: Any,
+) -> tuple[ImageClassifier, dict[str, Any]]:
+    """The one-call helper: load a folder, split it, fit, and evaluate on the held-out part.
+
+    Returns the fitted classifier and its test metrics. ``kwargs`` go to
+    ``ImageClassifier`` (``weights``, ``cache_dir``, ``checkpoint_dir``, ``callback``).
+    """
+    train, test = load_images(path, test_size=test_size, seed=seed)
+    clf = ImageClassifier(backbone, strategy, config, **kwargs).fit(train)
+    metrics = clf.evaluate(test)
+    clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
+    return clf, metrics

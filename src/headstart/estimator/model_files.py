@@ -1,0 +1,125 @@
+"""A trained model on disk: a folder with ``model.safetensors`` (weights, never a pickle)
+and ``headstart.json`` (backbone, weight source and sha256, classes, preprocessing,
+strategy, config, metrics, versions). Both are written atomically, as a pair: a
+failed save replaces neither."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from headstart._internal.atomic import atomic_write_files
+from headstart._internal.version import __version__
+from headstart.backbones.preprocessing import Preprocessing
+from headstart.backbones.registry import check_backbone_name
+from headstart.errors import DataError, HeadstartError, WeightsError
+from headstart.train.network import Classifier, HeadSpec, build_head
+
+__all__ = ["META_FILE", "WEIGHTS_FILE", "ModelFiles", "load_model", "save_model"]
+
+
+MODEL_FORMAT = 1
+
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+META_FILE = "headstart.json"
+
+
+@dataclass
+class ModelFiles:
+    """What ``load_model`` returns: the network and everything said about it."""
+
+    model: Classifier
+    metadata: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata["classes"])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.metadata["preprocessing"])
+
+
+def versions() -> dict[str, str]:
+    return {
+        "headstart": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_model(folder: Path, model: Classifier, metadata: dict[str, Any]) -> Path:
+    """Write weights then metadata, each atomically; returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise WeightsError(f"Refusing to save non-finite weights ({name}) to {folder}.")
+    blob = save(tensors, metadata={"format": str(MODEL_FORMAT)})
+    meta = {"format": MODEL_FORMAT, **metadata, "versions": versions()}
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    # Both files are written in full before either replaces its old version, so a
+    # failed save (disk full) leaves the previous model whole and loadable.
+    atomic_write_files(
+        [
+            (folder / WEIGHTS_FILE, lambda handle: handle.write(blob)),
+            (folder / META_FILE, lambda handle: handle.write(text.encode())),
+        ]
+    )
+    return folder
+
+
+def load_model(folder: Path) -> ModelFiles:
+    """Rebuild a saved model from its JSON description and safetensors weights."""
+    folder = Path(folder)
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise DataError(
+            f"{folder}: not a headstart model folder (no {META_FILE}); "
+            "make one with `headstart train DATA --out FOLDER`."
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{meta_path}: unreadable model description ({exc}).") from exc
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{meta_path}: model format {found!r} is not supported.")
+    missing = [
+        k for k in ("backbone", "head", "layers", "classes", "preprocessing") if k not in meta
+    ]
+    if missing:
+        raise DataError(f"{meta_path}: field(s) {', '.join(missing)} missing; file damaged?")
+    try:
+        spec = HeadSpec(**meta["head"])
+        check_backbone_name(meta["backbone"])
+        body = timm.create_model(meta["backbone"], pretrained=False, num_classes=0)
+        model = Classifier(body, meta["layers"], build_head(spec))
+    except HeadstartError as exc:
+        raise DataError(f"{meta_path}: {exc}") from exc
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DataError(f"{meta_path}: invalid model description ({exc}).") from exc
+    path = folder / WEIGHTS_FILE
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: model weights cannot be read ({exc}).") from exc
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: weights do not fit {meta['backbone']} ({exc}).") from exc
+    model.eval()
+    return ModelFiles(model=model, metadata=meta)

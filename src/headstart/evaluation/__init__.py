@@ -1,0 +1,16 @@
+"""Measuring: strategies compared side by side, the report built from their results, and
+the plots in it."""
+
+from headstart._internal.lazy import lazy_exports
+
+_EXPORTS = {
+    "CompareCallback": ".comparison",
+    "CompareSettings": ".comparison",
+    "compare": ".comparison",
+    "load_results": ".comparison",
+    "build_report": ".report",
+    "summary_sentences": ".report",
+    "save_confusion_matrix": ".plots",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,295 @@
+"""Strategies side by side: identical splits and seeds, several data sizes.
+
+The user's question is "what does transfer buy me here, and which strategy
+should I use?". ``compare`` answers it by measurement: every strategy is trained
+on the same ``labels_per_class`` draw (nested across sizes: the 10-per-class
+images are among the 30-per-class ones) and scored on the same test set.
+
+Each finished run is written to ``results.json`` at once (atomically), so an
+interrupted comparison loses nothing, and running it again reuses every finished
+run whose settings are unchanged. A run that fails (out of memory, say) is
+recorded as failed, with its error, and the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from headstart._internal.atomic import atomic_write
+from headstart._internal.validation import invalid
+from headstart.backbones.registry import DEFAULT_BACKBONE
+from headstart.data.dataset import ImageDataset
+from headstart.data.split import sample_per_class
+from headstart.errors import BackboneError, ConfigError, TrainingInterrupted, WeightsError
+from headstart.estimator.image_classifier import ImageClassifier
+from headstart.strategies.registry import get_strategy, strategy_names
+from headstart.train.callbacks import Callback
+
+__all__ = ["CompareSettings", "compare", "load_results"]
+
+RESULTS_FILE = "results.json"
+DEFAULT_STRATEGIES = ("scratch", "feature-extraction", "fine-tune")
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What to compare. ``None`` in ``labels_per_class`` means every training image."""
+
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    labels_per_class: tuple[int | None, ...] = (10, 30, 100, None)
+    seeds: tuple[int, ...] = (0,)
+    backbone: str = DEFAULT_BACKBONE
+    weights: str = "auto"
+    image_size: int | None = 112  # one resolution for every strategy, for a fair race
+    # per-strategy TrainConfig changes, e.g. {"scratch": {"epochs": 5}}
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        owner = "CompareSettings"
+        if not self.strategies:
+            raise invalid(owner, "strategies", "at least one strategy", self.strategies)
+        for name in self.strategies:
+            get_strategy(name)
+        unknown = sorted(set(self.overrides) - set(strategy_names()))
+        if unknown:
+            raise invalid(owner, "overrides", f"keys among {strategy_names()}", unknown[0])
+        if not self.labels_per_class:
+            raise invalid(owner, "labels_per_class", "at least one size", self.labels_per_class)
+        for k in self.labels_per_class:
+            if k is not None and (not isinstance(k, int) or k < 1):
+                raise invalid(owner, "labels_per_class", "ints >= 1 or None (all)", k)
+        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise invalid(owner, "seeds", "one or more ints >= 0", self.seeds)
+
+    def config_for(self, strategy: str, seed: int) -> Any:
+        config = get_strategy(strategy).default_config()
+        changes = {"seed": seed, **self.overrides.get(strategy, {})}
+        if self.image_size is not None:
+            changes.setdefault("image_size", self.image_size)
+        return config.replace(**changes)
+
+
+def run_id(strategy: str, labels_per_class: int | None, seed: int) -> str:
+    size = "all" if labels_per_class is None else str(labels_per_class)
+    return f"{strategy}/k={size}/seed={seed}"
+
+
+def _fingerprint(settings: CompareSettings, strategy: str, seed: int, data_key: str) -> str:
+    """Changes when anything that shapes a run's result changes."""
+    parts = {
+        "config": settings.config_for(strategy, seed).to_dict(),
+        "backbone": settings.backbone,
+        "weights": settings.weights,
+        "data": data_key,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_results(folder: Path) -> dict[str, Any]:
+    """The results file of a comparison folder (empty when there is none yet)."""
+    path = Path(folder) / RESULTS_FILE
+    if not path.is_file():
+        return {"runs": []}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {"runs": []}  # a results file cut short by an old crash: start afresh
+
+
+def _write_results(folder: Path, results: dict[str, Any]) -> None:
+    text = json.dumps(results, indent=2, sort_keys=True)
+    atomic_write(Path(folder) / RESULTS_FILE, lambda handle: handle.write(text.encode()))
+
+
+class CompareCallback(Callback):
+    """Adds run-level events to the training callback."""
+
+    def on_run_start(self, run: str, index: int, total: int) -> None:
+        """A run begins."""
+
+    def on_run_end(self, record: dict[str, Any], reused: bool) -> None:
+        """A run finished (or failed, or was reused)."""
+
+
+def compare(
+    train: ImageDataset,
+    test: ImageDataset,
+    folder: str | Path,
+    settings: CompareSettings | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    callback: CompareCallback | None = None,
+    data_description: str = "",
+) -> dict[str, Any]:
+    """Run every (size, seed, strategy) once; returns the results (also in results.json)."""
+    settings = settings or CompareSettings()
+    callback = callback or CompareCallback()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    smallest = min(train.class_counts().values())
+    # A size above the smallest class cannot be drawn for every class, so it is
+    # dropped and the report says so.
+    sizes = sorted(
+        {k for k in settings.labels_per_class if k is None or k <= smallest},
+        key=lambda k: float("inf") if k is None else k,
+    )
+    dropped = sorted(k for k in settings.labels_per_class if k is not None and k > smallest)
+    if not sizes:
+        sizes = [None]
+    data_key = f"{train.fingerprint()}:{test.fingerprint()}"
+    loaded = load_results(folder)
+    previous = {r["id"]: r for r in [*loaded.get("earlier_runs", []), *loaded.get("runs", [])]}
+    results: dict[str, Any] = {
+        "data": {
+            "description": data_description,
+            "train_images": len(train),
+            "test_images": len(test),
+            "classes": list(train.classes),
+            "fingerprint": data_key,
+        },
+        "settings": {
+            "strategies": list(settings.strategies),
+            "labels_per_class": [k if k is not None else "all" for k in sizes],
+            "seeds": list(settings.seeds),
+            "backbone": settings.backbone,
+            "image_size": settings.image_size,
+            "configs": {s: settings.config_for(s, 0).to_dict() for s in settings.strategies},
+        },
+        "runs": [],
+        "notes": [
+            f"labels per class {k} skipped: the smallest class has only {smallest} images"
+            for k in dropped
+        ],
+    }
+    plan = [(k, seed, s) for k in sizes for seed in settings.seeds for s in settings.strategies]
+    for index, (k, seed, strategy) in enumerate(plan, start=1):
+        rid = run_id(strategy, k, seed)
+        fingerprint = _fingerprint(settings, strategy, seed, data_key)
+        old = previous.get(rid)
+        if old and old.get("status") == "ok" and old.get("fingerprint") == fingerprint:
+            results["runs"].append(old)
+            callback.on_run_end(old, reused=True)
+            continue
+        subset = train if k is None else sample_per_class(train, k, seed=seed)
+        unlabelled = None
+        if get_strategy(strategy).uses_unlabelled:
+            # The training images not drawn (the usual semi-supervised race); fit hides
+            # their labels, for every caller.
+            unlabelled, _ = train.excluding(subset)
+            if not len(unlabelled):
+                note = f"{strategy} skipped at all labels: no unlabelled images are left"
+                if note not in results["notes"]:
+                    results["notes"].append(note)
+                continue
+        callback.on_run_start(rid, index, len(plan))
+        record = _one_run(subset, test, settings, strategy, seed, cache_dir, callback, unlabelled)
+        record.update(
+            id=rid,
+            strategy=strategy,
+            labels_per_class=k if k is not None else "all",
+            train_images=len(subset),
+            seed=seed,
+            fingerprint=fingerprint,
+        )
+        results["runs"].append(record)
+        _write_results(folder, {**results, "runs": results["runs"] + _pending(previous, results)})
+        callback.on_run_end(record, reused=False)
+    # Finished runs this comparison did not ask for (a narrower --labels-per-class,
+    # fewer strategies) stay in the file, apart from "runs", ready to be reused.
+    earlier = _pending(previous, results)
+    if earlier:
+        results["earlier_runs"] = earlier
+    _write_results(folder, results)
+    return results
+
+
+def _pending(previous: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Earlier finished runs not yet reached in this pass: kept, so a crash loses nothing."""
+    done = {r["id"] for r in results["runs"]}
+    return [r for rid, r in previous.items() if rid not in done and r.get("status") == "ok"]
+
+
+def _one_run(
+    subset: ImageDataset,
+    test: ImageDataset,
+    settings: CompareSettings,
+    strategy: str,
+    seed: int,
+    cache_dir: str | Path | None,
+    callback: Callback,
+    unlabelled: ImageDataset | None = None,
+) -> dict[str, Any]:
+    config = settings.config_for(strategy, seed)
+    started = time.perf_counter()
+    try:
+        clf = ImageClassifier(
+            settings.backbone,
+            strategy,
+            config,
+            weights=settings.weights,
+            cache_dir=cache_dir,
+            callback=callback,
+        ).fit(subset, unlabelled=unlabelled)
+        metrics = clf.evaluate(test)
+    except (KeyboardInterrupt, TrainingInterrupted, ConfigError, BackboneError, WeightsError):
+        raise  # a mistake in the settings would fail every run alike: say it once, now
+    except Exception as exc:  # one strategy failing (e.g. out of memory) must not stop the rest
+        return {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=5),
+            "seconds": time.perf_counter() - started,
+        }
+    return {
+        "status": "ok",
+        "accuracy": metrics["accuracy"],
+        "balanced_accuracy": metrics["balanced_accuracy"],
+        "train_seconds": clf.fit_seconds_,
+        "trainable_parameters": clf.plan_.trainable_parameters,
+        "epochs": len([h for h in clf.history_ if h["stage"] != "head"]) or None,
+        "confusion_matrix": metrics["confusion_matrix"],
+        "test_images": metrics["n"],
+        **({"unlabelled_images": len(unlabelled)} if unlabelled is not None else {}),
+    }
+
+
+def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per (strategy, size): mean/min/max accuracy and mean training time over seeds."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in results["runs"]:
+        groups.setdefault((run["strategy"], str(run["labels_per_class"])), []).append(run)
+    rows = []
+    for (strategy, k), runs in groups.items():
+        ok = [r for r in runs if r.get("status") == "ok"]
+        accuracies = [r["accuracy"] for r in ok]
+        rows.append(
+            {
+                "strategy": strategy,
+                "labels_per_class": k,
+                "runs": len(runs),
+                "failed": len(runs) - len(ok),
+                "accuracy_mean": sum(accuracies) / len(ok) if ok else None,
+                "accuracy_min": min(accuracies) if ok else None,
+                "accuracy_max": max(accuracies) if ok else None,
+                "balanced_accuracy_mean": (
+                    sum(r["balanced_accuracy"] for r in ok) / len(ok) if ok else None
+                ),
+                "train_seconds_mean": sum(r["train_seconds"] for r in ok) / len(ok) if ok else None,
+                "trainable_parameters": ok[0]["trainable_parameters"] if ok else None,
+                "errors": [r.get("error") for r in runs if r.get("status") != "ok"],
+            }
+        )
+    return rows
+
+
+def sizes_in_order(values: Sequence[Any]) -> list[str]:
+    """Label-per-class keys sorted numerically, 'all' last."""
+    unique = {str(v) for v in values}
+    return sorted(unique, key=lambda v: float("inf") if v == "all" else float(v))
