@@ -250,3 +250,26 @@ def test_a_reader_that_stops_reading_is_not_an_error(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdout", ClosedPipe())
     assert main(["backbones"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_errors_speak_the_flags_on_the_command_line(tmp_path, capsys, monkeypatch):
+    """The library names parameters; the CLI words them as its flags."""
+    folder = _write_folder(tmp_path / "imgs", per_class=6)
+    out = str(tmp_path / "run")
+    assert main(["train", str(folder), "--head-lr", "-1", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "--head-lr must be > 0. Got -1.0 instead." in err
+    assert "TrainConfig" not in err and "head_lr" not in err
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-hf-home"))
+    assert (
+        main(["train", str(folder), "--backbone", "resnet18", "--weights", "hub"] + ["--out", out])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "offline" in err and "--weights set to a .safetensors or .pth file" in err
+
+    assert main(["train", str(folder), "--labels-per-class", "50", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "50 images per class asked for" in err and "Lower --labels-per-class" in err

@@ -173,7 +173,8 @@ def test_hub_offline_error_names_backbone_and_alternative(monkeypatch):
     message = str(caught.value)
     assert "resnet18" in message
     assert "offline" in message
-    assert "--weights" in message
+    assert "weights set to a .safetensors or .pth file" in message  # the API's words
+    assert "--weights" not in message  # the CLI words its own flags
 
 
 def test_hub_loader_is_real_code_and_reads_local_cache(monkeypatch, tmp_path):

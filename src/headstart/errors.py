@@ -3,6 +3,12 @@
 Every error a user can cause is a ``HeadstartError``; the CLI catches exactly
 this family, prints one line and exits non-zero. Anything else is a bug.
 
+The library raises and the faces render: an error's ``message`` says what is wrong
+(the file, the value), and its ``hint`` what would fix it, with each parameter
+written as ``{name}``. ``str(error)`` spells parameters as the Python API does
+(``strict``); the CLI passes its own words to :meth:`HeadstartError.render`
+(``--strict``), so no library message names a command-line flag.
+
     HeadstartError
     ├── ConfigError        a parameter is out of range or of the wrong kind
     ├── DataError          a dataset, image file, CSV, IDX file or split is unusable
@@ -16,7 +22,9 @@ this family, prints one line and exits non-zero. Anything else is a bug.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "BackboneError",
@@ -31,12 +39,77 @@ __all__ = [
 ]
 
 
+# How the Python API spells a hint's switches; every other {name} is spelled as is.
+API_WORDS = {
+    "resume": "resume=True",
+    "strict": "strict=True",
+    "max_pixels": "DecodeOptions.max_pixels",
+    "model_folder": "a folder written by ImageClassifier.save",
+    "unlabelled_images": "fit(train, unlabelled=load_unlabelled(folder))",
+    "balanced_class_weights": "TrainConfig(class_weights='balanced')",
+}
+
+
+class _Words(dict):
+    """Spellings for the ``{name}`` fields of a hint: a face's own, else the API's."""
+
+    def __missing__(self, key: str) -> str:
+        return API_WORDS.get(key, key)
+
+
+def spell(template: str, words: Mapping[str, str] | None = None) -> str:
+    """Fill a hint's ``{name}`` fields with ``words``, else the Python API's spelling."""
+    return template.format_map(_Words(words or {}))
+
+
 class HeadstartError(Exception):
     """Base class of every error headstart raises for bad input or state."""
 
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint  # what would fix it; parameters written as {name}
+
+    def render(self, words: Mapping[str, str] | None = None) -> str:
+        """The message and its hint, each ``{name}`` spelled by ``words`` (a face's own
+        words for the parameters, e.g. the CLI's flags), else as the Python API names it."""
+        if not self.hint:
+            return self.message
+        separator = "\n" if "\n" in self.message else " "  # a list of files: hint below it
+        return f"{self.message}{separator}{spell(self.hint, words)}"
+
+    def __str__(self) -> str:
+        return self.render()
+
 
 class ConfigError(HeadstartError, ValueError):
-    """A configuration value is invalid."""
+    """A configuration value is invalid.
+
+    Built by ``invalid(...)``, it also carries which parameter (``parameter``), what it
+    must be (``requirement``) and what it got (``value``), so a face can name the
+    parameter its own way: "--head-lr must be > 0" rather than "The 'head_lr'
+    parameter of TrainConfig".
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        parameter: str | None = None,
+        requirement: str | None = None,
+        value: Any = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.parameter = parameter
+        self.requirement = requirement
+        self.value = value
+
+    def render(self, words: Mapping[str, str] | None = None) -> str:
+        if self.parameter is None or not words or self.parameter not in words:
+            return super().render(words)
+        text = f"{words[self.parameter]} must be {self.requirement}. Got {self.value!r} instead."
+        return text if not self.hint else f"{text} {spell(self.hint, words)}"
 
 
 class DataError(HeadstartError):
@@ -46,8 +119,8 @@ class DataError(HeadstartError):
 class ImageDecodeError(DataError):
     """One image could not be decoded into an RGB picture."""
 
-    def __init__(self, source: str, reason: str) -> None:
-        super().__init__(f"{source}: {reason}")
+    def __init__(self, source: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{source}: {reason}", hint=hint)
         self.source = source
         self.reason = reason
 
@@ -73,5 +146,6 @@ class TrainingInterrupted(TrainingError):  # noqa: N818 - it is an error for the
 
     def __init__(self, checkpoint: Path | None, epoch: int, step: int) -> None:
         where = f"; resume from {checkpoint}" if checkpoint else ""
-        super().__init__(f"Interrupted at epoch {epoch + 1}, step {step}{where}.")
+        hint = "Run again with {resume} to continue from it." if checkpoint else None
+        super().__init__(f"Interrupted at epoch {epoch + 1}, step {step}{where}.", hint=hint)
         self.checkpoint = checkpoint

@@ -11,8 +11,15 @@ from headstart.errors import ConfigError
 LAYER_PATTERN = re.compile(r"stage(0|[1-9][0-9]*|-[1-9][0-9]*)", re.ASCII)
 
 
-def invalid(owner: str, name: str, requirement: str, value: Any) -> ConfigError:
-    """Build the error for a parameter that breaks its requirement."""
+def invalid(
+    owner: str, name: str, requirement: str, value: Any, *, hint: str | None = None
+) -> ConfigError:
+    """Build the error for a parameter that breaks its requirement (it names the
+    parameter, so a face can word it as its own flag)."""
     return ConfigError(
-        f"The {name!r} parameter of {owner} must be {requirement}. Got {value!r} instead."
+        f"The {name!r} parameter of {owner} must be {requirement}. Got {value!r} instead.",
+        hint=hint,
+        parameter=name,
+        requirement=requirement,
+        value=value,
     )

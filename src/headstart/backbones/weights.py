@@ -356,9 +356,8 @@ def load_hub_weights(
     the weights becomes a ``WeightsError`` that says how to supply them instead.
     """
     hint = (
-        f"Supply weights for {backbone!r} another way: `--weights path/to/file.safetensors` "
-        f"(or weights=<path> in Python), or a bundled backbone "
-        f"({', '.join(sorted(BUNDLED_WEIGHTS))})."
+        "Supply the weights another way: {weights} set to a .safetensors or .pth file, "
+        f"or a bundled backbone ({', '.join(sorted(BUNDLED_WEIGHTS))})."
     )
     offline = hub_offline() or not _hub_reachable()
     try:
@@ -372,7 +371,7 @@ def load_hub_weights(
             why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub cannot be reached"
             reason = f"offline ({why}) and not in the local Hugging Face cache"
         raise WeightsError(
-            f"Could not load hub weights for {backbone!r}: {reason}. {hint}"
+            f"Could not load hub weights for {backbone!r}: {reason}.", hint=hint
         ) from exc
     tag = getattr(model, "pretrained_cfg", {}) or {}
     location = tag.get("hf_hub_id") or tag.get("url") or backbone

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from headstart.cli import backbones, cache, check, compare, evaluate, predict, train
-from headstart.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
+from headstart.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, cli_words
 from headstart.errors import HeadstartError, TrainingInterrupted
 
 __all__ = ["build_parser", "main"]
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     check.add_parser(sub)
     predict.add_parser(sub)
+    for command in sub.choices.values():  # its flags word the library's errors
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -47,6 +49,7 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    words = args.words = cli_words(args.command_parser)
     # SIGTERM outside the training loop (e.g. during feature extraction) ends like
     # Ctrl-C: exit 130, not a silent kill. The loop installs its own handler.
     previous = None
@@ -55,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except TrainingInterrupted as exc:
-        print(f"headstart: {exc}", file=sys.stderr)
+        print(f"headstart: {exc.render(words)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except HeadstartError as exc:
-        print(f"headstart: error: {exc}", file=sys.stderr)
+        print(f"headstart: error: {exc.render(words)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("headstart: interrupted", file=sys.stderr)

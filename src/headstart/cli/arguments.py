@@ -33,7 +33,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int)
     group.add_argument("--batch-size", type=int)
     group.add_argument(
-        "--head-lr", "--lr", dest="lr", type=float, help="learning rate of the new head"
+        "--head-lr", "--lr", dest="head_lr", type=float, help="learning rate of the new head"
     )
     group.add_argument("--base-lr", type=float, help="learning rate of the top backbone group")
     group.add_argument("--layer-decay", type=float, help="LR factor per group below the top")
@@ -63,7 +63,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     overrides = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
-        "head_lr": args.lr,
+        "head_lr": args.head_lr,
         "base_lr": args.base_lr,
         "layer_decay": args.layer_decay,
         "freeze_groups": args.freeze_groups,

@@ -28,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from headstart.data.doctor import check_data, write_report
 
     diagnosis = check_data(args.data)
-    text_path, json_path = write_report(diagnosis, Path(args.out))
-    print(diagnosis.to_text())
+    words = args.words
+    text_path, json_path = write_report(diagnosis, Path(args.out), words)
+    print(diagnosis.to_text(words=words))
     print(f"wrote {text_path} and {json_path}")
     if args.strict and diagnosis.skipped:
         first = diagnosis.find("unreadable").details[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from headstart.cli.progress import ProgressPrinter
@@ -9,6 +10,25 @@ from headstart.train.callbacks import Callback
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+# How the command line words what a library hint names besides its flags' own dests.
+_CLI_WORDS = {
+    "balanced_class_weights": "--class-weights balanced",
+    "model_folder": "a folder written by `headstart train --out`",
+    "unlabelled_images": "--unlabelled DIR",
+    "k": "--labels-per-class",
+}
+
+
+def cli_words(command: argparse.ArgumentParser | None) -> dict[str, str]:
+    """The library's parameter names spelled as ``command``'s flags (``max_bad_fraction``
+    -> ``--max-bad-fraction``), so an error speaks the CLI's words on the CLI."""
+    words = dict(_CLI_WORDS)
+    for action in command._actions if command is not None else ():
+        longest = max(action.option_strings, key=len, default=None)
+        if longest is not None and longest.startswith("--"):
+            words[action.dest] = longest
+    return words
 
 
 class PrintingCallback(Callback):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from headstart._internal.validation import invalid
 from headstart.data.dataset import ImageDataset, LoadReport
 from headstart.data.decode import DecodeOptions
 from headstart.data.layout import is_presplit, load_images, open_dataset
+from headstart.errors import spell
 
 __all__ = [
     "Diagnosis",
@@ -59,7 +61,7 @@ class Finding:
     severity: str  # "error": files would be skipped; "warning": act on it; "info": FYI
     count: int  # how many images (or groups, as the summary says) it concerns
     summary: str  # one line, no trailing period
-    advice: str = ""  # what to do about it, when there is something to do
+    advice: str = ""  # what to do about it, if anything; parameters written as {name}
     details: tuple[str, ...] = ()  # one line per file or group, at most MAX_DETAILS
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,7 +70,7 @@ class Finding:
             "severity": self.severity,
             "count": self.count,
             "summary": self.summary,
-            "advice": self.advice,
+            "advice": spell(self.advice),
             "details": list(self.details),
             "details_truncated": self.count > len(self.details) and bool(self.details),
         }
@@ -106,8 +108,11 @@ class Diagnosis:
             "findings": [finding.to_dict() for finding in self.findings],
         }
 
-    def to_text(self, max_details: int = _TEXT_DETAILS) -> str:
-        """The human report: what was checked, then every finding, worst first."""
+    def to_text(
+        self, max_details: int = _TEXT_DETAILS, words: Mapping[str, str] | None = None
+    ) -> str:
+        """The human report: what was checked, then every finding, worst first; ``words``
+        spell the parameters the advice names (the CLI passes its flags)."""
         lines = [f"headstart check: {self.source}"]
         for split, total in self.images.items():
             counts = self.class_counts[split]
@@ -118,7 +123,7 @@ class Diagnosis:
         for finding in self.findings:
             lines.append(f"[{finding.severity}] {finding.summary}.")
             if finding.advice:
-                lines.append(f"  -> {finding.advice}")
+                lines.append(f"  -> {spell(finding.advice, words)}")
             shown = finding.details[:max_details]
             lines += [f"  {detail}" for detail in shown]
             hidden = finding.count - len(shown) if finding.details else 0
@@ -205,7 +210,7 @@ def _unreadable(reports: list[LoadReport]) -> Finding | None:
         severity="error",
         count=len(skipped),
         summary=f"{len(skipped)} file(s) cannot be decoded and would be skipped",
-        advice="fix or remove them; `--strict` refuses to train while any remain",
+        advice="fix or remove them; {strict} refuses to train while any remain",
         details=tuple(f"{path}: {reason}" for path, reason in list(skipped.items())[:MAX_DETAILS]),
     )
 
@@ -297,7 +302,7 @@ def _imbalance(ds: ImageDataset, ratio: float, split: str) -> Finding | None:
         count=len(counts),
         summary=f"classes are imbalanced in {split}: {smallest} to {largest} images per class "
         f"(ratio {largest / smallest:.1f}, warned from {ratio:g})",
-        advice="train with `--class-weights balanced`, and judge by balanced accuracy",
+        advice="train with {balanced_class_weights}, and judge by balanced accuracy",
         details=tuple(f"{name}: {count}" for name, count in ordered),
     )
 
@@ -406,11 +411,14 @@ def check_data(
     return diagnose(dataset, source=str(path), **thresholds)
 
 
-def write_report(diagnosis: Diagnosis, folder: str | Path) -> tuple[Path, Path]:
-    """Write ``check.txt`` (the text report) and ``check.json`` atomically into ``folder``."""
+def write_report(
+    diagnosis: Diagnosis, folder: str | Path, words: Mapping[str, str] | None = None
+) -> tuple[Path, Path]:
+    """Write ``check.txt`` (the text report, advice spelled by ``words``) and
+    ``check.json`` atomically into ``folder``."""
     folder = Path(folder)
     text_path, json_path = folder / "check.txt", folder / "check.json"
-    text = diagnosis.to_text(max_details=MAX_DETAILS) + "\n"
+    text = diagnosis.to_text(max_details=MAX_DETAILS, words=words) + "\n"
     payload = json.dumps(diagnosis.to_dict(), indent=2) + "\n"
     atomic_write(text_path, lambda handle: handle.write(text.encode()))
     atomic_write(json_path, lambda handle: handle.write(payload.encode()))

@@ -117,8 +117,8 @@ def _dataset_from_files(
         )
         raise DataError(
             f"{len(bad)} of {len(results)} images in {source} could not be decoded, more than "
-            f"max_bad_fraction={max_bad_fraction}. First bad files:\n{shown}{more}\n"
-            "Fix or remove these files, or raise max_bad_fraction."
+            f"the {max_bad_fraction:.0%} allowed. First bad files:\n{shown}{more}",
+            hint="Fix or remove these files, or raise {max_bad_fraction}.",
         )
 
     good_per_class = Counter(
@@ -128,8 +128,8 @@ def _dataset_from_files(
     if all_bad:
         raise DataError(
             f"{source}: every image of class(es) {', '.join(all_bad)} failed to decode, so "
-            "these classes would have no examples. See the reasons with strict=True, or fix "
-            "or remove those files."
+            "these classes would have no examples.",
+            hint="Fix or remove those files; {strict} stops at the first and says why.",
         )
 
     class_to_idx = {name: index for index, name in enumerate(classes)}

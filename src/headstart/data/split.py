@@ -38,8 +38,8 @@ def _stratified_test_counts(class_sizes: np.ndarray, n_test: int) -> np.ndarray:
         raise DataError(
             f"a stratified split of {int(class_sizes.sum())} items needs between "
             f"{int(low.sum())} and {int(high.sum())} test items (one per class on each side "
-            f"for every class with 2 or more items); test_size asks for {n_test}. Change "
-            "test_size, or pass stratify=False."
+            f"for every class with 2 or more items), not {n_test}.",
+            hint="Change {test_size}.",
         )
     ideal = class_sizes * (n_test / class_sizes.sum())
     counts = np.clip(np.floor(ideal).astype(np.int64), low, high)
@@ -105,8 +105,8 @@ def sample_per_class(ds: ImageDataset, k: int, *, seed: int = 0) -> ImageDataset
     short = [f"{name!r} has {count}" for name, count in counts.items() if count < k]
     if short:
         raise DataError(
-            f"sample_per_class: k={k} items per class asked for, but {', '.join(short)}; "
-            "lower k or add images to those classes"
+            f"{k} images per class asked for, but {', '.join(short)}.",
+            hint="Lower {k}, or add images to those classes.",
         )
     picked = [
         np.random.default_rng([seed, label]).permutation(np.flatnonzero(ds.labels == label))[:k]

@@ -25,8 +25,8 @@ def check_unlabelled(strategy: Any, unlabelled: ImageDataset | None) -> None:
     if unlabelled is None:
         if strategy.uses_unlabelled:
             raise ConfigError(
-                f"{owner}: strategy {strategy.name!r} needs unlabelled images: "
-                "fit(train, unlabelled=load_unlabelled(folder)), or --unlabelled DIR"
+                f"{owner}: strategy {strategy.name!r} needs unlabelled images.",
+                hint="Give them with {unlabelled_images}.",
             )
         return
     if not isinstance(unlabelled, ImageDataset):

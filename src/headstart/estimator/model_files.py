@@ -88,8 +88,8 @@ def load_model(folder: Path) -> ModelFiles:
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise DataError(
-            f"{folder}: not a headstart model folder (no {META_FILE}); "
-            "make one with `headstart train DATA --out FOLDER`."
+            f"{folder}: not a headstart model folder (no {META_FILE}).",
+            hint="Give {model_folder}.",
         )
     try:
         meta = json.loads(meta_path.read_text())

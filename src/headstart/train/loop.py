@@ -201,7 +201,7 @@ def train_loop(
     if resume and checkpoint and state is None:
         callback.on_stage(stage, f"no checkpoint at {checkpoint}: starting from the beginning")
     if not resume and checkpoint and Path(checkpoint).exists():
-        callback.on_stage(stage, f"replacing the earlier checkpoint {checkpoint} (no --resume)")
+        callback.on_stage(stage, f"replacing the earlier checkpoint {checkpoint} (not resuming)")
     if state is not None:
         if state["stage"] != stage:
             raise TrainingError(
@@ -210,8 +210,8 @@ def train_loop(
         if run_key is not None and state.get("run_key") not in (None, run_key):
             raise TrainingError(
                 f"{checkpoint}: saved by a run with other settings or data (config, backbone, "
-                "weights or images changed); resuming would not give that run's result. "
-                "Start afresh without --resume, or restore the original settings."
+                "weights or images changed); resuming would not give that run's result.",
+                hint="Start afresh without {resume}, or restore the original settings.",
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
