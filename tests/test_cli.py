@@ -124,10 +124,14 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
     assert main(["evaluate", str(out), str(folder)]) == 0
     printed = capsys.readouterr().out
     assert "balanced accuracy" in printed and "confusion matrix" in printed
-    with Image.open(out / "confusion_matrix.png") as png:
+    assert sorted(p.name for p in out.iterdir()) == ["headstart.json", "model.safetensors"]
+    report = tmp_path / "evaluation"  # files are written only where --out says
+    assert main(["evaluate", str(out), str(folder), "--out", str(report)]) == 0
+    with Image.open(report / "confusion_matrix.png") as png:
         assert png.format == "PNG"
-    evaluation = json.loads((out / "evaluation.json").read_text())
+    evaluation = json.loads((report / "evaluation.json").read_text())
     assert evaluation["n"] == 30
+    capsys.readouterr()
 
     image = folder / "green" / "0.png"
     assert main(["predict", str(out), str(image), "--top-k", "2", "--format", "json"]) == 0
@@ -137,11 +141,14 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
     probabilities = [p["probability"] for p in predictions[0]["predictions"]]
     assert probabilities == sorted(probabilities, reverse=True)
 
-    assert main(["predict", str(out), str(folder / "red"), "--format", "csv"]) == 2
+    assert main(["predict", str(out), str(folder / "red"), "--format", "csv"]) == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0] == "image,rank,class,probability"
     assert len(captured.out.splitlines()) == 1 + 10 * 3  # 10 good images, top-3 each
-    assert "not-an-image.jpg" in captured.err
+    assert "skipped" in captured.err and "not-an-image.jpg" in captured.err
+    # --strict means one thing in every command: an unreadable image is an error
+    assert main(["predict", str(out), str(folder / "red"), "--strict"]) == 2
+    assert "not-an-image.jpg" in capsys.readouterr().err
 
 
 def test_predict_on_a_missing_model_folder_is_one_line(tmp_path, capsys):
@@ -209,8 +216,8 @@ def test_train_and_evaluate_on_an_idx_folder(tmp_path, capsys):
         _idx(folder / f"{split}-labels-idx1-ubyte", labels)
     out = tmp_path / "run"
     assert main(["train", str(folder), "--out", str(out), *TINY_ARGS]) == 0
-    assert main(["evaluate", str(out), str(folder)]) == 0
-    assert json.loads((out / "evaluation.json").read_text())["n"] == 12
+    assert main(["evaluate", str(out), str(folder), "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["n"] == 12
 
 
 def test_cache_command_lists_and_clears(tmp_path, capsys):

@@ -257,13 +257,17 @@ def test_check_strict_passes_warnings_that_skip_nothing(tmp_path: Path, capsys) 
     assert "two or more different labels" in capsys.readouterr().out
 
 
-def test_check_default_out_is_the_current_folder(
+def test_check_writes_files_only_where_out_says(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     root = clean_folder(tmp_path / "pets", {"cat": 2, "dog": 2})
     monkeypatch.chdir(tmp_path)
     assert main(["check", str(root)]) == 0
-    assert (tmp_path / "check.txt").is_file() and (tmp_path / "check.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pets"]  # nothing dropped here
+    assert "No problems found." in capsys.readouterr().out
+    assert main(["check", str(root), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report/check.txt").is_file()
+    assert (tmp_path / "report/check.json").is_file()
 
 
 def test_check_on_a_missing_path_is_one_line(tmp_path: Path, capsys) -> None:

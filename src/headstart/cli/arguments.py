@@ -1,95 +1,184 @@
-"""Flags shared by several commands, and their parsing into library values."""
+"""The command line's one vocabulary: each flag means the same thing in every command.
+
+The training flags are derived from ``TrainConfig``'s fields (``head_lr`` becomes
+``--head-lr``, with the field's own help), so the command line and the library
+cannot drift apart. Shared flags (data loading, labels per class, the cache, the
+output folder) are defined once here and added by each command that needs them.
+"""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from headstart.errors import ConfigError
 from headstart.strategies.registry import strategy_names
-from headstart.train.config import BN_POLICIES, HEADS
+from headstart.train.config import TrainConfig
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # the bundled backbone (real ImageNet weights)
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+def _layer_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
+    title: str = "training settings (default: the strategy's own)",
+) -> None:
+    """One flag per ``TrainConfig`` field (except ``skip``; only ``only`` when given), all
+    defaulting to None: a flag not given leaves the strategy's own default."""
+    group = parser.add_argument_group(title)
+    for field in fields(TrainConfig):
+        if field.name in skip or (only is not None and field.name not in only):
+            continue
+        meta = field.metadata
+        flags = [_flag(field.name)] + ([meta["alias"]] if meta.get("alias") else [])
+        kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": meta["help"]}
+        if field.type == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        elif field.type in ("int", "int | None"):
+            kwargs["type"] = int
+        elif field.type == "float":
+            kwargs["type"] = float
+        elif field.type.startswith("tuple"):
+            kwargs["type"] = _layer_list
+            kwargs["metavar"] = "LAYER,..."
+        group.add_argument(*flags, **kwargs)
+
+
+def config_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``TrainConfig`` fields the user set on the command line."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """DATA, how it is split and how strictly it is read (train, compare)."""
     parser.add_argument(
-        "data", help="folder of class folders, train/+test/ folders, CSV or IDX folder"
+        "data", help="folder of class folders, train/+test/ folders, a CSV or an IDX folder"
     )
-    parser.add_argument("--strategy", default="feature-extraction", choices=strategy_names())
-    parser.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm architecture")
+    parser.add_argument(
+        "--test-size",
+        type=float,
+        default=0.2,
+        help="held-out share when DATA has no train/test split of its own (default 0.2)",
+    )
+    add_strict_argument(parser)
+
+
+def add_strict_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="an unreadable image is an error (exit 2), not skipped with a note",
+    )
+
+
+def add_labels_argument(parser: argparse.ArgumentParser, default: str, several: bool) -> None:
+    what = "e.g. 10, 10,100 or all" if several else "e.g. 10, or all (default)"
+    parser.add_argument(
+        "--labels-per-class",
+        default=default,
+        help=f"labelled training images per class, drawn with the seed ({what})",
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backbone", default=DEFAULT_BACKBONE, help=f"a timm architecture ({DEFAULT_BACKBONE})"
+    )
     parser.add_argument(
         "--weights", default="auto", help="auto, bundled, hub, or a .safetensors/.pth file"
     )
-    parser.add_argument("--labels-per-class", type=int, help="train on k images per class")
+
+
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--unlabelled",
-        metavar="DIR",
-        help="folder of unlabelled images for --strategy semi-supervised (searched recursively)",
+        "--cache-dir",
+        type=Path,
+        help="feature cache folder (default: $HEADSTART_CACHE, else ~/.cache/headstart/features)",
     )
-    parser.add_argument("--test-size", type=float, default=0.2, help="held-out share (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    group = parser.add_argument_group("training (default: the strategy's own)")
-    group.add_argument("--epochs", type=int)
-    group.add_argument("--batch-size", type=int)
-    group.add_argument(
-        "--head-lr", "--lr", dest="head_lr", type=float, help="learning rate of the new head"
-    )
-    group.add_argument("--base-lr", type=float, help="learning rate of the top backbone group")
-    group.add_argument("--layer-decay", type=float, help="LR factor per group below the top")
-    group.add_argument(
-        "--freeze-groups", type=int, help="freeze N groups from the input (<0: train the last -N)"
-    )
-    group.add_argument("--bn-policy", choices=BN_POLICIES)
-    group.add_argument("--head", choices=HEADS)
-    group.add_argument(
-        "--layers", help="feature layers, e.g. final or stage-2,stage-1,final (stage-1: the last)"
-    )
-    group.add_argument(
-        "--augment", action=argparse.BooleanOptionalAction, help="random crops and flips"
-    )
-    group.add_argument("--no-lp-ft", action="store_true", help="fine-tune without a linear probe")
-    group.add_argument("--class-weights", choices=("none", "balanced"))
-    group.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
-    group.add_argument("--image-size", type=int, help="input resolution in pixels")
-    group.add_argument("--device", help="auto, cpu, cuda or mps")
-    group.add_argument("--cache-dir", type=Path, help="feature cache folder")
-    group.add_argument("--no-cache", action="store_true", help="recompute features")
+    parser.add_argument("--no-cache", action="store_true", help="recompute features")
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    from headstart.strategies.registry import get_strategy
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a saved model runs (evaluate, predict)."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
 
-    overrides = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "head_lr": args.head_lr,
-        "base_lr": args.base_lr,
-        "layer_decay": args.layer_decay,
-        "freeze_groups": args.freeze_groups,
-        "head": args.head,
-        "augment": args.augment,
-        "class_weights": args.class_weights,
-        "image_size": args.image_size,
-        "device": args.device,
-        "seed": args.seed,
-        "patience": args.patience,
-        "bn_policy": args.bn_policy,
-    }
-    if args.layers:
-        overrides["layers"] = tuple(x.strip() for x in args.layers.split(",") if x.strip())
-    if args.no_lp_ft:
-        overrides["lp_ft"] = False
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    return get_strategy(args.strategy).default_config().replace(**overrides)
+
+def add_out_argument(parser: argparse.ArgumentParser, command: str, makes_files: bool) -> None:
+    """One rule: a command whose result is files writes them to --out (default
+    ./headstart-<command>); a command that reports writes files only with --out."""
+    if makes_files:
+        parser.add_argument(
+            "--out",
+            type=Path,
+            default=Path(f"headstart-{command}"),
+            help=f"folder to write to (default: ./headstart-{command})",
+        )
+    else:
+        parser.add_argument("--out", type=Path, help="also write the report files into this folder")
+
+
+def strategy_choices() -> list[str]:
+    return strategy_names()
+
+
+def parse_labels_per_class(text: str, *, several: bool) -> tuple[int | None, ...]:
+    """``10``, ``10,100`` or ``all`` (None): one syntax wherever labels per class apply."""
+    sizes: list[int | None] = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if part == "all":
+            sizes.append(None)
+        elif part.isdigit() and int(part) > 0:
+            sizes.append(int(part))
+        else:
+            example = "10,30,100,all" if several else "10 or all"
+            raise ConfigError(
+                f"--labels-per-class takes positive ints or 'all' (e.g. {example}). "
+                f"Got {part!r} instead."
+            )
+    if not several and len(sizes) != 1:
+        raise ConfigError(
+            f"--labels-per-class takes one size here (a model trains on one draw). Got {text!r}; "
+            "`headstart compare` runs several."
+        )
+    return tuple(sizes)
+
+
+def parse_ints(flag: str, text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated ints. Got {text!r} instead.") from None
+    if any(v < 0 for v in values):
+        raise ConfigError(f"{flag} takes ints >= 0. Got {text!r} instead.")
+    return values
 
 
 def check_weights_argument(weights: str) -> None:
     """A weights path that does not exist fails now, not after loading every image."""
     if weights not in ("auto", "bundled", "hub", "none") and not Path(weights).is_file():
         raise ConfigError(
-            f"The 'weights' parameter must be auto, bundled, hub, none or an existing "
-            f".safetensors/.pth file. Got {weights!r} instead (no such file)."
+            f"--weights takes auto, bundled, hub, none or an existing .safetensors/.pth file. "
+            f"Got {weights!r} instead (no such file)."
         )
 
 
@@ -100,29 +189,3 @@ def cache_folder(args: argparse.Namespace) -> Path | None:
     if getattr(args, "no_cache", False):
         return None
     return args.cache_dir or default_cache_dir()
-
-
-def parse_sizes(text: str) -> tuple[int | None, ...]:
-    sizes: list[int | None] = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if part == "all":
-            sizes.append(None)
-        elif part.isdigit() and int(part) > 0:
-            sizes.append(int(part))
-        else:
-            raise ConfigError(
-                f"The 'labels_per_class' parameter must be positive ints or 'all', comma-"
-                f"separated (e.g. 10,30,100,all). Got {part!r} instead."
-            )
-    return tuple(sizes)
-
-
-def parse_ints(name: str, text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(
-            f"The {name!r} parameter must be comma-separated ints. Got {text!r} instead."
-        ) from None
-    return values

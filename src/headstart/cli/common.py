@@ -25,20 +25,21 @@ def cli_words(command: argparse.ArgumentParser | None) -> dict[str, str]:
     -> ``--max-bad-fraction``), so an error speaks the CLI's words on the CLI."""
     words = dict(_CLI_WORDS)
     for action in command._actions if command is not None else ():
-        longest = max(action.option_strings, key=len, default=None)
-        if longest is not None and longest.startswith("--"):
-            words[action.dest] = longest
+        flag = next((o for o in action.option_strings if o.startswith("--")), None)
+        if flag is not None:  # the first long form: --head-lr (not --lr), --lp-ft
+            words[action.dest] = flag
     return words
 
 
 class PrintingCallback(Callback):
     """Prints the plan, stages, progress and one line per epoch."""
 
-    def __init__(self) -> None:
+    def __init__(self, words: dict[str, str] | None = None) -> None:
         self._progress: dict[str, ProgressPrinter] = {}
+        self.words = words or {}  # the command's flags, for the settings plan notes name
 
     def on_plan(self, plan: Any) -> None:
-        print(plan.format(), flush=True)
+        print(plan.format(self.words), flush=True)
 
     def on_stage(self, name: str, detail: str) -> None:
         print(f"{name}: {detail}", flush=True)

@@ -8,12 +8,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from headstart.cli.arguments import cache_folder, check_weights_argument, parse_ints, parse_sizes
+from headstart.cli.arguments import (
+    add_cache_arguments,
+    add_config_arguments,
+    add_data_arguments,
+    add_labels_argument,
+    add_model_arguments,
+    add_out_argument,
+    cache_folder,
+    check_weights_argument,
+    config_changes,
+    parse_ints,
+    parse_labels_per_class,
+)
 from headstart.cli.common import EXIT_ERROR, PrintingCallback, print_report
+from headstart.errors import spell
 
 # The demo must finish within 5 minutes on a 2-core CPU: small epochs for the
 # gradient strategies, the bundled lite0 at 112 px, one seed.
 DEMO_OVERRIDES = {"fine-tune": {"epochs": 3}, "scratch": {"epochs": 5, "patience": 0}}
+DEMO_IMAGE_SIZE = 112
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -22,43 +36,51 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--backbone", default="tf_efficientnet_lite0", help="a bundled backbone")
     demo.add_argument(
-        "--image-size", type=int, default=112, help="input resolution in pixels (default: 112)"
+        "--image-size",
+        type=int,
+        default=DEMO_IMAGE_SIZE,
+        help=f"input resolution in pixels (the demo runs at {DEMO_IMAGE_SIZE} to finish in "
+        "about 5 minutes on 2 CPU cores; train and compare default to the backbone's own)",
     )
     demo.add_argument("--full", action="store_true", help="the complete Fashion-MNIST (slower)")
-    demo.add_argument("--out", default="headstart-demo", help="report folder")
-    demo.add_argument("--cache-dir", type=Path, help="feature cache folder")
-    demo.add_argument("--no-cache", action="store_true", help="recompute features")
+    add_out_argument(demo, "demo", makes_files=True)
+    add_cache_arguments(demo)
+    add_config_arguments(demo, only=("device", "batch_size"), title="where it runs")
     demo.set_defaults(run=run_demo)
 
     comparison = sub.add_parser(
         "compare", help="scratch vs feature-extraction vs fine-tune, across data sizes"
     )
-    comparison.add_argument("data", help="folder of class folders, train/+test/, CSV or IDX")
+    add_data_arguments(comparison)
     comparison.add_argument(
         "--strategies",
         default="scratch,feature-extraction,fine-tune",
         help="comma-separated; add semi-supervised to let the images not drawn at each size "
         "count as unlabelled ones",
     )
-    comparison.add_argument("--labels-per-class", default="10,30,100,all", help="e.g. 10,100,all")
-    comparison.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    comparison.add_argument("--out", help="report folder (default: compare-<data name>)")
-    comparison.add_argument("--backbone", default="tf_efficientnet_lite0")
-    comparison.add_argument("--weights", default="auto")
-    comparison.add_argument("--image-size", type=int, default=112)
-    comparison.add_argument("--epochs", type=int, help="epochs of fine-tune and scratch")
-    comparison.add_argument("--test-size", type=float, default=0.2)
-    comparison.add_argument("--strict", action="store_true")
-    comparison.add_argument("--cache-dir", type=Path)
-    comparison.add_argument("--no-cache", action="store_true")
+    add_labels_argument(comparison, "10,30,100,all", several=True)
+    comparison.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated, e.g. 0,1,2: each seeds a run's draw and training as --seed "
+        "does in train; the first also seeds the train/test split, shared by every run",
+    )
+    add_model_arguments(comparison)
+    add_out_argument(comparison, "compare", makes_files=True)
+    add_cache_arguments(comparison)
+    add_config_arguments(
+        comparison,
+        skip=("seed",),
+        title="training settings, for every strategy that uses them (default: each one's own)",
+    )
     comparison.set_defaults(run=run_compare)
 
 
 class CompareCallback(PrintingCallback):
     """Run-level lines; each strategy's plan once; training lines as in `train`."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, words: dict[str, str] | None = None) -> None:
+        super().__init__(words)
         self._plans_shown: set[str] = set()
 
     def on_plan(self, plan: Any) -> None:
@@ -89,8 +111,8 @@ def run_comparison(
 
     started = time.perf_counter()
     results = compare(
-        train, test, out, settings, cache_dir=cache_folder(args), callback=CompareCallback(),
-        data_description=description,
+        train, test, out, settings, cache_dir=cache_folder(args),
+        callback=CompareCallback(args.words), data_description=description,
     )  # fmt: skip
     paths = build_report(out, title=f"headstart: {description}")
     print("\nsummary:")
@@ -106,46 +128,46 @@ def run_comparison(
     return 0
 
 
-def _strategy_overrides(args: argparse.Namespace, strategies: tuple[str, ...]) -> dict:
-    overrides: dict[str, dict[str, Any]] = {}
-    if args.epochs is not None:
-        for name in strategies:
-            if name not in ("feature-extraction", "semi-supervised"):  # heads solved by L-BFGS
-                overrides.setdefault(name, {})["epochs"] = args.epochs
-    return overrides
-
-
 def run_compare(args: argparse.Namespace) -> int:
     from headstart.backbones.registry import check_backbone_name
     from headstart.data.doctor import diagnose
     from headstart.data.layout import load_images
-    from headstart.evaluation.comparison import CompareSettings
+    from headstart.evaluation.comparison import CompareSettings, shared_overrides
 
     check_weights_argument(args.weights)
     check_backbone_name(args.backbone)
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    seeds = parse_ints("--seeds", args.seeds)
+    changes = config_changes(args)
+    image_size = changes.pop("image_size", None)
+    overrides, notes = shared_overrides(strategies, changes)
     settings = CompareSettings(
         strategies=strategies,
-        labels_per_class=parse_sizes(args.labels_per_class),
-        seeds=parse_ints("seeds", args.seeds),
+        labels_per_class=parse_labels_per_class(args.labels_per_class, several=True),
+        seeds=seeds,
         backbone=args.backbone,
         weights=args.weights,
-        image_size=args.image_size,
-        overrides=_strategy_overrides(args, strategies),
+        image_size=image_size,
+        overrides=overrides,
     )
-    train, test = load_images(args.data, test_size=args.test_size, seed=0, strict=args.strict)
+    for note in notes:
+        print(f"compare: {spell(note, args.words)}")
+    # The first seed also draws the train/test split, as --seed does in train; every
+    # run is scored on that one test set, so the runs compare.
+    train, test = load_images(
+        args.data, test_size=args.test_size, seed=seeds[0], strict=args.strict
+    )
     if train.report is test.report or train.report.source == test.report.source:
         print_report("data", train)
     shown = ("unreadable", "imbalance") if train.report.source == test.report.source else ()
     for line in diagnose(train, test).brief(args.data, skip=shown):
         print(line)
-    out = Path(args.out) if args.out else Path(f"compare-{Path(args.data).resolve().name}")
-    return run_comparison(train, test, out, settings, args, f"{args.data}")
+    return run_comparison(train, test, args.out, settings, args, f"{args.data}")
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from headstart.data.idx import load_fashion_mnist, load_sample
-    from headstart.evaluation.comparison import CompareSettings
+    from headstart.evaluation.comparison import CompareSettings, shared_overrides
 
     if args.full:
         train, test = load_fashion_mnist()
@@ -160,11 +182,20 @@ def run_demo(args: argparse.Namespace) -> int:
         description = (
             f"bundled Fashion-MNIST sample ({len(train)} training and {len(test)} test images)"
         )
+    strategies = ("scratch", "feature-extraction", "fine-tune")
+    shared, _ = shared_overrides(strategies, config_changes(args))
+    overrides = {
+        name: {**DEMO_OVERRIDES.get(name, {}), **shared.get(name, {})} for name in strategies
+    }
     settings = CompareSettings(
+        strategies=strategies,
         labels_per_class=sizes,
         backbone=args.backbone,
         image_size=args.image_size,
-        overrides=DEMO_OVERRIDES,
+        overrides=overrides,
     )
-    print(f"demo: scratch vs feature-extraction vs fine-tune on the {description}")
-    return run_comparison(train, test, Path(args.out), settings, args, description)
+    print(
+        f"demo: scratch vs feature-extraction vs fine-tune on the {description}, "
+        f"at {args.image_size} px"
+    )
+    return run_comparison(train, test, args.out, settings, args, description)

@@ -4,30 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from headstart.cli.arguments import add_inference_arguments, add_out_argument, add_strict_argument
 from headstart.cli.common import print_report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("evaluate", help="accuracy, per-class P/R/F1, confusion matrix")
     parser.add_argument("model", help="a folder written by `headstart train`")
-    parser.add_argument("data", help="labelled images (folder of class folders or CSV)")
-    parser.add_argument("--out", help="where to write the PNG and JSON (default: the model)")
+    parser.add_argument(
+        "data",
+        help="labelled images: a folder of class folders, a CSV, or data with its own "
+        "train/test split (its test part is used)",
+    )
+    add_strict_argument(parser)
+    add_inference_arguments(parser)
+    add_out_argument(parser, "evaluate", makes_files=False)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from headstart._internal.atomic import atomic_write
     from headstart.data.layout import evaluation_set
     from headstart.estimator.image_classifier import ImageClassifier
-    from headstart.evaluation.plots import save_confusion_matrix
 
     clf = ImageClassifier.load(args.model)
-    dataset = evaluation_set(args.data)
+    dataset = evaluation_set(args.data, strict=args.strict)
     print_report("data", dataset)
-    metrics = clf.evaluate(dataset)
-    out = Path(args.out) if args.out else Path(args.model)
+    metrics = clf.evaluate(dataset, batch_size=args.batch_size, device=args.device)
     width = max(len(c) for c in clf.classes_)
     print(f"{'class':<{width}}  precision  recall     f1  support")
     for row in metrics["per_class"]:
@@ -41,11 +44,15 @@ def run(args: argparse.Namespace) -> int:
     print("confusion matrix (rows: true, columns: predicted):")
     for name, row in zip(clf.classes_, metrics["confusion_matrix"], strict=True):
         print(f"  {name:<{width}} " + " ".join(f"{v:>5}" for v in row))
-    png = save_confusion_matrix(
-        metrics["confusion_matrix"], clf.classes_, out / "confusion_matrix.png",
-        title=f"{clf.strategy}, accuracy {metrics['accuracy']:.1%}",
-    )  # fmt: skip
-    text = json.dumps({"data": str(args.data), **metrics}, indent=2)
-    atomic_write(out / "evaluation.json", lambda handle: handle.write(text.encode()))
-    print(f"wrote {png} and {out / 'evaluation.json'}")
+    if args.out is not None:
+        from headstart._internal.atomic import atomic_write
+        from headstart.evaluation.plots import save_confusion_matrix
+
+        png = save_confusion_matrix(
+            metrics["confusion_matrix"], clf.classes_, args.out / "confusion_matrix.png",
+            title=f"{clf.strategy}, accuracy {metrics['accuracy']:.1%}",
+        )  # fmt: skip
+        text = json.dumps({"data": str(args.data), **metrics}, indent=2)
+        atomic_write(args.out / "evaluation.json", lambda handle: handle.write(text.encode()))
+        print(f"wrote {png} and {args.out / 'evaluation.json'}")
     return 0

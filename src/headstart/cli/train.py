@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from headstart.cli.arguments import (
-    add_training_arguments,
+    add_cache_arguments,
+    add_config_arguments,
+    add_data_arguments,
+    add_labels_argument,
+    add_model_arguments,
+    add_out_argument,
     cache_folder,
     check_weights_argument,
-    config_from_args,
+    config_changes,
+    parse_labels_per_class,
+    strategy_choices,
 )
 from headstart.cli.common import PrintingCallback, print_report
 from headstart.errors import ConfigError, DataError
@@ -18,26 +24,35 @@ from headstart.errors import ConfigError, DataError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train a classifier on your images")
-    add_training_arguments(parser)
-    parser.add_argument("--out", required=True, help="folder for the trained model")
+    add_data_arguments(parser)
+    parser.add_argument("--strategy", default="feature-extraction", choices=strategy_choices())
+    add_model_arguments(parser)
+    add_labels_argument(parser, "all", several=False)
+    parser.add_argument(
+        "--unlabelled",
+        metavar="DIR",
+        help="folder of unlabelled images for --strategy semi-supervised (searched recursively)",
+    )
+    add_out_argument(parser, "train", makes_files=True)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    add_cache_arguments(parser)
+    add_config_arguments(parser)
     parser.set_defaults(run=run)
 
 
-def load_training_data(args: argparse.Namespace) -> tuple[Any, Any]:
+def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     from headstart.data.layout import load_images
     from headstart.data.split import sample_per_class
 
-    train, test = load_images(
-        args.data, test_size=args.test_size, seed=args.seed, strict=args.strict
-    )
+    train, test = load_images(args.data, test_size=args.test_size, seed=seed, strict=args.strict)
     if train.report is test.report or train.report.source == test.report.source:
         print_report("data", train)  # one file set, split in two: one report
     else:
         print_report("train", train)
         print_report("test", test)
-    if args.labels_per_class:
-        train = sample_per_class(train, args.labels_per_class, seed=args.seed)
+    (labels_per_class,) = parse_labels_per_class(args.labels_per_class, several=False)
+    if labels_per_class is not None:
+        train = sample_per_class(train, labels_per_class, seed=seed)
     print(
         f"data: {len(train)} training and {len(test)} test images, "
         f"{len(train.classes)} classes ({', '.join(train.classes[:6])}"
@@ -48,28 +63,32 @@ def load_training_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import shutil
+    from pathlib import Path
 
     from headstart.backbones.registry import check_backbone_name
     from headstart.data.doctor import diagnose
     from headstart.estimator.image_classifier import ImageClassifier
     from headstart.strategies.registry import get_strategy
 
-    out = Path(args.out)
+    out = args.out
     check_weights_argument(args.weights)
     check_backbone_name(args.backbone)
-    config = config_from_args(args)
-    uses_unlabelled = get_strategy(args.strategy).uses_unlabelled
-    if uses_unlabelled and not args.unlabelled:
+    parse_labels_per_class(args.labels_per_class, several=False)  # a typo fails now
+    strategy = get_strategy(args.strategy)
+    changes = config_changes(args)
+    config = strategy.default_config().replace(**changes)
+    strategy.refuse_unused(config, changes)
+    if strategy.uses_unlabelled and not args.unlabelled:
         raise ConfigError(
             f"--strategy {args.strategy} needs --unlabelled DIR, a folder of images without labels"
         )
-    if args.unlabelled and not uses_unlabelled:
+    if args.unlabelled and not strategy.uses_unlabelled:
         raise ConfigError(
             f"--unlabelled is only used by --strategy semi-supervised, not {args.strategy}"
         )
     if args.unlabelled and not Path(args.unlabelled).is_dir():
         raise ConfigError(f"--unlabelled {args.unlabelled}: folder not found")
-    train, test = load_training_data(args)
+    train, test = load_training_data(args, config.seed)
     unlabelled = None
     if args.unlabelled:
         from headstart.data.loaders import load_unlabelled
@@ -97,11 +116,11 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         cache_dir=cache_folder(args),
         checkpoint_dir=out / "checkpoints",
-        callback=PrintingCallback(),
+        callback=PrintingCallback(args.words),
     )
     clf.fit(train, unlabelled=unlabelled, resume=args.resume)
     print(f"trained in {clf.fit_seconds_:.1f}s")
-    metrics = clf.evaluate(test)
+    metrics = clf.evaluate(test, batch_size=config.batch_size, device=config.device)
     clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
     clf.save(out)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run is complete

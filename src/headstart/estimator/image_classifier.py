@@ -239,11 +239,13 @@ class ImageClassifier:
         chunk_size: int = 256,
         batch_size: int = 64,
         device: str = "auto",
+        strict: bool = False,
     ) -> tuple[list[Prediction], list[SkippedFile]]:
         """The ``top_k`` classes of image files (folders are searched recursively), as
         (predictions, skipped files). Files are decoded ``chunk_size`` at a time, so a
         folder of 10,000 photos never sits decoded in memory at once; a file that cannot
-        be decoded is returned with its reason, and the others are predicted."""
+        be decoded is returned with its reason, and the others are predicted (with
+        ``strict=True`` it raises ImageDecodeError instead)."""
         self._check_fitted()
         owner = "ImageClassifier.predict_files"
         for name, value in (("top_k", top_k), ("chunk_size", chunk_size)):
@@ -264,6 +266,8 @@ class ImageClassifier:
                     images.append(decode_image(path, self.decode_options_)[0])
                     sources.append(str(path))
                 except ImageDecodeError as exc:
+                    if strict:
+                        raise
                     skipped.append(SkippedFile(str(path), exc.reason))
             if not images:
                 continue
@@ -279,15 +283,17 @@ class ImageClassifier:
         proba = self.predict_proba(images, batch_size=batch_size)
         return np.asarray(self.classes_, dtype=object)[proba.argmax(1)]
 
-    def score(self, dataset: ImageDataset) -> float:
+    def score(self, dataset: ImageDataset, *, batch_size: int = 64, device: str = "auto") -> float:
         """Accuracy on a labelled dataset."""
-        return float(self.evaluate(dataset)["accuracy"])
+        return float(self.evaluate(dataset, batch_size=batch_size, device=device)["accuracy"])
 
-    def evaluate(self, dataset: ImageDataset) -> dict[str, Any]:
+    def evaluate(
+        self, dataset: ImageDataset, *, batch_size: int = 64, device: str = "auto"
+    ) -> dict[str, Any]:
         """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix."""
         self._check_fitted()
         truth = labels_in_model_order(dataset, self.classes_)
-        predicted = self.predict_proba(dataset).argmax(1)
+        predicted = self.predict_proba(dataset, batch_size=batch_size, device=device).argmax(1)
         return classification_metrics(truth, predicted, self.classes_)
 
     # ---------------------------------------------------------------- save/load

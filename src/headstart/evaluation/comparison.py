@@ -47,7 +47,9 @@ class CompareSettings:
     seeds: tuple[int, ...] = (0,)
     backbone: str = DEFAULT_BACKBONE
     weights: str = "auto"
-    image_size: int | None = 112  # one resolution for every strategy, for a fair race
+    # One resolution for every strategy, for a fair race; None: the backbone's own, as
+    # `train` uses by default, so the comparison measures what training would do.
+    image_size: int | None = None
     # per-strategy TrainConfig changes, e.g. {"scratch": {"epochs": 5}}
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -74,6 +76,36 @@ class CompareSettings:
         if self.image_size is not None:
             changes.setdefault("image_size", self.image_size)
         return config.replace(**changes)
+
+
+def shared_overrides(
+    strategies: Sequence[str], changes: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Settings given once for all ``strategies``: each goes to the strategies that use
+    it, never dropped in silence. Returns (per-strategy overrides, notes saying which
+    strategies ignore which setting, with settings written as ``{name}``); a setting
+    that none of them would use is a ConfigError."""
+    overrides: dict[str, dict[str, Any]] = {}
+    notes = []
+    for name, value in changes.items():
+        users, ignoring = [], []
+        for strategy_name in strategies:
+            strategy = get_strategy(strategy_name)
+            why = strategy.unused_settings(strategy.default_config().replace(**changes)).get(name)
+            if why is None:
+                users.append(strategy_name)
+                overrides.setdefault(strategy_name, {})[name] = value
+            else:
+                ignoring.append(f"{strategy_name}: {why}")
+        if not users:
+            raise ConfigError(
+                f"None of the strategies compared ({', '.join(strategies)}) would use a "
+                "setting you gave.",
+                hint=f"{{{name}}} is not used ({'; '.join(ignoring)}). Leave it out.",
+            )
+        if ignoring:
+            notes.append(f"{{{name}}} applies to {', '.join(users)} ({'; '.join(ignoring)})")
+    return overrides, notes
 
 
 def run_id(strategy: str, labels_per_class: int | None, seed: int) -> str:

@@ -5,12 +5,14 @@ better to data far from ImageNet."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from headstart._internal.validation import LAYER_PATTERN, invalid
 
-__all__ = ["parse_layer", "pooled_features", "stored_layer_name"]
+__all__ = ["layer_names", "parse_layer", "pooled_features", "stored_layer_name"]
 
 
 def parse_layer(layer: str, model: nn.Module) -> int | None:
@@ -50,5 +52,12 @@ def pooled_features(model: nn.Module, images: torch.Tensor, stages: dict[str, in
 
 
 def stored_layer_name(layer: str, model: nn.Module) -> str:
+    """The one spelling of a layer once the model is known: ``stage-1`` of a five-stage
+    model is ``stage4``. Plans, cache entries and listings all print this spelling."""
     index = parse_layer(layer, model)
     return "final" if index is None else f"stage{index}"
+
+
+def layer_names(layers: Sequence[str], model: nn.Module) -> str:
+    """Layers as printed: resolved to one spelling each (``stage2, stage3, final``)."""
+    return ", ".join(dict.fromkeys(stored_layer_name(layer, model) for layer in layers))

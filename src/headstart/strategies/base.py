@@ -6,10 +6,12 @@ Light to import: the CLI reads strategy names and defaults without torch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from headstart.errors import ConfigError, spell
 from headstart.train.callbacks import Callback, EpochRecord
 from headstart.train.config import TrainConfig
 
@@ -40,7 +42,7 @@ class Plan:
     rows: list[PlanRow]
     bn_policy: str
     stages: list[str]
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # settings written as {name}
 
     @property
     def trainable_parameters(self) -> int:
@@ -50,7 +52,8 @@ class Plan:
     def total_parameters(self) -> int:
         return sum(r.parameters for r in self.rows)
 
-    def format(self) -> str:
+    def format(self, words: Mapping[str, str] | None = None) -> str:
+        """The plan as printed; ``words`` spell the settings its notes name."""
         lines = [f"plan: {self.strategy} ({' -> '.join(self.stages)})"]
         lines.append(f"  {'layer group':<28} {'params':>10}  {'state':<9} {'lr':>8}")
         for row in self.rows:
@@ -63,7 +66,7 @@ class Plan:
             f"parameters ({share:.1%})"
         )
         lines.append(f"  BatchNorm: {self.bn_policy}")
-        lines.extend(f"  note: {note}" for note in self.notes)
+        lines.extend(f"  note: {spell(note, words)}" for note in self.notes)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +122,23 @@ class Strategy:
 
     def default_config(self) -> TrainConfig:
         return TrainConfig()
+
+    def unused_settings(self, config: TrainConfig) -> dict[str, str]:
+        """The config fields this strategy would not read under ``config``, each with why
+        (parameters written as ``{name}``), so that a face can refuse a setting the user
+        gave instead of dropping it silently."""
+        return {}
+
+    def refuse_unused(self, config: TrainConfig, given: Iterable[str]) -> None:
+        """A ConfigError for the first setting in ``given`` (names the user chose) that
+        this strategy would ignore under ``config``: used or refused, never dropped."""
+        unused = self.unused_settings(config)
+        for name in given:
+            if name in unused:
+                raise ConfigError(
+                    f"The {self.name} strategy would ignore a setting you gave.",
+                    hint=f"{{{name}}} is not used: {unused[name]}. Leave it out.",
+                )
 
     def fit(self, ctx: FitContext) -> FitResult:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from headstart.features.layers import layer_names
 from headstart.strategies.base import FitContext, FitResult, Plan, Strategy
 from headstart.strategies.common import (
     bn_text,
@@ -37,6 +38,21 @@ class FeatureExtraction(Strategy):
             layers=("stage-3", "stage-2", "stage-1", "final"),
         )
 
+    def unused_settings(self, config: TrainConfig) -> dict[str, str]:
+        frozen = "the whole base stays frozen"
+        unused = dict.fromkeys(("base_lr", "layer_decay", "freeze_groups", "bn_policy"), frozen)
+        unused["lp_ft"] = "LP-FT is a fine-tune setting; here the head is all that trains"
+        if config.head == "linear":
+            unused["head_hidden"] = "only an mlp {head} has a hidden layer"
+        if config.augment or config.head != "linear":
+            unused["probe_l2"] = "the head trains by gradient steps, not the L-BFGS probe"
+        else:
+            probe = "the linear head is solved by L-BFGS on cached features, to convergence"
+            loop = ("epochs", "head_lr", "weight_decay", "warmup_epochs", "schedule")
+            more = ("label_smoothing", "patience", "validation_fraction", "dropout")
+            unused.update(dict.fromkeys(loop + more, probe))
+        return unused
+
     def fit(self, ctx: FitContext) -> FitResult:
         config = ctx.config
         model = new_classifier(ctx, config.layers)
@@ -50,9 +66,9 @@ class FeatureExtraction(Strategy):
             head_lr = config.head_lr
             stages = ["frozen base every epoch", "head"]
         rows = plan_rows(model, groups, body_count, {"head": head_lr} if head_lr else {})
-        notes = [f"features: {', '.join(config.layers)}"]
+        notes = [f"features: {layer_names(config.layers, model.body)}"]
         if use_cache and config.head == "linear":
-            notes.append("linear head solved by L-BFGS to convergence: head_lr and epochs unused")
+            notes.append("linear head solved by L-BFGS to convergence ({head_lr}, {epochs} unused)")
         if use_cache and config.head == "mlp" and config.epochs < 30:
             notes.append(f"MLP head: at least 30 epochs on cached features (asked {config.epochs})")
         if not use_cache:

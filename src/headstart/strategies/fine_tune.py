@@ -44,6 +44,18 @@ class FineTune(Strategy):
             augment=True,
         )
 
+    def unused_settings(self, config: TrainConfig) -> dict[str, str]:
+        unused = {}
+        if config.lp_ft and config.head == "linear":
+            unused["head_lr"] = (
+                "with {lp_ft} the head is fitted by the L-BFGS probe, then moves at 5 x {base_lr}"
+            )
+        if not (config.lp_ft and config.head == "linear"):
+            unused["probe_l2"] = "only the LP-FT probe of a linear {head} uses it"
+        if config.head == "linear":
+            unused["head_hidden"] = "only an mlp {head} has a hidden layer"
+        return unused
+
     def fit(self, ctx: FitContext) -> FitResult:
         config = ctx.config
         model = new_classifier(ctx, config.layers)
@@ -58,7 +70,7 @@ class FineTune(Strategy):
             notes.append(
                 "LP-FT: the head is fitted on cached features first, so its first "
                 "gradients do not disturb the pre-trained layers; while fine-tuning it then "
-                f"moves at 5 x base_lr = {ft_config.head_lr:.1e} (not head_lr)"
+                f"moves at 5 x {{base_lr}} = {ft_config.head_lr:.1e} (not {{head_lr}})"
             )
         if config.layer_decay < 1:
             notes.append(f"layer-wise LR decay {config.layer_decay} per group below the top")

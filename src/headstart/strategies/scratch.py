@@ -39,6 +39,16 @@ class Scratch(Strategy):
             patience=6,
         )
 
+    def unused_settings(self, config: TrainConfig) -> dict[str, str]:
+        unused = {
+            "freeze_groups": "scratch trains every layer",
+            "lp_ft": "scratch has no pre-trained features to probe",
+            "probe_l2": "scratch has no linear probe",
+        }
+        if config.head == "linear":
+            unused["head_hidden"] = "only an mlp {head} has a hidden layer"
+        return unused
+
     def fit(self, ctx: FitContext) -> FitResult:
         config = ctx.config
         model = new_classifier(ctx, config.layers)

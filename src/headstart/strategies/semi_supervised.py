@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from headstart.errors import ConfigError
+from headstart.features.layers import layer_names
 from headstart.strategies.base import FitContext, FitResult, Plan
 from headstart.strategies.common import (
     bn_text,
@@ -50,7 +51,7 @@ class SemiSupervised(FeatureExtraction):
         head_lr = None if config.head == "linear" else config.head_lr
         rows = plan_rows(model, groups, body_count, {"head": head_lr} if head_lr else {})
         notes = [
-            f"features: {', '.join(config.layers)}",
+            f"features: {layer_names(config.layers, model.body)}",
             f"{len(ctx.train)} labelled and {len(unlabelled)} unlabelled images; labels spread "
             f"over a {NEIGHBOURS}-nearest-neighbour graph, then the head trains on both",
         ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from headstart._internal.validation import LAYER_PATTERN, invalid
@@ -22,6 +22,12 @@ HEADS = ("linear", "mlp")
 CLASS_WEIGHTS = ("none", "balanced")
 
 
+def _knob(default: Any, help: str, *, choices: tuple[str, ...] = (), alias: str = "") -> Any:
+    """A field with its documentation (shared with the command line, which derives
+    its flags from these)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "alias": alias})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every knob of a training run. Strategies start from their own defaults
@@ -29,35 +35,52 @@ class TrainConfig:
     stored with the model and its report.
     """
 
-    epochs: int = 10  # passes over the training images (gradient stages only)
-    batch_size: int = 32  # images per optimisation step
-    head_lr: float = 1e-3  # peak learning rate of the new head
-    base_lr: float = 1e-4  # peak learning rate of the topmost trainable backbone group
-    layer_decay: float = 1.0  # each group further from the head gets base_lr * decay**distance
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not applied to norms and biases)
-    warmup_epochs: float = 1.0  # linear warm-up before the cosine decay
-    schedule: str = "cosine"  # "cosine" (warm-up + cosine) or "onecycle"
-    label_smoothing: float = 0.1  # cross-entropy label smoothing
-    augment: bool = False  # random resized crop + flip: disables the feature cache
-    freeze_groups: int = -3  # fine-tune: >=0 freezes that many groups from the input side,
-    # <0 leaves that many body groups trainable at the top
-    bn_policy: str = "eval"  # "eval": no BatchNorm statistics move; "train": those in trainable
-    # groups update (BatchNorm in frozen groups never moves)
-    lp_ft: bool = True  # fine-tune: fit the head on cached features first (linear probe)
-    head: str = "linear"  # "linear" or "mlp" (one hidden layer)
-    head_hidden: int = 512  # width of the MLP head's hidden layer
-    dropout: float = 0.0  # dropout before the head's last layer
-    probe_l2: float = 1e-3  # L2 strength of the L-BFGS linear probe on standardised features
-    class_weights: str = "none"  # "balanced": weight the loss by inverse class frequency
-    validation_fraction: float = 0.1  # carved from the training set when no validation is given
-    patience: int = 3  # stop after this many epochs without validation gain; 0 disables
-    image_size: int | None = None  # input resolution; None keeps the backbone's own
-    layers: tuple[str, ...] = ("final",)  # feature-extraction: which features feed the head
-    seed: int = 0  # one seed for splits, initialisation, shuffling and augmentation
-    device: str = "auto"  # "auto", "cpu", "cuda", "mps"
-    fast: bool = True  # channels_last, reduced precision (and, for frozen features,
-    # BatchNorm folded into the convolutions) where it pays off
-    num_workers: int = 0  # DataLoader worker processes in the training loop (0: decode inline)
+    # Each field's help is its documentation and its command-line flag's help: the CLI
+    # derives its training flags from these fields (``--head-lr`` from ``head_lr``).
+    epochs: int = _knob(10, "passes over the training images (gradient stages only)")
+    batch_size: int = _knob(32, "images per optimisation step (and per inference batch)")
+    head_lr: float = _knob(1e-3, "peak learning rate of the new head", alias="--lr")
+    base_lr: float = _knob(1e-4, "peak learning rate of the topmost trainable backbone group")
+    layer_decay: float = _knob(
+        1.0, "each group further from the head gets base-lr * decay**distance"
+    )
+    weight_decay: float = _knob(0.01, "AdamW weight decay (not on norms and biases)")
+    warmup_epochs: float = _knob(1.0, "linear warm-up (epochs) before the decay")
+    schedule: str = _knob("cosine", "learning-rate schedule", choices=SCHEDULES)
+    label_smoothing: float = _knob(0.1, "cross-entropy label smoothing")
+    augment: bool = _knob(False, "random crops and flips (turns the feature cache off)")
+    freeze_groups: int = _knob(
+        -3, "freeze N layer groups from the input side (<0: leave the last -N trainable)"
+    )
+    bn_policy: str = _knob(
+        "eval",
+        "eval: no BatchNorm statistics move; train: those in trainable groups update",
+        choices=BN_POLICIES,
+    )
+    lp_ft: bool = _knob(True, "fine-tune: fit the head on cached features first (LP-FT)")
+    head: str = _knob("linear", "the new head: linear, or mlp (one hidden layer)", choices=HEADS)
+    head_hidden: int = _knob(512, "width of the MLP head's hidden layer")
+    dropout: float = _knob(0.0, "dropout before the head's last layer")
+    probe_l2: float = _knob(1e-3, "L2 strength of the L-BFGS linear probe")
+    class_weights: str = _knob(
+        "none", "balanced: weight the loss by inverse class frequency", choices=CLASS_WEIGHTS
+    )
+    validation_fraction: float = _knob(
+        0.1, "share of the training images held out for early stopping"
+    )
+    patience: int = _knob(3, "stop after this many epochs without validation gain (0: never)")
+    image_size: int | None = _knob(
+        None, "input resolution in pixels (default: the backbone's own, 224 for lite0)"
+    )
+    layers: tuple[str, ...] = _knob(
+        ("final",), "feature layers, e.g. final or stage-2,stage-1,final (stage-1: the last)"
+    )
+    seed: int = _knob(0, "one seed for the split, the draw, initialisation and shuffling")
+    device: str = _knob("auto", "auto, cpu, cuda, cuda:N or mps")
+    fast: bool = _knob(
+        True, "channels_last, reduced precision and folded BatchNorm where they pay off"
+    )
+    num_workers: int = _knob(0, "DataLoader worker processes (0: decode inline)")
 
     def __post_init__(self) -> None:
         owner = "TrainConfig"
