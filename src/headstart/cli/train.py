@@ -95,9 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
         unlabelled = load_unlabelled(args.unlabelled, strict=args.strict)
         print_report("unlabelled", unlabelled)
-        # A test image among the unlabelled ones would flatter the test score, and a
-        # training image adds nothing: both are dropped, by content.
-        unlabelled, dropped = unlabelled.excluding(train, test)
+        unlabelled, dropped = unlabelled.unlabelled_apart_from(train, test)
         if not len(unlabelled):
             raise DataError(
                 f"--unlabelled {args.unlabelled}: every image in it is also in {args.data} "

@@ -239,6 +239,12 @@ class ImageDataset:
         keep = [i for i, h in enumerate(self._hashes) if h not in seen]
         return self.subset(np.asarray(keep, dtype=np.int64)), len(self) - len(keep)
 
+    def unlabelled_apart_from(self, *labelled: ImageDataset | None) -> tuple[ImageDataset, int]:
+        """These images as unlabelled ones, without any that ``labelled`` sets hold (by
+        content): (rest, dropped). A test image among them would flatter the test score,
+        and a training image adds nothing. The one place that rule lives."""
+        return self.without_labels().excluding(*labelled)
+
     def __repr__(self) -> str:
         return (
             f"ImageDataset(n={len(self)}, classes={len(self.classes)}, "

@@ -139,7 +139,7 @@ class ImageClassifier:
                 )
         if unlabelled is not None:
             # Labels are hidden for good, and images also given labelled are left out.
-            unlabelled, _ = unlabelled.without_labels().excluding(train, validation)
+            unlabelled, _ = unlabelled.unlabelled_apart_from(train, validation)
             if not len(unlabelled):
                 raise DataError(
                     "ImageClassifier.fit: every unlabelled image is also among the "
