@@ -7,6 +7,7 @@ import numpy as np
 from headstart.errors import ConfigError
 from headstart.strategies.base import FitContext, FitResult, Plan
 from headstart.strategies.common import (
+    NEW_HEAD,
     bn_text,
     features,
     fit_head_on_features,
@@ -48,7 +49,7 @@ class SemiSupervised(FeatureExtraction):
         head = "linear probe" if config.head == "linear" else "mlp"
         stages = ["features (cached)", "label spreading", head]
         head_lr = None if config.head == "linear" else config.head_lr
-        rows = plan_rows(model, groups, body_count, {"head": head_lr} if head_lr else {})
+        rows = plan_rows(model, groups, body_count, {NEW_HEAD: head_lr} if head_lr else {})
         notes = [
             f"features: {', '.join(config.layers)}",
             f"{len(ctx.train)} labelled and {len(unlabelled)} unlabelled images; labels spread "
