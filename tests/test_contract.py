@@ -21,6 +21,7 @@ import torch
 from fixtures_images import colour_data, tiny_weights_file
 from safetensors.torch import load_file
 
+from headstart.errors import BackboneError
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.strategies import Plan, all_strategies
 from headstart.strategies.registry import get_strategy
@@ -176,9 +177,23 @@ def test_contract(strategy: str, family: str, weights: dict[str, Path], tmp_path
     clf.save(tmp_path / "model")
     loaded = ImageClassifier.load(tmp_path / "model")
     assert loaded.classes_ == CLASSES and loaded.config_ == clf.config_
+    saved = clf.model_.state_dict()  # bit-exact: reduced-precision inference can hide a change
+    assert all(torch.equal(v, saved[k]) for k, v in loaded.model_.state_dict().items())
     np.testing.assert_array_equal(loaded.predict_proba(test), proba)
     meta = loaded.metadata_
     assert meta["strategy"] == strategy and meta["backbone"] == backbone
     assert meta["class_to_idx"] == {name: i for i, name in enumerate(CLASSES)}
     assert meta["seed"] == SEED and "torch" in meta["versions"]
     assert meta["weights"]["source"] == ("file" if get_strategy(strategy).pretrained else "none")
+
+
+@pytest.mark.parametrize(
+    "backbone", ["test_vit3", "test_coatnet"], ids=["strict-patch-grid-vit", "coatnet"]
+)
+def test_fixed_input_size_backbone_refuses_another_image_size(backbone: str) -> None:
+    """A model built for one resolution says so by name, before any data is touched
+    (``test_vit`` above takes 32 px: its patch grid is dynamic)."""
+    config = _config("scratch").replace(image_size=48)
+    clf = ImageClassifier(backbone, "scratch", config)
+    with pytest.raises(BackboneError, match=rf"{backbone}.*image_size=48.*built for 160 px"):
+        clf.fit(colour_data(per_class=2))
