@@ -147,13 +147,15 @@ def create_backbone(
 def _check_input_size(model: nn.Module, name: str, image_size: int) -> None:
     """Refuse an ``image_size`` the architecture cannot run at, by name, before training.
 
-    Some models are built for one resolution (timm's ``fixed_input_size``: a ViT with
-    a strict patch grid, MaxViT's windows, CoAtNet's relative positions); others
-    (a ViT with ``dynamic_img_size``, every CNN) take any size above a minimum. Which is
-    which is only certain by trying, so one blank image goes through at that size.
+    timm marks models built for one resolution ``fixed_input_size`` (a ViT with a strict
+    patch grid, MaxViT's windows, CoAtNet's relative positions); some of them still take
+    other sizes (a ViT with ``dynamic_img_size``), so for those one blank image goes
+    through at that size. Models not so marked (every CNN) are not run: they take any
+    size above a minimum, and a default run does no extra forward pass.
     """
-    native = int((getattr(model, "pretrained_cfg", {}) or {}).get("input_size", (0, 0, 0))[-1])
-    if image_size == native:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    native = int(cfg.get("input_size", (0, 0, 0))[-1])
+    if image_size == native or not cfg.get("fixed_input_size", False):
         return
     channels = int(getattr(model, "in_chans", 3))
     try:
