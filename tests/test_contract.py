@@ -163,6 +163,7 @@ def test_contract(strategy: str, family: str, weights: dict[str, Path], tmp_path
     assert proba.shape == (len(test), len(CLASSES)) and np.isfinite(proba).all()
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-4)
     assert set(clf.predict(test)) <= set(CLASSES)
+    assert 0.0 <= clf.score(test) <= 1.0
 
     # the plan, as the callback received it before training
     assert len(recorder.plans) == 1 and recorder.plans[0] is clf.plan_
