@@ -2,7 +2,8 @@
 
 For each (strategy, family) pair, with timm's tiny ``test_*`` models at 32 px: fit on
 tiny in-memory data, predict, save, load (the same predictions after loading), check the
-plan the callback receives against the model's real layer groups, and check that what
+plan the callback receives against the model's real layer groups (and learning rates),
+check that the head takes the width the feature layers promise, and check that what
 the plan calls frozen is bit-identical after training (feature extraction and
 semi-supervised: the whole body; fine-tune: its frozen groups), while scratch moves
 every group. Pretrained strategies load a random initialisation saved as safetensors,
@@ -16,18 +17,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
 from fixtures_images import colour_data, tiny_weights_file
 from safetensors.torch import load_file
 
 from headstart.errors import BackboneError
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.features.layers import parse_layer
 from headstart.strategies import Plan, all_strategies
+from headstart.strategies import scratch as scratch_module
 from headstart.strategies.registry import get_strategy
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 from headstart.train.freezing import LayerGroup, layer_groups, resolve_frozen_count
+from headstart.train.network import head_output_layer
 
 FAMILIES = {
     "efficientnet": "test_efficientnet",
@@ -37,7 +40,7 @@ FAMILIES = {
 }
 STRATEGY_NAMES = sorted(all_strategies())
 CLASSES = ["blue", "green", "red"]
-SEED = 0  # the config's seed: scratch's random initialisation follows from it
+SEED = 0
 
 
 def _config(strategy: str) -> TrainConfig:
@@ -66,12 +69,24 @@ class PlanRecorder(Callback):
         self.plans.append(plan)
 
 
-def _initial_body(strategy: str, family: str, weights: dict[str, Path]) -> dict[str, torch.Tensor]:
-    """The body's state before training: the weights file, or scratch's seeded init."""
-    if get_strategy(strategy).pretrained:
-        return load_file(str(weights[family]))
-    torch.manual_seed(SEED)  # as ImageClassifier.fit seeds before building the backbone
-    return timm.create_model(FAMILIES[family]).state_dict()
+def _snapshot_scratch_init(monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:
+    """Scratch has no weights file to compare with: keep its random body as training starts."""
+    snapshot: dict[str, torch.Tensor] = {}
+    real = scratch_module.train_images
+
+    def recording(ctx, model, *args, **kwargs):
+        snapshot.update({k: v.clone() for k, v in model.body.state_dict().items()})
+        return real(ctx, model, *args, **kwargs)
+
+    monkeypatch.setattr(scratch_module, "train_images", recording)
+    return snapshot
+
+
+def _feature_width(body: torch.nn.Module, layers: tuple[str, ...]) -> int:
+    """What the head takes: the final pooled width plus each stage's channels (a ViT's
+    blocks give tokens; pooled, they must still be one vector of that width per image)."""
+    stages = [parse_layer(layer, body) for layer in layers]
+    return sum(body.num_features if i is None else body.feature_info[i]["num_chs"] for i in stages)
 
 
 def _frozen_count(strategy: str, groups: list[LayerGroup], config: TrainConfig) -> int:
@@ -147,8 +162,15 @@ def _check_frozen(
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
-def test_contract(strategy: str, family: str, weights: dict[str, Path], tmp_path: Path) -> None:
+def test_contract(
+    strategy: str,
+    family: str,
+    weights: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     backbone = FAMILIES[family]
+    scratch_init = _snapshot_scratch_init(monkeypatch)
     config = _config(strategy)
     recorder = PlanRecorder()
     clf = ImageClassifier(backbone, strategy, config, weights=weights[family], callback=recorder)
@@ -171,8 +193,15 @@ def test_contract(strategy: str, family: str, weights: dict[str, Path], tmp_path
     frozen = _frozen_count(strategy, groups, config)
     _check_plan(recorder.plans[0], clf.model_, frozen, strategy, config)
 
+    assert head_output_layer(clf.model_.head).in_features == _feature_width(
+        clf.model_.body, config.layers
+    )
+
     # frozen means bit-identical
-    _check_frozen(clf.model_, _initial_body(strategy, family, weights), frozen, strategy)
+    pretrained = get_strategy(strategy).pretrained
+    initial = load_file(str(weights[family])) if pretrained else scratch_init
+    assert initial, "no state to compare with"
+    _check_frozen(clf.model_, initial, frozen, strategy)
 
     # save and load: the same predictions
     clf.save(tmp_path / "model")
@@ -185,7 +214,7 @@ def test_contract(strategy: str, family: str, weights: dict[str, Path], tmp_path
     assert meta["strategy"] == strategy and meta["backbone"] == backbone
     assert meta["class_to_idx"] == {name: i for i, name in enumerate(CLASSES)}
     assert meta["seed"] == SEED and "torch" in meta["versions"]
-    assert meta["weights"]["source"] == ("file" if get_strategy(strategy).pretrained else "none")
+    assert meta["weights"]["source"] == ("file" if pretrained else "none")
 
 
 @pytest.mark.parametrize(
