@@ -1,19 +1,21 @@
-"""Strategies and the estimator: a contract over every registered strategy, plus
-what each strategy promises (frozen means bit-identical, the cache means no forward pass)."""
+"""Strategies and the estimator: what each strategy promises on the default family
+(frozen means bit-identical, the cache means no forward pass). The contract every
+strategy keeps on every architecture family is in test_contract.py."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
-from fixtures_images import colour_data
-from safetensors.torch import save_file
+from fixtures_images import colour_data, tiny_weights_file
+from safetensors.torch import load_file, save_file
 
 from headstart.data.arrays import from_arrays
 from headstart.errors import ConfigError, DataError, NotFittedError
 from headstart.estimator.image_classifier import ImageClassifier
-from headstart.strategies import STRATEGIES
 from headstart.strategies import common as strategies_module
 from headstart.strategies.registry import get_strategy
 from headstart.train.callbacks import Callback
@@ -31,39 +33,8 @@ def _config(name: str, **changes) -> TrainConfig:
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     """A fixed random initialisation saved to disk, so 'before training' is known exactly."""
-    torch.manual_seed(123)
-    model = timm.create_model(TINY)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path, {k: v.clone() for k, v in model.state_dict().items()}
-
-
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_contract_fit_predict_save_load(name, tmp_path, tiny_weights):
-    train = colour_data(seed=0)
-    test = colour_data(per_class=4, seed=1)
-    clf = ImageClassifier(TINY, name, _config(name), weights=tiny_weights[0])
-    unlabelled = colour_data(seed=2) if get_strategy(name).uses_unlabelled else None
-    assert clf.fit(train, unlabelled=unlabelled) is clf
-    assert clf.classes_ == ["blue", "green", "red"]
-    assert clf.plan_.rows and clf.plan_.trainable_parameters > 0
-    proba = clf.predict_proba(test)
-    assert proba.shape == (len(test), 3)
-    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-4)
-    assert set(clf.predict(test)) <= set(clf.classes_)
-    assert 0.0 <= clf.score(test) <= 1.0
-
-    clf.save(tmp_path / "model")
-    loaded = ImageClassifier.load(tmp_path / "model")
-    assert loaded.classes_ == clf.classes_
-    assert loaded.config_ == clf.config_
-    np.testing.assert_array_equal(loaded.predict_proba(test), proba)
-    meta = loaded.metadata_
-    assert meta["strategy"] == name and meta["backbone"] == TINY
-    assert meta["class_to_idx"] == {"blue": 0, "green": 1, "red": 2}
-    assert meta["seed"] == 0 and "torch" in meta["versions"]
-    expected_source = "none" if name == "scratch" else "file"
-    assert meta["weights"]["source"] == expected_source
+    path = tiny_weights_file(tmp_path_factory.mktemp("weights"), seed=123, model=TINY)
+    return Path(path), load_file(path)
 
 
 def test_feature_extraction_learns_the_colours(tiny_weights):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from torch import nn
 
 from headstart._internal.validation import invalid
@@ -137,9 +138,35 @@ def create_backbone(
         else:  # pragma: no cover - WEIGHT_CHOICES is exhaustive above
             raise invalid("create_backbone", "weights", f"one of {WEIGHT_CHOICES}", weights)
     model.eval()
-    return Backbone(
-        name=name, model=model, preprocessing=preprocessing_of(model, image_size), weights=info
-    )
+    preprocessing = preprocessing_of(model, image_size)
+    if image_size is not None:
+        _check_input_size(model, name, image_size)
+    return Backbone(name=name, model=model, preprocessing=preprocessing, weights=info)
+
+
+def _check_input_size(model: nn.Module, name: str, image_size: int) -> None:
+    """Refuse an ``image_size`` the architecture cannot run at, by name, before training.
+
+    timm marks models built for one resolution ``fixed_input_size`` (a ViT with a strict
+    patch grid, MaxViT's windows, CoAtNet's relative positions); some of them still take
+    other sizes (a ViT with ``dynamic_img_size``), so for those one blank image goes
+    through at that size. Models not so marked (every CNN) are not run: they take any
+    size above a minimum, and a default run does no extra forward pass.
+    """
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    native = int(cfg.get("input_size", (0, 0, 0))[-1])
+    if image_size == native or not cfg.get("fixed_input_size", False):
+        return
+    channels = int(getattr(model, "in_chans", 3))
+    try:
+        with torch.no_grad():
+            model.forward_features(torch.zeros(1, channels, image_size, image_size))
+    except (AssertionError, RuntimeError, ValueError) as exc:
+        raise BackboneError(
+            f"Backbone {name!r} cannot run at image_size={image_size}: it is built for "
+            f"{native} px ({type(exc).__name__}: {exc}). Leave image_size unset to use "
+            f"{native}, or choose a size this architecture accepts."
+        ) from exc
 
 
 @dataclass(frozen=True)

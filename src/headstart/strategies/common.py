@@ -23,6 +23,10 @@ from headstart.train.loop import train_loop
 from headstart.train.network import Classifier, HeadSpec, build_head, head_output_layer
 from headstart.train.probe import fit_linear_probe
 
+# The plan's row for the new head, and its key among the learning rates by group name:
+# a key no timm group is called (ConvNeXt's body has a group under "head").
+NEW_HEAD = "head (new)"
+
 
 def head_spec(ctx: FitContext, in_features: int) -> HeadSpec:
     c = ctx.config
@@ -75,7 +79,7 @@ def param_groups(
         optimizer_groups += split_decay(params, lr, config.weight_decay, group.name)
     head_params = list(model.head.named_parameters())
     optimizer_groups += split_decay(head_params, config.head_lr, config.weight_decay, "head")
-    lrs["head"] = config.head_lr
+    lrs[NEW_HEAD] = config.head_lr
     return optimizer_groups, lrs
 
 
@@ -88,7 +92,7 @@ def plan_rows(
         for i, g in enumerate(body)
     ]
     head_size = sum(p.numel() for p in model.head.parameters())
-    rows.append(PlanRow("head (new)", head_size, True, lrs.get("head")))
+    rows.append(PlanRow(NEW_HEAD, head_size, True, lrs.get(NEW_HEAD)))
     return rows
 
 

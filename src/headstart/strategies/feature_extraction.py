@@ -5,6 +5,7 @@ from __future__ import annotations
 from headstart.features.layers import layer_names
 from headstart.strategies.base import FitContext, FitResult, Plan, Strategy
 from headstart.strategies.common import (
+    NEW_HEAD,
     bn_text,
     fit_head_on_features,
     new_classifier,
@@ -65,7 +66,7 @@ class FeatureExtraction(Strategy):
         else:
             head_lr = config.head_lr
             stages = ["frozen base every epoch", "head"]
-        rows = plan_rows(model, groups, body_count, {"head": head_lr} if head_lr else {})
+        rows = plan_rows(model, groups, body_count, {NEW_HEAD: head_lr} if head_lr else {})
         notes = [f"features: {layer_names(config.layers, model.body)}"]
         if use_cache and config.head == "linear":
             notes.append("linear head solved by L-BFGS to convergence ({head_lr}, {epochs} unused)")

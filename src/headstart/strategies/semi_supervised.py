@@ -8,6 +8,7 @@ from headstart.errors import ConfigError
 from headstart.features.layers import layer_names
 from headstart.strategies.base import FitContext, FitResult, Plan
 from headstart.strategies.common import (
+    NEW_HEAD,
     bn_text,
     features,
     fit_head_on_features,
@@ -49,7 +50,7 @@ class SemiSupervised(FeatureExtraction):
         head = "linear probe" if config.head == "linear" else "mlp"
         stages = ["features (cached)", "label spreading", head]
         head_lr = None if config.head == "linear" else config.head_lr
-        rows = plan_rows(model, groups, body_count, {"head": head_lr} if head_lr else {})
+        rows = plan_rows(model, groups, body_count, {NEW_HEAD: head_lr} if head_lr else {})
         notes = [
             f"features: {layer_names(config.layers, model.body)}",
             f"{len(ctx.train)} labelled and {len(unlabelled)} unlabelled images; labels spread "

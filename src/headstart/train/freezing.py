@@ -40,11 +40,19 @@ class LayerGroup:
     is_head: bool
 
 
-def _group_name(names: Sequence[str]) -> str:
+def _group_name(names: Sequence[str], heads: tuple[str, ...] = ()) -> str:
+    """The modules a group's parameters live in, e.g. ``conv_stem+bn1`` or ``blocks.3``.
+
+    One level deeper inside a module that also holds the classifier: ConvNeXt keeps its
+    final norm in ``head.norm`` beside ``head.fc``, and a body group called ``head``
+    would read, in the plan, as the classifier being frozen.
+    """
+    parents = {h.split(".")[0] for h in heads if "." in h}
     prefixes: list[str] = []
     for name in names:
         parts = name.split(".")
-        prefix = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+        deeper = len(parts) > 2 and (parts[1].isdigit() or parts[0] in parents)
+        prefix = ".".join(parts[:2]) if deeper else parts[0]
         if prefix not in prefixes:
             prefixes.append(prefix)
     return "+".join(prefixes)
@@ -69,7 +77,7 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
         groups.append(
             LayerGroup(
                 index=index,
-                name=_group_name(names),
+                name=_group_name(names, heads),
                 parameter_names=names,
                 num_parameters=sum(sizes[n] for n in names),
                 is_head=is_head,
