@@ -165,7 +165,7 @@ def test_a_corrupt_cache_file_is_recomputed(tmp_path, backbone, images):
     again, was_cached = cached_features(backbone, images, cache)
     assert not was_cached
     np.testing.assert_allclose(again["final"], first["final"])
-    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    assert not list((tmp_path / "cache").rglob(".*.tmp*"))  # no temp nor lock files
 
 
 def test_linear_probe_separates_separable_features():
@@ -297,11 +297,15 @@ def test_cache_entries_are_listed_and_cleared_by_age(tmp_path, backbone, images)
     assert {e.layers for e in entries} == {("final",), ("final", "stage1")}
     assert all(e.size > 0 for e in entries)
     old = next(e for e in entries if e.images == 5)
+    # a writer killed mid-write (temp and lock file), and one killed as it finished
+    for name in (".final.npy.d34d.tmp", ".final.npy.d34d.tmp.lock", ".rows.txt.g0ne.tmp.lock"):
+        (old.path / name).write_bytes(b"partial")
     _age(old.path, days=10)
 
     assert cache.clear(older_than_days=30) == (0, 0)
     removed, freed = cache.clear(older_than_days=1)
     assert (removed, freed) == (1, old.size)
+    assert not old.path.exists()  # the stale files went too, so the folder could
     assert [e.images for e in cache.entries()] == [12]
     assert cache.clear() == (1, sum(e.size for e in entries) - old.size)
     assert cache.entries() == []
