@@ -3,7 +3,12 @@ models, damaged model files, and resuming only what was started."""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +16,7 @@ import torch
 from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
 
+import headstart
 from headstart.backbones.device import select_device
 from headstart.data.decode import DecodeOptions
 from headstart.errors import ConfigError, DataError, TrainingError
@@ -140,13 +146,44 @@ def test_metrics_by_hand():
     assert (c["precision"], c["recall"], c["support"]) == (1.0, 1.0, 2)
 
 
-def test_plots_leave_the_users_matplotlib_backend_alone():
-    import matplotlib
+_PLOT_IN_A_FRESH_PROCESS = """
+import sys
+import matplotlib
+if sys.argv[1] == "pyplot":  # the user works in pyplot, with a backend and a figure open
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+    plt.figure(7)
+    before = ("svg", [7])
+else:  # the user never touched pyplot: headstart must not import it for them
+    matplotlib.use("pdf")
+    before = ("pdf", None)
+import headstart.evaluation.report
+from headstart.evaluation.plots import save_confusion_matrix
+save_confusion_matrix([[3, 1], [0, 4]], ["a", "b"], sys.argv[2])
+figures = sys.modules["matplotlib.pyplot"].get_fignums() if before[1] is not None else None
+print(repr((before, (dict.__getitem__(matplotlib.rcParams, "backend"), figures),
+            "matplotlib.pyplot" in sys.modules)))
+"""
 
-    before = matplotlib.get_backend()
-    import headstart.evaluation.report  # noqa: F401
 
-    assert matplotlib.get_backend() == before
+@pytest.mark.parametrize("user", ["pyplot", "no-pyplot"])
+def test_plots_leave_the_users_matplotlib_backend_and_pyplot_alone(tmp_path, user):
+    """In a fresh process, so that nothing imported the plotting code before the check:
+    drawing a plot keeps the user's backend, their pyplot figures, and a program that
+    never imported pyplot free of it."""
+    png = tmp_path / "matrix.png"
+    done = subprocess.run(
+        [sys.executable, "-c", _PLOT_IN_A_FRESH_PROCESS, user, str(png)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(headstart.__file__).parents[1])},
+    )
+    assert done.returncode == 0, done.stderr
+    before, after, pyplot_imported = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert after == before
+    assert pyplot_imported is (user == "pyplot")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_no_hold_out_below_twenty_images_per_class_and_it_is_said(tmp_path):
