@@ -22,7 +22,7 @@ from headstart.data.decode import DecodeOptions
 from headstart.errors import ConfigError, DataError, TrainingError
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.features import fastpath
-from headstart.features.fastpath import fast_path_available, fold_batchnorm
+from headstart.features.fastpath import fold_batchnorm
 from headstart.strategies.registry import get_strategy
 from headstart.train.config import TrainConfig
 from headstart.train.metrics import classification_metrics
@@ -222,6 +222,7 @@ def _record_folds(monkeypatch) -> list[int]:
     return folds
 
 
+@pytest.mark.usefixtures("bf16_cpu")
 def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch):
     """predict runs the fast path (folded BatchNorm, channels_last, bf16 where the CPU
     has it): the probabilities stay those of the fp32 model, which is not changed."""
@@ -240,23 +241,31 @@ def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch
     after = clf.model_.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
     assert clf.model_.body.conv_stem.weight.is_contiguous()
-    if fast_path_available(torch.device("cpu")):  # otherwise there is no fast path to take
-        assert folds and folds[0] > 0
+    assert folds and folds[0] > 0
     clf.config_ = clf.config_.replace(fast=False)
     exact = clf.predict_proba(data)
+    assert not np.array_equal(fast, exact)  # the fast path really ran: bf16 is not fp32
     np.testing.assert_allclose(fast, exact, atol=0.02)
     assert (fast.argmax(1) == exact.argmax(1)).mean() >= 0.9
 
 
+def test_without_bf16_prediction_folds_nothing(monkeypatch):
+    """On a CPU without bf16 there is no fast path: nothing is folded, nor kept."""
+    clf = _fitted()
+    folds = _record_folds(monkeypatch)
+    monkeypatch.setattr(fastpath, "fast_path_available", lambda device: False)
+    data = colour_data(per_class=2, seed=4)
+    np.testing.assert_array_equal(clf.predict_proba(data), clf.predict_proba(data))
+    assert folds == []
+
+
+@pytest.mark.usefixtures("bf16_cpu")
 def test_the_folded_copy_is_kept_between_predictions_until_the_weights_change(monkeypatch):
     clf = _fitted()
     folds = _record_folds(monkeypatch)
     data = colour_data(per_class=2, seed=4)
     first = clf.predict_proba(data)
     np.testing.assert_array_equal(clf.predict_proba(data), first)
-    if not fast_path_available(torch.device("cpu")):
-        assert folds == []  # no fast path here: nothing to fold or keep
-        return
     assert len(folds) == 1  # the second call reused the folded copy
     with torch.no_grad():
         head = next(m for m in clf.model_.head.modules() if isinstance(m, torch.nn.Linear))
