@@ -19,6 +19,7 @@ import pytest
 import torch
 from filelock import FileLock
 
+from headstart._internal.atomic import atomic_write
 from headstart.data.arrays import from_arrays
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
@@ -114,6 +115,35 @@ def test_stale_temp_files_go_and_live_or_foreign_ones_stay(tmp_path: Path) -> No
     save_checkpoint(path, checkpoint_state(1))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, foreign.name])
     assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_a_write_in_another_process_is_not_disturbed_by_a_concurrent_one(tmp_path: Path) -> None:
+    """Two processes write one file at once (two runs sharing a feature cache): the second
+    one's clean-up leaves the first one's temp file alone, both finish, nothing stays."""
+    path = tmp_path / "features.npy"
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+
+        def slowly(handle: Any) -> None:
+            handle.write(b"first ")
+            time.sleep(0.5)
+            handle.write(b"writer")
+
+        code = 1
+        try:
+            atomic_write(path, slowly)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while not temp_files(tmp_path, path.name) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert temp_files(tmp_path, path.name), "the child never started writing"
+    atomic_write(path, lambda handle: handle.write(b"second writer"))
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert path.read_bytes() == b"first writer"  # it finished after us, unharmed
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 # ----------------------------------------------------------------- disk full
