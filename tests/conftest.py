@@ -9,6 +9,8 @@ import pytest
 import torch
 from fixtures_images import build_image_folder
 
+from headstart.features.fastpath import fast_path_available
+
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
@@ -18,6 +20,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def bf16_cpu() -> None:
+    """For tests of the CPU fast path: skip, saying why, where this CPU has no bf16.
+    There the fast path is plain fp32, and "fast agrees with fp32" would compare fp32
+    with itself and pass whatever the fast path did."""
+    if not fast_path_available(torch.device("cpu")):
+        pytest.skip("this CPU has no bf16 (AVX512-BF16 or AMX): no fast path to check here")
 
 
 @pytest.fixture

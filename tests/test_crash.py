@@ -7,7 +7,6 @@ proven in test_engine.py; this file covers what happens to the *files*.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import random
 import signal
@@ -18,7 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 
+from headstart._internal.atomic import atomic_write
 from headstart.data.arrays import from_arrays
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
@@ -100,22 +101,49 @@ def test_sigkill_during_checkpoint_writes_never_leaves_an_unloadable_checkpoint(
 
 def test_stale_temp_files_go_and_live_or_foreign_ones_stay(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
-    stale = tmp_path / ".checkpoint.pt.k1ll3d_x.tmp"  # its writer is dead: no lock on it
+    stale = tmp_path / ".checkpoint.pt.k1ll3d_x.tmp"  # its writer is dead: its lock is free
     live = tmp_path / ".checkpoint.pt.writing.tmp"  # another process is writing it now
     foreign = tmp_path / ".checkpoint.pt.old.abc123.tmp"  # the temp of `checkpoint.pt.old`
-    for file in (stale, live, foreign):
+    orphan = tmp_path / ".checkpoint.pt.gone.tmp.lock"  # a writer killed as it finished
+    for file in (stale, live, foreign, orphan, Path(f"{stale}.lock")):
         file.write_bytes(b"partial")
-    holder = os.open(live, os.O_RDONLY)
-    try:
-        fcntl.flock(holder, fcntl.LOCK_EX)
+    with FileLock(f"{live}.lock"):  # what a live writer holds while it writes
         save_checkpoint(path, checkpoint_state(0))
-        assert not stale.exists()
+        assert not stale.exists() and not orphan.exists()
         assert live.exists() and foreign.exists()
-    finally:
-        os.close(holder)  # the writer finishes or dies: its lock goes
+    # the writer finished or died: its lock is free, and the next save takes both files
     save_checkpoint(path, checkpoint_state(1))
-    assert not live.exists() and foreign.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, foreign.name])
     assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_a_write_in_another_process_is_not_disturbed_by_a_concurrent_one(tmp_path: Path) -> None:
+    """Two processes write one file at once (two runs sharing a feature cache): the second
+    one's clean-up leaves the first one's temp file alone, both finish, nothing stays."""
+    path = tmp_path / "features.npy"
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+
+        def slowly(handle: Any) -> None:
+            handle.write(b"first ")
+            time.sleep(0.5)
+            handle.write(b"writer")
+
+        code = 1
+        try:
+            atomic_write(path, slowly)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while not temp_files(tmp_path, path.name) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert temp_files(tmp_path, path.name), "the child never started writing"
+    atomic_write(path, lambda handle: handle.write(b"second writer"))
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert path.read_bytes() == b"first writer"  # it finished after us, unharmed
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 # ----------------------------------------------------------------- disk full

@@ -3,7 +3,12 @@ models, damaged model files, and resuming only what was started."""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +16,13 @@ import torch
 from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
 
+import headstart
 from headstart.backbones.device import select_device
 from headstart.data.decode import DecodeOptions
 from headstart.errors import ConfigError, DataError, TrainingError
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.features import fastpath
-from headstart.features.fastpath import fast_path_available, fold_batchnorm
+from headstart.features.fastpath import fold_batchnorm
 from headstart.strategies.registry import get_strategy
 from headstart.train.config import TrainConfig
 from headstart.train.metrics import classification_metrics
@@ -140,13 +146,44 @@ def test_metrics_by_hand():
     assert (c["precision"], c["recall"], c["support"]) == (1.0, 1.0, 2)
 
 
-def test_plots_leave_the_users_matplotlib_backend_alone():
-    import matplotlib
+_PLOT_IN_A_FRESH_PROCESS = """
+import sys
+import matplotlib
+if sys.argv[1] == "pyplot":  # the user works in pyplot, with a backend and a figure open
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+    plt.figure(7)
+    before = ("svg", [7])
+else:  # the user never touched pyplot: headstart must not import it for them
+    matplotlib.use("pdf")
+    before = ("pdf", None)
+import headstart.evaluation.report
+from headstart.evaluation.plots import save_confusion_matrix
+save_confusion_matrix([[3, 1], [0, 4]], ["a", "b"], sys.argv[2])
+figures = sys.modules["matplotlib.pyplot"].get_fignums() if before[1] is not None else None
+print(repr((before, (dict.__getitem__(matplotlib.rcParams, "backend"), figures),
+            "matplotlib.pyplot" in sys.modules)))
+"""
 
-    before = matplotlib.get_backend()
-    import headstart.evaluation.report  # noqa: F401
 
-    assert matplotlib.get_backend() == before
+@pytest.mark.parametrize("user", ["pyplot", "no-pyplot"])
+def test_plots_leave_the_users_matplotlib_backend_and_pyplot_alone(tmp_path, user):
+    """In a fresh process, so that nothing imported the plotting code before the check:
+    drawing a plot keeps the user's backend, their pyplot figures, and a program that
+    never imported pyplot free of it."""
+    png = tmp_path / "matrix.png"
+    done = subprocess.run(
+        [sys.executable, "-c", _PLOT_IN_A_FRESH_PROCESS, user, str(png)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(headstart.__file__).parents[1])},
+    )
+    assert done.returncode == 0, done.stderr
+    before, after, pyplot_imported = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert after == before
+    assert pyplot_imported is (user == "pyplot")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_no_hold_out_below_twenty_images_per_class_and_it_is_said(tmp_path):
@@ -185,6 +222,7 @@ def _record_folds(monkeypatch) -> list[int]:
     return folds
 
 
+@pytest.mark.usefixtures("bf16_cpu")
 def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch):
     """predict runs the fast path (folded BatchNorm, channels_last, bf16 where the CPU
     has it): the probabilities stay those of the fp32 model, which is not changed."""
@@ -203,23 +241,31 @@ def test_fast_prediction_agrees_with_fp32_and_leaves_the_model_alone(monkeypatch
     after = clf.model_.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
     assert clf.model_.body.conv_stem.weight.is_contiguous()
-    if fast_path_available(torch.device("cpu")):  # otherwise there is no fast path to take
-        assert folds and folds[0] > 0
+    assert folds and folds[0] > 0
     clf.config_ = clf.config_.replace(fast=False)
     exact = clf.predict_proba(data)
+    assert not np.array_equal(fast, exact)  # the fast path really ran: bf16 is not fp32
     np.testing.assert_allclose(fast, exact, atol=0.02)
     assert (fast.argmax(1) == exact.argmax(1)).mean() >= 0.9
 
 
+def test_without_bf16_prediction_folds_nothing(monkeypatch):
+    """On a CPU without bf16 there is no fast path: nothing is folded, nor kept."""
+    clf = _fitted()
+    folds = _record_folds(monkeypatch)
+    monkeypatch.setattr(fastpath, "fast_path_available", lambda device: False)
+    data = colour_data(per_class=2, seed=4)
+    np.testing.assert_array_equal(clf.predict_proba(data), clf.predict_proba(data))
+    assert folds == []
+
+
+@pytest.mark.usefixtures("bf16_cpu")
 def test_the_folded_copy_is_kept_between_predictions_until_the_weights_change(monkeypatch):
     clf = _fitted()
     folds = _record_folds(monkeypatch)
     data = colour_data(per_class=2, seed=4)
     first = clf.predict_proba(data)
     np.testing.assert_array_equal(clf.predict_proba(data), first)
-    if not fast_path_available(torch.device("cpu")):
-        assert folds == []  # no fast path here: nothing to fold or keep
-        return
     assert len(folds) == 1  # the second call reused the folded copy
     with torch.no_grad():
         head = next(m for m in clf.model_.head.modules() if isinstance(m, torch.nn.Linear))

@@ -59,10 +59,12 @@ def test_unknown_layer_is_a_config_error(backbone, images):
         extract_features(backbone, images, layers=("stage99",))
 
 
+@pytest.mark.usefixtures("bf16_cpu")
 def test_fast_path_matches_fp32(backbone, images):
     """bf16 autocast changes the numbers slightly, never the picture."""
     fast = extract_features(backbone, images, fast=True)["final"]
     exact = extract_features(backbone, images, fast=False)["final"]
+    assert not np.array_equal(fast, exact)  # the fast path really ran: bf16 is not fp32
     cosine = (fast * exact).sum(1) / (np.linalg.norm(fast, axis=1) * np.linalg.norm(exact, axis=1))
     assert cosine.min() > 0.99
     # the backbone is left in its normal memory format
@@ -165,7 +167,7 @@ def test_a_corrupt_cache_file_is_recomputed(tmp_path, backbone, images):
     again, was_cached = cached_features(backbone, images, cache)
     assert not was_cached
     np.testing.assert_allclose(again["final"], first["final"])
-    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    assert not list((tmp_path / "cache").rglob(".*.tmp*"))  # no temp nor lock files
 
 
 def test_linear_probe_separates_separable_features():
@@ -297,11 +299,15 @@ def test_cache_entries_are_listed_and_cleared_by_age(tmp_path, backbone, images)
     assert {e.layers for e in entries} == {("final",), ("final", "stage1")}
     assert all(e.size > 0 for e in entries)
     old = next(e for e in entries if e.images == 5)
+    # a writer killed mid-write (temp and lock file), and one killed as it finished
+    for name in (".final.npy.d34d.tmp", ".final.npy.d34d.tmp.lock", ".rows.txt.g0ne.tmp.lock"):
+        (old.path / name).write_bytes(b"partial")
     _age(old.path, days=10)
 
     assert cache.clear(older_than_days=30) == (0, 0)
     removed, freed = cache.clear(older_than_days=1)
     assert (removed, freed) == (1, old.size)
+    assert not old.path.exists()  # the stale files went too, so the folder could
     assert [e.images for e in cache.entries()] == [12]
     assert cache.clear() == (1, sum(e.size for e in entries) - old.size)
     assert cache.entries() == []

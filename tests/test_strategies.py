@@ -133,8 +133,12 @@ def test_second_feature_extraction_run_makes_no_backbone_forward_call(
     ).fit(data)
     forwards_during_fit = sum(calls)
     assert forwards_during_fit <= 2  # only the 2-image probe that measures the feature width
-    probe = ImageClassifier(TINY, "feature-extraction", config, weights=tiny_weights[0])
-    assert probe is not None
+    calls.clear()
+    unfitted = ImageClassifier(TINY, "feature-extraction", config, weights=tiny_weights[0])
+    assert calls == []  # constructing builds and runs nothing: the work waits for fit
+    with pytest.raises(NotFittedError, match="not fitted"):
+        unfitted.predict_proba(data)
+    assert calls == []
     np.testing.assert_array_equal(
         first.model_.head.weight.detach(), second.model_.head.weight.detach()
     )

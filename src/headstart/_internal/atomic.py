@@ -2,6 +2,13 @@
 
 Every file headstart writes (models, checkpoints, cached features, reports, plots)
 goes through here: a temp file in the same folder, fsync, then ``os.replace``.
+
+A writer killed mid-write (SIGKILL, the OOM killer) leaves its temp file behind; the
+next writer of the same file removes it. To tell a dead writer's temp file from a live
+one's, each writer holds a lock (``filelock``: flock on POSIX, msvcrt on Windows) on a
+lock file beside its temp file for as long as it writes; the operating system drops
+the lock when the process dies, however it dies. A temp file whose lock can be taken
+is stale. Both files go when the write ends, so nothing accumulates beside the target.
 """
 
 from __future__ import annotations
@@ -9,18 +16,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
-from collections.abc import Callable, Sequence
+import secrets
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no locks, so stale temp files stay
-    fcntl = None
+from filelock import FileLock, Timeout
 
 __all__ = ["TEMP_FILE", "atomic_write", "atomic_write_files", "unlink_unless_locked"]
 
-TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]+\.tmp")  # the temp files made by _locked_temp
+# The temp files made by `_locked_temp` and their lock files: ``.NAME.TOKEN.tmp[.lock]``.
+TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]+\.tmp(\.lock)?")
+_LOCK_SUFFIX = ".lock"
+_WRITER_WAIT_S = 5.0  # a cleaner holds a lock for two unlinks; more means something odd
 
 
 def atomic_write(path: Path, write: Callable) -> None:
@@ -39,34 +46,28 @@ def atomic_write_files(files: Sequence[tuple[Path, Callable]]) -> None:
     renamed into place. A model's weights and its description must never end up half
     old, half new because the disk filled up while the second was being written.
     """
-    staged: list[tuple[int, str, Path]] = []  # (locked fd, temp path, target)
-    try:
-        for target, write in files:
-            path = Path(target)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _remove_stale_temps(path)
-            fd, tmp = _locked_temp(path)
-            staged.append((fd, tmp, path))
-            # mkstemp makes 0600 files; a report or model should read like any other file.
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, 0o666 & ~_UMASK)
-            # closefd=False: the descriptor, and with it the lock, stays open until renamed.
-            with os.fdopen(fd, "wb", closefd=False) as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for _, tmp, path in staged:
-            os.replace(tmp, path)
-    except BaseException:
-        for _, tmp, _ in staged:
-            with contextlib.suppress(OSError):  # already renamed, or never created
-                os.unlink(tmp)
-        raise
-    finally:
-        for fd, _, _ in staged:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    for folder in {path.parent for _, _, path in staged}:
+    with contextlib.ExitStack() as locks:  # released last: after the renames or the cleanup
+        staged: list[tuple[Path, Path]] = []  # (temp, target)
+        try:
+            for target, write in files:
+                path = Path(target)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _remove_stale_temps(path)
+                fd, tmp = locks.enter_context(_locked_temp(path))
+                staged.append((tmp, path))
+                # Closed before the rename: Windows cannot rename a file that is open.
+                with os.fdopen(fd, "wb") as handle:
+                    write(handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        except BaseException:
+            for tmp, _ in staged:
+                with contextlib.suppress(OSError):  # already renamed, or never created
+                    os.unlink(tmp)
+            raise
+    for folder in {path.parent for _, path in staged}:
         with contextlib.suppress(OSError):  # make the renames themselves durable
             dir_fd = os.open(folder, os.O_RDONLY)
             try:
@@ -75,35 +76,50 @@ def atomic_write_files(files: Sequence[tuple[Path, Callable]]) -> None:
                 os.close(dir_fd)
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _lock_of(temp: Path) -> FileLock:
+    return FileLock(f"{temp}{_LOCK_SUFFIX}", timeout=0)
 
 
-_UMASK = _read_umask()
+@contextlib.contextmanager
+def _locked_temp(path: Path) -> Iterator[tuple[int, Path]]:
+    """A new temp file beside ``path`` (an open descriptor and its path), locked while
+    the ``with`` block runs; the lock file goes when it ends.
 
-
-def _locked_temp(path: Path) -> tuple[int, str]:
-    """A new temp file beside ``path``, locked for as long as this writer lives.
-
-    The lock is what tells `_remove_stale_temps` in another process that the file is
-    still being written; the kernel drops it when the writer dies, however it dies.
+    The temp file is made first and its lock taken second, so a cleaner that took the
+    lock in between has already unlinked the temp file: a link count of 0 then says to
+    start again under a new name.
     """
     while True:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        if fcntl is None:
-            return fd, tmp
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        lock = _lock_of(tmp)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a cleaner took it in the instant before the lock
-            os.close(fd)
-            continue
-        except OSError:  # no locks on this filesystem: then nobody removes temp files
-            return fd, tmp
-        if os.fstat(fd).st_nlink > 0:
-            return fd, tmp
-        os.close(fd)  # removed by a cleaner before we locked it: take another
+            lock.acquire(timeout=_WRITER_WAIT_S)
+        except Timeout:
+            locked = False
+        except (OSError, NotImplementedError):  # no locks on this filesystem: then
+            yield fd, tmp  # nobody can tell stale temp files, and nobody removes them
+            return
+        else:
+            locked = True
+            if os.fstat(fd).st_nlink > 0:
+                break
+        os.close(fd)  # a cleaner removed it before we locked it: take another name
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        _drop(lock, locked)
+    try:
+        yield fd, tmp
+    finally:
+        _drop(lock, True)
+
+
+def _drop(lock: FileLock, locked: bool) -> None:
+    """Remove a lock file, then release it: while held, nobody else can be using it."""
+    with contextlib.suppress(OSError):
+        os.unlink(lock.lock_file)  # on Windows this fails while open; release removes it
+    if locked:
+        lock.release()
 
 
 def _remove_stale_temps(path: Path) -> None:
@@ -112,29 +128,32 @@ def _remove_stale_temps(path: Path) -> None:
     Only files no process holds a lock on are taken, so a concurrent writer of the
     same file (two runs sharing a feature cache) is never disturbed.
     """
-    if fcntl is None:
-        return
     pattern = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.tmp")
     try:
-        names = [name for name in os.listdir(path.parent) if pattern.fullmatch(name)]
+        names = os.listdir(path.parent)
     except OSError:
         return
-    for name in names:
+    stale = {name.removesuffix(_LOCK_SUFFIX) for name in names}
+    for name in sorted(n for n in stale if pattern.fullmatch(n)):
         unlink_unless_locked(path.parent / name)
 
 
 def unlink_unless_locked(stale: Path) -> None:
-    """Delete a temp file unless a live writer holds its lock (see `_locked_temp`)."""
-    if fcntl is None:
+    """Delete a temp file and its lock file (either may be named) unless a live writer
+    holds the lock (see `_locked_temp`)."""
+    temp = Path(str(stale).removesuffix(_LOCK_SUFFIX))
+    lock = _lock_of(temp)
+    if not (temp.exists() or os.path.exists(lock.lock_file)):
         return
     try:
-        fd = os.open(stale, os.O_RDONLY)
-    except OSError:
-        return  # removed meanwhile, or not ours to read
+        lock.acquire()
+    except (Timeout, OSError, NotImplementedError):
+        return  # a live writer holds it, or this filesystem has no locks: leave it
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.unlink(stale)
-    except OSError:
-        pass  # a live writer holds it (or it is gone already): leave it
-    finally:
-        os.close(fd)
+        temp.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:  # still there: its lock file must stay to guard it (see _locked_temp)
+        lock.release()
+        return
+    _drop(lock, True)

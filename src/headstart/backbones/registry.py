@@ -62,13 +62,6 @@ class Backbone:
         """Width of the pooled features that feed the classifier head."""
         return int(self.model.num_features)
 
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-    def head_keys(self) -> tuple[str, ...]:
-        return _head_keys(self.model)
-
 
 def _head_keys(model: nn.Module) -> tuple[str, ...]:
     """State-dict keys of the classifier head, from timm's pretrained config."""

@@ -45,14 +45,18 @@ class PrintingCallback(Callback):
         print(f"{name}: {detail}", flush=True)
 
     def on_progress(self, label: str, done: int, total: int) -> None:
-        printer = self._progress.get(label)
-        if printer is None or done < getattr(printer, "_done", 0):
-            printer = self._progress[label] = ProgressPrinter(label)
-        printer._done = done
-        printer(done, total)
+        self._show(label, done, total, "images")  # the library's long work: extraction
 
     def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
-        self.on_progress(f"epoch {epoch}", step, steps)
+        self._show(f"epoch {epoch}", step, steps, "steps")
+
+    def _show(self, label: str, done: int, total: int, unit: str) -> None:
+        printer = self._progress.get(label)
+        if printer is None or printer.finished or done < printer.done:  # a new pass
+            if printer is not None:
+                printer.close()
+            printer = self._progress[label] = ProgressPrinter(label, unit)
+        printer(done, total)
 
     def on_epoch(self, record: Any) -> None:
         val = ""

@@ -18,7 +18,6 @@ from safetensors.torch import load_file, save
 
 from headstart._internal.atomic import atomic_write_files
 from headstart._internal.version import __version__
-from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import check_backbone_name
 from headstart.errors import DataError, HeadstartError, WeightsError
 from headstart.train.network import Classifier, HeadSpec, build_head
@@ -41,14 +40,6 @@ class ModelFiles:
 
     model: Classifier
     metadata: dict[str, Any]
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.metadata["classes"])
-
-    @property
-    def preprocessing(self) -> Preprocessing:
-        return Preprocessing.from_dict(self.metadata["preprocessing"])
 
 
 def versions() -> dict[str, str]:

@@ -20,7 +20,6 @@ registry imports a built-in strategy only when it is first asked for.
 
 from typing import Any
 
-from headstart._internal.lazy import lazy_exports
 from headstart.strategies.base import FitContext, FitResult, Plan, PlanRow, Strategy
 from headstart.strategies.registry import (
     all_strategies,
@@ -42,10 +41,12 @@ __all__ = [
     "strategy_names",
 ]
 
-_getattr, __dir__ = lazy_exports(__name__, {})
-
 
 def __getattr__(name: str) -> Any:
     if name == "STRATEGIES":  # the live registry, with every built-in strategy loaded
         return all_strategies()
-    return _getattr(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"STRATEGIES"})
