@@ -63,14 +63,33 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "headstart" / "features"
 
 
-def weights_digest(model: nn.Module) -> str:
-    """sha256 of a model's state dict contents: names, shapes, dtypes and bytes."""
+def weights_digest(model: nn.Module, features_only: bool = False) -> str:
+    """sha256 of a model's state dict contents: names, shapes, dtypes and bytes.
+
+    ``features_only``: leave out the classifier when it is one plain layer (timm's
+    ``get_classifier()``): features never pass through it ("final" is its input), so
+    a model with its ImageNet head and the same model after ``reset_classifier(0)``
+    share cached features.
+    """
+    skip = _classifier_prefix(model) if features_only else None
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
+        if skip is not None and name.startswith(skip):
+            continue
         tensor = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def _classifier_prefix(model: nn.Module) -> str | None:
+    """The classifier's state-dict prefix, or None unless it is a single Linear or Conv2d
+    (anything larger might hold layers that the pre-logits features do go through)."""
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    if not isinstance(head, nn.Linear | nn.Conv2d):
+        return None
+    return next((f"{name}." for name, m in model.named_modules() if m is head and name), None)
 
 
 def model_key(
@@ -80,7 +99,7 @@ def model_key(
     device = device or torch.device("cpu")
     parts = {
         "backbone": backbone.name,
-        "weights": weights_digest(backbone.model),
+        "weights": weights_digest(backbone.model, features_only=True),
         "preprocessing": backbone.preprocessing.to_dict(),
         "decode": repr(options),
         "numerics": numerics_tag(device, fast),
@@ -237,14 +256,16 @@ class FeatureCache:
             os.utime(self.root / key)
 
     def save(self, model: str, features: dict[str, np.ndarray], hashes: Sequence[str]) -> str:
-        """Store rows (row i is image ``hashes[i]``) as a new shard of ``model``, then merge
-        shards if there are too many: the shard's key."""
+        """Store rows (row i is image ``hashes[i]``) as a new shard of ``model``: its key."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / TAG_FILE).is_file():  # marks the folder as ours (see `clear`)
             atomic_write(self.root / TAG_FILE, lambda handle: handle.write(_TAG))
-        folder = write_shard(self.root / model, features, hashes)
-        compact(self.root / model, self.max_shards)
-        return f"{model}/{folder.name}"
+        return f"{model}/{write_shard(self.root / model, features, hashes).name}"
+
+    def compact(self, model: str) -> int:
+        """Past ``max_shards`` shards under ``model``, merge those holding the same layers
+        (every row kept, even if interrupted): how many shards were merged."""
+        return compact(self.root / model, self.max_shards)
 
 
 def _ignore(path: Path, error: Exception) -> None:
@@ -301,6 +322,11 @@ def cached_features(
                 f"could not store features in the cache at {cache.root} ({error}); "
                 "going on without caching them"
             )
+        else:
+            try:
+                cache.compact(model)
+            except OSError as error:  # the shards stay as they were: nothing is lost
+                tell(f"could not merge the cache's shards at {cache.root / model} ({error})")
     try:
         assembled = found.assemble(hashes)
     except (OSError, ValueError) as error:  # a shard cut short under its memory map
