@@ -213,3 +213,24 @@ def test_features_and_classifier_weights(tmp_path, backbone, images, forwards):
     backbone.model.reset_classifier(0)
     forwards.clear()
     assert cached_features(backbone, images, cache)[1] == CacheUse(30, 0) and forwards == []
+
+
+def test_entries_of_earlier_versions_are_served_listed_and_cleared(
+    tmp_path, backbone, images, forwards
+):
+    """The previous version's entry (one per dataset, an image repeated as often as the
+    dataset held it) is a shard; the first layout's (arrays right in the model's folder)
+    serves nothing, and both are listed and cleared."""
+    cache = FeatureCache(tmp_path / "cache")
+    cached_features(backbone, images.subset([0]), cache)  # the model folder and the tag
+    (model,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    old = images.subset([3, 4, 3, 5])
+    shards.write_shard(model, extract_features(backbone, old), old.content_hashes())
+    np.save(model / "final.npy", np.zeros((2, 8), np.float32))  # the first layout
+    forwards.clear()
+    found, use = cached_features(backbone, images.subset([5, 3]), cache)
+    assert use == CacheUse(2, 0) and forwards == []
+    _same(found, extract_features(backbone, images.subset([5, 3])))
+    assert sorted(e.images or 0 for e in cache.entries()) == [0, 1, 4]
+    assert cache.clear()[0] == 3
+    assert not [p for p in model.parent.iterdir() if p.is_dir()]
