@@ -94,11 +94,12 @@ _CORRUPT = (ValueError, EOFError, UnicodeDecodeError)  # bad header, cut short, 
 
 @dataclass
 class Found:
-    """Where each (layer, image) lives: rows picked from shards, nothing read yet."""
+    """Where each (layer, image) lives: shards memory-mapped, rows picked, none copied yet."""
 
     sources: list[dict[str, np.ndarray]] = field(default_factory=list)
     used: list[Path] = field(default_factory=list)
-    where: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # layer->hash->
+    # layer -> image -> (source, row)
+    where: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
 
     def has(self, image: str) -> bool:
         """Every requested layer of this image is cached."""
