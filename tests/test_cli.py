@@ -230,7 +230,9 @@ def test_cache_command_lists_and_clears(tmp_path, capsys):
     cached_features(backbone, from_arrays(pixels, [0, 1] * 3), FeatureCache(tmp_path / "c"))
     assert main(["cache", "--cache-dir", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
-    assert "1 entry," in out and "6 images" in out and "--clear" in out
+    assert "1 entry for 1 model," in out and "6 images" in out and "--clear" in out
+    (model,) = [p.name for p in (tmp_path / "c").iterdir() if p.is_dir()]
+    assert f"model {model[:8]}  final" in out
 
     assert main(["cache", "--cache-dir", str(tmp_path / "c"), "--older-than", "3"]) == 2
     assert "--older-than DAYS only applies with --clear" in capsys.readouterr().err

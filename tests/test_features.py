@@ -137,9 +137,9 @@ def test_changed_image_or_weights_recompute(tmp_path, monkeypatch, backbone, ima
     calls = _count_forwards(monkeypatch, backbone)
 
     pixels = np.stack([np.asarray(images.image(i)) for i in range(len(images))])
-    pixels[3, 0, 0, 0] ^= 1  # one bit of one image
-    _, was_cached = cached_features(backbone, from_arrays(pixels, images.labels), cache)
-    assert not was_cached and sum(calls) == 12
+    pixels[3, 0, 0, 0] ^= 1  # one bit of one image: that image, and only it, is computed
+    _, use = cached_features(backbone, from_arrays(pixels, images.labels), cache)
+    assert (use.from_cache, use.extracted) == (11, 1) and sum(calls) == 1
 
     calls.clear()
     with torch.no_grad():
@@ -164,8 +164,10 @@ def test_a_corrupt_cache_file_is_recomputed(tmp_path, backbone, images):
     first, _ = cached_features(backbone, images, cache)
     (npy,) = (tmp_path / "cache").rglob("final.npy")
     npy.write_bytes(npy.read_bytes()[:50])
-    again, was_cached = cached_features(backbone, images, cache)
+    notices: list[str] = []
+    again, was_cached = cached_features(backbone, images, cache, notice=notices.append)
     assert not was_cached
+    assert len(notices) == 1 and "cannot be read" in notices[0]
     np.testing.assert_allclose(again["final"], first["final"])
     assert not list((tmp_path / "cache").rglob(".*.tmp*"))  # no temp nor lock files
 

@@ -53,13 +53,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     entries = cache.entries()
     total = sum(entry.size for entry in entries)
-    print(f"feature cache at {cache.root}: {_entries(len(entries))}, {_size(total)}")
+    # An entry is one shard: some images at some layers, for one model (weights,
+    # preprocessing, decoding, numerics). A run draws on every shard of its model.
+    models = len({entry.key.split("/")[0] for entry in entries})
+    of = f" for {models} model{'s' if models != 1 else ''}" if entries else ""
+    print(f"feature cache at {cache.root}: {_entries(len(entries))}{of}, {_size(total)}")
     for entry in entries:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
         images = "?" if entry.images is None else f"{entry.images:,}"
         print(
             f"  {_size(entry.size):>9}  {images:>7} images  last used {used}  "
-            f"{', '.join(entry.layers)}"
+            f"model {entry.key[:8]}  {', '.join(entry.layers) or '(no layers)'}"
         )
     if entries:
         print("free space with: headstart cache --clear [--older-than DAYS]")

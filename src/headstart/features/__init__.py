@@ -4,6 +4,7 @@ from headstart._internal.lazy import lazy_exports
 
 _EXPORTS = {
     "CacheEntry": ".cache",
+    "CacheUse": ".cache",
     "FeatureCache": ".cache",
     "cached_features": ".cache",
     "default_cache_dir": ".cache",

@@ -1,7 +1,8 @@
-"""The feature cache: features stored on disk, keyed by the *content* of the weights, the
-preprocessing, the decoding, the numerics and the images, so a second run does no
-forward pass and any change to those inputs computes afresh. One entry holds any
-number of layers."""
+"""The feature cache: features stored on disk per image, keyed by the *content* of the
+weights, the preprocessing, the decoding, the numerics and each image, so a run does a
+forward pass only for images no earlier run has seen (a new split, a subset, a folder
+with images added), and any change to those inputs computes afresh. Images and layers
+are looked up across shards (see `headstart.features.shards`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart._internal.atomic import TEMP_FILE, atomic_write, unlink_unless_locked
+from headstart._internal.atomic import atomic_write
 from headstart._internal.validation import invalid
 from headstart.backbones.device import select_device
 from headstart.backbones.registry import Backbone
@@ -30,8 +31,23 @@ from headstart.errors import ConfigError
 from headstart.features.extract import extract_features
 from headstart.features.fastpath import numerics_tag
 from headstart.features.layers import stored_layer_name
+from headstart.features.shards import (
+    ENTRY_FILE,
+    Found,
+    compact,
+    find_rows,
+    remove_entry,
+    write_shard,
+)
 
-__all__ = ["CacheEntry", "FeatureCache", "cached_features", "default_cache_dir", "weights_digest"]
+__all__ = [
+    "CacheEntry",
+    "CacheUse",
+    "FeatureCache",
+    "cached_features",
+    "default_cache_dir",
+    "weights_digest",
+]
 
 CACHE_ENV = "HEADSTART_CACHE"
 
@@ -47,14 +63,33 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "headstart" / "features"
 
 
-def weights_digest(model: nn.Module) -> str:
-    """sha256 of a model's state dict contents: names, shapes, dtypes and bytes."""
+def weights_digest(model: nn.Module, features_only: bool = False) -> str:
+    """sha256 of a model's state dict contents: names, shapes, dtypes and bytes.
+
+    ``features_only``: leave out the classifier when it is one plain layer (timm's
+    ``get_classifier()``): features never pass through it ("final" is its input), so
+    a model with its ImageNet head and the same model after ``reset_classifier(0)``
+    share cached features.
+    """
+    skip = _classifier_prefix(model) if features_only else None
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
+        if skip is not None and name.startswith(skip):
+            continue
         tensor = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def _classifier_prefix(model: nn.Module) -> str | None:
+    """The classifier's state-dict prefix, or None unless it is a single Linear or Conv2d
+    (anything larger might hold layers that the pre-logits features do go through)."""
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    if not isinstance(head, nn.Linear | nn.Conv2d):
+        return None
+    return next((f"{name}." for name, m in model.named_modules() if m is head and name), None)
 
 
 def model_key(
@@ -64,7 +99,7 @@ def model_key(
     device = device or torch.device("cpu")
     parts = {
         "backbone": backbone.name,
-        "weights": weights_digest(backbone.model),
+        "weights": weights_digest(backbone.model, features_only=True),
         "preprocessing": backbone.preprocessing.to_dict(),
         "decode": repr(options),
         "numerics": numerics_tag(device, fast),
@@ -73,15 +108,7 @@ def model_key(
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def rows_key(dataset: ImageDataset) -> str:
-    """The images, in order (labels play no part: features do not depend on them)."""
-    return hashlib.sha256("\n".join(dataset.content_hashes()).encode()).hexdigest()[:32]
-
-
-_KEY = re.compile(r"[0-9a-f]{32}")  # model and rows keys: 32 hex digits of a sha256
-
-
-_ENTRY_FILE = re.compile(r"[A-Za-z0-9_\-]+\.npy|rows\.txt")
+_KEY = re.compile(r"[0-9a-f]{32}")  # model and shard keys: 32 hex digits of a sha256
 
 
 TAG_FILE = "CACHEDIR.TAG"  # https://bford.info/cachedir/: backup tools skip the folder
@@ -103,9 +130,10 @@ def _key_folders(folder: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One cached set of features: ``headstart cache`` lists these."""
+    """One shard of cached features (some images at some layers): ``headstart cache``
+    lists these."""
 
-    key: str  # "<model key>/<rows key>"
+    key: str  # "<model key>/<shard key>"
     path: Path
     size: int  # bytes on disk
     images: int | None  # rows, from rows.txt (None for an entry without one)
@@ -113,94 +141,53 @@ class CacheEntry:
     last_used: float  # POSIX time of the last write or cache hit
 
 
+@dataclass(frozen=True)
+class CacheUse:
+    """How a dataset's features were had: rows served from the cache, images extracted.
+
+    True when nothing was extracted, so code that took the old ``was_cached`` flag
+    reads it unchanged.
+    """
+
+    from_cache: int
+    extracted: int
+
+    def __bool__(self) -> bool:
+        return self.extracted == 0
+
+
 @dataclass
 class FeatureCache:
-    """Features on disk: ``root/<model key>/<rows key>/<layer>.npy`` plus ``rows.txt``
-    (the content hash of each row's image), all written atomically.
+    """Features on disk, per image: ``root/<model key>/<shard key>/<layer>.npy`` plus
+    ``rows.txt`` (the content hash of each row's image), all written atomically.
 
-    A dataset whose images all sit in an entry already cached for the same model
-    (a draw from a training set, the unlabelled rest of it) is served by picking
-    rows from that entry, with no forward pass.
+    A dataset is served from whichever shards of its model hold its images; only the
+    images none holds go through the backbone, and are stored as a new shard. Past
+    ``max_shards`` shards under a model, those with the same layers are merged.
     """
 
     root: Path
     max_entries_scanned: int = 64  # per model key, newest first, when looking for rows
+    max_shards: int = 16  # per model key, before shards with the same layers are merged
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).expanduser()
 
-    def _path(self, key: str, layer: str) -> Path:
-        return self.root / key / f"{layer}.npy"
-
-    def load(
-        self, key: str, layers: Sequence[str], rows: int, mmap: bool = False
-    ) -> dict[str, np.ndarray] | None:
-        """The cached layers, or None when any is missing or unreadable."""
-        found = {}
-        for layer in layers:
-            path = self._path(key, layer)
-            try:
-                array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-            except (OSError, ValueError, EOFError):
-                return None
-            if array.ndim != 2 or array.shape[0] != rows:
-                return None
-            found[layer] = array
+    def find(
+        self,
+        model: str,
+        images: Sequence[str],
+        layers: Sequence[str],
+        bad: Callable[[Path, Exception], None] | None = None,
+    ) -> Found:
+        """Where the cached rows of ``images`` (distinct content hashes) at ``layers`` are;
+        ``found.has(image)`` says which are. Shards that serve rows count as used."""
+        found = find_rows(
+            self.root / model, images, layers, self.max_entries_scanned, bad or _ignore
+        )
+        for path in found.used:
+            self.touch(f"{model}/{path.name}")
         return found
-
-    def load_rows(
-        self, model: str, hashes: Sequence[str], layers: Sequence[str]
-    ) -> dict[str, np.ndarray] | None:
-        """Rows for ``hashes`` gathered from the entries of ``model`` (newest first), or
-        None unless every one of them is found."""
-        folder = self.root / model
-        try:
-            entries = sorted(
-                (e for e in folder.iterdir() if (e / "rows.txt").is_file()),
-                key=lambda e: e.stat().st_mtime,
-                reverse=True,
-            )[: self.max_entries_scanned]
-        except OSError:
-            return None
-        missing = set(hashes)
-        sources: list[dict[str, np.ndarray]] = []
-        where: dict[str, tuple[int, int]] = {}  # hash -> (source, row in it)
-        for entry in entries:
-            if not missing:
-                break
-            try:
-                stored = (entry / "rows.txt").read_text().split("\n")
-            except (OSError, UnicodeDecodeError):
-                continue
-            index = {h: i for i, h in enumerate(stored)}
-            have = missing.intersection(index)
-            if not have:
-                continue
-            found = self.load(f"{model}/{entry.name}", layers, len(stored), mmap=True)
-            if found is None:
-                continue
-            sources.append(found)
-            self.touch(f"{model}/{entry.name}")
-            where.update((h, (len(sources) - 1, index[h])) for h in have)
-            missing -= have
-        if missing:
-            return None
-        source_of = np.fromiter((where[h][0] for h in hashes), np.int64, len(hashes))
-        row_of = np.fromiter((where[h][1] for h in hashes), np.int64, len(hashes))
-        out = {}
-        try:
-            for layer in layers:
-                width = sources[0][layer].shape[1]
-                if any(source[layer].shape[1] != width for source in sources):
-                    return None
-                gathered = np.empty((len(hashes), width), dtype=np.float32)
-                for number, source in enumerate(sources):
-                    mine = np.flatnonzero(source_of == number)
-                    gathered[mine] = source[layer][row_of[mine]]
-                out[layer] = gathered
-        except (OSError, ValueError):  # a file cut short under the memory map
-            return None
-        return out
 
     def entries(self) -> list[CacheEntry]:
         """Every entry under ``root``, most recently used first. Only folders laid out
@@ -209,7 +196,7 @@ class FeatureCache:
         for model in _key_folders(self.root):
             # An entry of the first layout (root/<key>/<layer>.npy) is the model folder.
             try:
-                legacy = any(_ENTRY_FILE.fullmatch(p.name) for p in model.iterdir())
+                legacy = any(ENTRY_FILE.fullmatch(p.name) for p in model.iterdir())
             except OSError:
                 continue
             for entry in _key_folders(model) + ([model] if legacy else []):
@@ -256,21 +243,9 @@ class FeatureCache:
         for entry in entries:
             if limit is not None and entry.last_used >= limit:
                 continue
-            try:
-                paths = list(entry.path.iterdir())
-            except OSError:
-                continue
-            for path in paths:
-                if _ENTRY_FILE.fullmatch(path.name) and not path.is_symlink():
-                    with contextlib.suppress(OSError):
-                        size = path.stat().st_size
-                        path.unlink()
-                        freed += size
-                elif TEMP_FILE.fullmatch(path.name):
-                    unlink_unless_locked(path)
-            with contextlib.suppress(OSError):
-                entry.path.rmdir()
-                if entry.path.parent != self.root:  # the model's folder, if that emptied it
+            freed += remove_entry(entry.path)
+            if entry.path.parent != self.root:  # the model's folder, if that emptied it
+                with contextlib.suppress(OSError):
                     entry.path.parent.rmdir()
             removed += 1
         return removed, freed
@@ -280,16 +255,21 @@ class FeatureCache:
         with contextlib.suppress(OSError):
             os.utime(self.root / key)
 
-    def save(self, key: str, features: dict[str, np.ndarray], hashes: Sequence[str] = ()) -> None:
-        folder = self.root / key
-        folder.mkdir(parents=True, exist_ok=True)
+    def save(self, model: str, features: dict[str, np.ndarray], hashes: Sequence[str]) -> str:
+        """Store rows (row i is image ``hashes[i]``) as a new shard of ``model``: its key."""
+        self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / TAG_FILE).is_file():  # marks the folder as ours (see `clear`)
             atomic_write(self.root / TAG_FILE, lambda handle: handle.write(_TAG))
-        for layer, array in features.items():
-            atomic_write(self._path(key, layer), lambda handle, a=array: np.save(handle, a))
-        if hashes:  # last: an entry is offered for row picking only once its arrays exist
-            text = "\n".join(hashes).encode()
-            atomic_write(folder / "rows.txt", lambda handle: handle.write(text))
+        return f"{model}/{write_shard(self.root / model, features, hashes).name}"
+
+    def compact(self, model: str) -> int:
+        """Past ``max_shards`` shards under ``model``, merge those holding the same layers
+        (every row kept, even if interrupted): how many shards were merged."""
+        return compact(self.root / model, self.max_shards)
+
+
+def _ignore(path: Path, error: Exception) -> None:
+    return None
 
 
 def cached_features(
@@ -301,41 +281,62 @@ def cached_features(
     fast: bool = True,
     notice: Callable[[str], None] | None = None,
     **kwargs,
-) -> tuple[dict[str, np.ndarray], bool]:
-    """Features from the cache when there, else extracted and stored: (features, was_cached).
+) -> tuple[dict[str, np.ndarray], CacheUse]:
+    """Features, from the cache for every image it holds, extracted (and stored) for the
+    rest: (features, how many of each).
 
-    A cache that cannot be written (full disk, no permission) is reported through
-    ``notice`` (default: a RuntimeWarning), and the features are returned all the same.
+    Cache trouble never costs a result: a cache that cannot be written (full disk, no
+    permission) or a shard that cannot be read is reported through ``notice`` (default:
+    a RuntimeWarning), and the features are computed and returned all the same.
     """
-    if cache is None:
-        return extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs), False
+    if cache is None or not len(dataset):
+        features = extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs)
+        return features, CacheUse(0, len(dataset))
+    tell = notice or _warn
     device = kwargs.get("device", "auto")
     device = select_device(device) if isinstance(device, str) else device
     model = model_key(backbone, fast, device, dataset.options)
-    key = f"{model}/{rows_key(dataset)}"
     # Stored under one name per stage ("stage-1" of a 5-stage model is "stage4"), so
     # the two spellings share an entry.
     names = {layer: stored_layer_name(layer, backbone.model) for layer in layers}
     stored = list(dict.fromkeys(names.values()))
-    found = cache.load(key, stored, len(dataset))
-    if found is not None:
-        cache.touch(key)
-    elif len(dataset):
-        found = cache.load_rows(model, dataset.content_hashes(), stored)
-    if found is not None:
-        return {layer: found[names[layer]] for layer in layers}, True
-    features = extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs)
-    try:
-        cache.save(
-            key, {names[layer]: features[layer] for layer in layers}, dataset.content_hashes()
-        )
-    except OSError as error:  # a full disk must not cost the features just computed
-        text = (
-            f"could not store features in the cache at {cache.root} ({error}); "
-            "going on without caching them"
-        )
-        if notice is None:
-            warnings.warn(text, RuntimeWarning, stacklevel=2)
+    hashes = dataset.content_hashes()
+    first = {h: i for i, h in reversed(list(enumerate(hashes)))}  # image -> its first row
+
+    def bad(path: Path, error: Exception) -> None:
+        tell(f"cached features at {path} cannot be read ({error}); computing those images again")
+
+    found = cache.find(model, list(first), stored, bad)
+    # An image missing at any layer is extracted at all of them: the forward pass is
+    # the cost, and the new shard then serves the whole request next time.
+    missing = [h for h in first if not found.has(h)]
+    if missing:
+        subset = dataset.subset([first[h] for h in missing])
+        new = extract_features(backbone, subset, layers=layers, fast=fast, **kwargs)
+        new = {names[layer]: new[layer] for layer in layers}
+        found.add(None, new, {h: i for i, h in enumerate(missing)})
+        try:
+            cache.save(model, new, missing)
+        except OSError as error:  # a full disk must not cost the features just computed
+            tell(
+                f"could not store features in the cache at {cache.root} ({error}); "
+                "going on without caching them"
+            )
         else:
-            notice(text)
-    return features, False
+            try:
+                cache.compact(model)
+            except OSError as error:  # the shards stay as they were: nothing is lost
+                tell(f"could not merge the cache's shards at {cache.root / model} ({error})")
+    try:
+        assembled = found.assemble(hashes)
+    except (OSError, ValueError) as error:  # a shard cut short under its memory map
+        bad(cache.root / model, error)
+        features = extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs)
+        return features, CacheUse(0, len(dataset))
+    extracted = set(missing)
+    served = sum(1 for h in hashes if h not in extracted)
+    return {layer: assembled[names[layer]] for layer in layers}, CacheUse(served, len(missing))
+
+
+def _warn(text: str) -> None:
+    warnings.warn(text, RuntimeWarning, stacklevel=3)

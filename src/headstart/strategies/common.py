@@ -109,7 +109,7 @@ def image_sets(
 
 def features(ctx: FitContext, dataset: ImageDataset, label: str) -> np.ndarray:
     layers = ctx.config.layers
-    found, was_cached = cached_features(
+    found, use = cached_features(
         ctx.backbone,
         dataset,
         ctx.cache,
@@ -120,8 +120,11 @@ def features(ctx: FitContext, dataset: ImageDataset, label: str) -> np.ndarray:
         progress=lambda done, total: ctx.callback.on_progress(f"features {label}", done, total),
         notice=lambda text: ctx.callback.on_stage("feature cache", text),
     )
-    if was_cached:
-        ctx.callback.on_stage("features", f"{label}: {len(dataset)} images from the cache")
+    if use.from_cache:
+        extracted = f", {use.extracted:,} extracted" if use.extracted else ""
+        ctx.callback.on_stage(
+            "features", f"{label}: {use.from_cache:,} images from the cache{extracted}"
+        )
     return np.concatenate([found[layer] for layer in layers], axis=1)
 
 
