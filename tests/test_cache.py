@@ -234,3 +234,33 @@ def test_entries_of_earlier_versions_are_served_listed_and_cleared(
     assert sorted(e.images or 0 for e in cache.entries()) == [0, 1, 4]
     assert cache.clear()[0] == 3
     assert not [p for p in model.parent.iterdir() if p.is_dir()]
+
+
+def test_a_frozen_body_scores_a_dataset_from_the_cache(tmp_path, forwards):
+    """Feature extraction's test score reads cached features: a test set scored again,
+    or a second seed's split of the same images, runs no forward pass."""
+    from headstart.estimator.image_classifier import ImageClassifier
+    from headstart.strategies.registry import get_strategy
+
+    train, test = split_dataset(from_arrays(_pixels(60, 3), [0, 1, 2] * 20), seed=0)
+    config = get_strategy("feature-extraction").default_config().replace(image_size=64)
+    clf = ImageClassifier(TINY, config=config, weights="none", cache_dir=tmp_path / "cache")
+    clf.fit(train)
+    assert sum(forwards) == len(train)
+    cached = clf.predict_proba(test)
+    assert sum(forwards) == len(train) + len(test)
+    again = clf.predict_proba(test)
+    assert sum(forwards) == len(train) + len(test)  # nothing new through the body
+    np.testing.assert_array_equal(cached, again)
+
+    clf.cache_dir = None  # the model's own forward pass: the same classes, close scores
+    direct = clf.predict_proba(test)
+    assert (direct.argmax(1) == cached.argmax(1)).mean() >= 0.9
+    assert np.abs(direct - cached).max() < 0.05
+
+    clf.cache_dir = tmp_path / "cache"
+    forwards.clear()
+    train_1, test_1 = split_dataset(from_arrays(_pixels(60, 3), [0, 1, 2] * 20), seed=1)
+    ImageClassifier(TINY, config=config, weights="none", cache_dir=clf.cache_dir).fit(train_1)
+    clf.predict_proba(test_1)
+    assert forwards == []  # a second seed's split: every image was seen

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from headstart.cli.arguments import add_inference_arguments, add_out_argument, add_strict_argument
+from headstart.cli.arguments import (
+    add_cache_arguments,
+    add_inference_arguments,
+    add_out_argument,
+    add_strict_argument,
+    cache_folder,
+)
 from headstart.cli.common import print_report
 
 
@@ -19,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_strict_argument(parser)
     add_inference_arguments(parser)
+    add_cache_arguments(parser)
     add_out_argument(parser, "evaluate", makes_files=False)
     parser.set_defaults(run=run)
 
@@ -27,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from headstart.data.layout import evaluation_set
     from headstart.estimator.image_classifier import ImageClassifier
 
-    clf = ImageClassifier.load(args.model)
+    clf = ImageClassifier.load(args.model, cache_dir=cache_folder(args))
     dataset = evaluation_set(args.data, strict=args.strict)
     print_report("data", dataset)
     metrics = clf.evaluate(dataset, batch_size=args.batch_size, device=args.device)

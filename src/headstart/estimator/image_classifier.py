@@ -38,7 +38,7 @@ from headstart.estimator.fitting import (
     run_key,
 )
 from headstart.estimator.model_files import load_model, save_model
-from headstart.estimator.prediction import ImageList, Prediction
+from headstart.estimator.prediction import ImageList, Prediction, proba_from_cached_features
 from headstart.features.cache import FeatureCache
 from headstart.features.fastpath import (
     fast_path_available,
@@ -200,6 +200,8 @@ class ImageClassifier:
         # The device of this machine, not the one the model was trained on: a model
         # trained on a GPU must still predict on a laptop.
         device = select_device(device)
+        if isinstance(images, ImageDataset) and len(images) and self._features_cached():
+            return proba_from_cached_features(self, images, batch_size=batch_size, device=device)
         fast = self.config_.fast
         model = self.model_.to(device).eval()
         chunks = []
@@ -216,6 +218,11 @@ class ImageClassifier:
         if not chunks:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         return np.concatenate(chunks)
+
+    def _features_cached(self) -> bool:
+        """Whether predictions may come from the feature cache: a cache is set and the
+        strategy never trains the body, so cached body features are the model's own."""
+        return self.cache_dir is not None and get_strategy(self.strategy).frozen_body
 
     def _inference_model(self, model: Classifier, device: torch.device, fast: bool) -> Classifier:
         """The model to predict with; on the CPU the fast path's folded copy is kept for
@@ -328,11 +335,14 @@ class ImageClassifier:
         return save_model(Path(folder), self.model_, self.metadata())
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> ImageClassifier:
-        """A fitted classifier from a folder written by ``save`` (never unpickles)."""
+    def load(
+        cls, folder: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None
+    ) -> ImageClassifier:
+        """A fitted classifier from a folder written by ``save`` (never unpickles);
+        ``cache_dir``: a feature cache its predictions on datasets may use."""
         files = load_model(Path(folder))
         meta = files.metadata
-        clf = cls(backbone=meta["backbone"], strategy=meta["strategy"])
+        clf = cls(backbone=meta["backbone"], strategy=meta["strategy"], cache_dir=cache_dir)
         clf.config = clf.config_ = TrainConfig.from_dict(meta["config"])
         clf.model_ = files.model
         clf.classes_ = list(meta["classes"])

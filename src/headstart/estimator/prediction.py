@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
+from headstart.backbones.registry import Backbone
+from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions, decode_image, normalise_image
+from headstart.features.cache import FeatureCache, cached_features
+from headstart.train.callbacks import Callback
 
-__all__ = ["ImageList", "Prediction"]
+__all__ = ["ImageList", "Prediction", "proba_from_cached_features"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,35 @@ class Prediction:
             "image": self.source,
             "predictions": [{"class": name, "probability": p} for name, p in self.top],
         }
+
+
+def proba_from_cached_features(
+    clf: Any, dataset: ImageDataset, *, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """Class probabilities of a frozen-body model (feature extraction, semi-supervised)
+    from the feature cache: the body is what was cached during ``fit``, so a test set
+    scored twice, or a second seed's split, runs no forward pass for images already
+    seen; the head then sees exactly the kind of features it was trained on."""
+    callback = clf.callback or Callback()
+    backbone = Backbone(clf.backbone, clf.model_.body, clf.preprocessing_, clf.weights_info_)
+    try:
+        found, _ = cached_features(
+            backbone,
+            dataset,
+            FeatureCache(Path(clf.cache_dir)),
+            layers=clf.config_.layers,
+            fast=clf.config_.fast,
+            device=device,
+            batch_size=batch_size,
+            progress=lambda done, total: callback.on_progress("features", done, total),
+            notice=lambda text: callback.on_stage("feature cache", text),
+        )
+    finally:  # the fitted model goes back as it came: on the CPU
+        clf.model_.cpu()
+    features = np.concatenate([found[layer] for layer in clf.config_.layers], axis=1)
+    with torch.inference_mode():
+        logits = clf.model_.head(torch.from_numpy(features).float())
+        return torch.softmax(logits.float(), dim=1).numpy()
 
 
 class ImageList:

@@ -119,6 +119,7 @@ class Strategy:
     summary: str = ""
     pretrained: bool = True  # scratch builds the backbone without weights
     uses_unlabelled: bool = False  # semi-supervised needs unlabelled images; others refuse them
+    frozen_body: bool = False  # the backbone never trains: its cached features are the model's
 
     def default_config(self) -> TrainConfig:
         return TrainConfig()

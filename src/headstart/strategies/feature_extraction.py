@@ -24,6 +24,7 @@ __all__ = ["FeatureExtraction"]
 @register_strategy
 class FeatureExtraction(Strategy):
     name = "feature-extraction"
+    frozen_body = True
     summary = "freeze the whole base; train a new head on features computed once"
 
     def default_config(self) -> TrainConfig:
