@@ -36,7 +36,7 @@ _EXPORTS = {
     "sample_per_class": ".split",
     "split_dataset": ".split",
     "Diagnosis": ".doctor",
-    "Finding": ".doctor",
+    "Finding": ".findings",
     "check_data": ".doctor",
     "diagnose": ".doctor",
     "write_report": ".doctor",
