@@ -26,4 +26,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests
 
 clean:
-	rm -rf $(VENV) headstart-demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) headstart-demo headstart-train headstart-compare .pytest_cache .ruff_cache

@@ -188,3 +188,9 @@ def test_compare_seeds_its_split_as_train_does(tmp_path, monkeypatch):
     assert ran["test"].fingerprint() == expected.fingerprint()
     assert main(["compare", str(folder), "--seeds", "5"]) == 0
     assert ran["test"].fingerprint() != expected.fingerprint()
+
+
+def test_training_settings_are_spelled_as_flags_in_every_command():
+    """The demo takes no --head-lr, but its plan's notes still call it that."""
+    words = cli_words(build_parser().parse_args(["demo"]).command_parser)
+    assert words["head_lr"] == "--head-lr" and words["base_lr"] == "--base-lr"

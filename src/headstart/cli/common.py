@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from typing import Any
 
 from headstart.cli.progress import ProgressPrinter
 from headstart.train.callbacks import Callback
+from headstart.train.config import TrainConfig
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -22,8 +24,11 @@ _CLI_WORDS = {
 
 def cli_words(command: argparse.ArgumentParser | None) -> dict[str, str]:
     """The library's parameter names spelled as ``command``'s flags (``max_bad_fraction``
-    -> ``--max-bad-fraction``), so an error speaks the CLI's words on the CLI."""
-    words = dict(_CLI_WORDS)
+    -> ``--max-bad-fraction``), so an error speaks the CLI's words on the CLI. Training
+    settings are spelled as their flags in every command (one vocabulary), also where a
+    command does not take them (the demo's plan still says ``--head-lr``)."""
+    words = {f.name: "--" + f.name.replace("_", "-") for f in fields(TrainConfig)}
+    words.update(_CLI_WORDS)
     for action in command._actions if command is not None else ():
         flag = next((o for o in action.option_strings if o.startswith("--")), None)
         if flag is not None:  # the first long form: --head-lr (not --lr), --lp-ft
