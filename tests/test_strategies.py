@@ -199,7 +199,17 @@ def test_augmentation_cannot_use_the_cache_and_says_so(tiny_weights):
         assert torch.equal(value, tiny_weights[1][key]), key
 
 
-def test_mlp_head_and_balanced_class_weights(tiny_weights):
+def test_mlp_head_and_balanced_class_weights(tiny_weights, monkeypatch):
+    from headstart.strategies import common
+
+    real_features = common.features
+
+    def one_dead_channel(ctx, dataset, label):  # as a ReLU channel that never fires
+        found = real_features(ctx, dataset, label)
+        found[:, 0] = 0.5
+        return found
+
+    monkeypatch.setattr(common, "features", one_dead_channel)
     rng = np.random.default_rng(0)
     labels = np.array([0] * 20 + [1] * 5)
     images = rng.integers(0, 60, size=(25, 20, 20, 3), dtype=np.uint8)
@@ -210,6 +220,17 @@ def test_mlp_head_and_balanced_class_weights(tiny_weights):
     assert isinstance(clf.model_.head, torch.nn.Sequential)
     assert clf.history_  # the MLP trains with the loop
     assert clf.evaluate(data)["balanced_accuracy"] > 0.5
+    # A feature constant on these images (the dead channel) is ignored, not divided by
+    # a spread of ~0: the folded first layer stays at the scale it trained at.
+    first = clf.model_.head[0].weight
+    assert float(first.abs().max()) < 1e3
+
+
+def test_standardising_ignores_constant_features():
+    from headstart.strategies.common import standardising_scale
+
+    scale = standardising_scale(np.array([2.0, 0.5, 0.0, 1e-9, 1.0]))
+    np.testing.assert_allclose(scale, [0.5, 2.0, 0.0, 0.0, 1.0])
 
 
 def test_stage_features_feed_the_head(tiny_weights, tmp_path):

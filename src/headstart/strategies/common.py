@@ -161,12 +161,12 @@ def fit_head_on_features(
     # Train on standardised features, then fold the scaling into the first layer,
     # so the deployed head takes raw features exactly like the linear probe does.
     mean = x_train.mean(0)
-    std = np.maximum(x_train.std(0), 1e-6)
+    scale = standardising_scale(x_train.std(0))
     labels = torch.from_numpy(y_train)
-    train_set = TensorDataset(torch.from_numpy((x_train - mean) / std), labels)
+    train_set = TensorDataset(torch.from_numpy((x_train - mean) * scale), labels)
     val_set = None
     if ctx.validation is not None and len(ctx.validation):
-        x_val = (features(ctx, ctx.validation, "validation") - mean) / std
+        x_val = (features(ctx, ctx.validation, "validation") - mean) * scale
         val_set = TensorDataset(torch.from_numpy(x_val), torch.from_numpy(ctx.validation.labels))
     groups = split_decay(
         list(model.head.named_parameters()), config.head_lr, config.weight_decay, "head"
@@ -188,11 +188,23 @@ def fit_head_on_features(
     )
     first = next(m for m in model.head.modules() if isinstance(m, nn.Linear))
     with torch.no_grad():
-        scale = torch.from_numpy(1.0 / std).float()
-        shift = torch.from_numpy(mean / std).float()
+        shift = torch.from_numpy(mean * scale).float()
         first.bias.sub_((first.weight * shift).sum(1))
-        first.weight.mul_(scale)
+        first.weight.mul_(torch.from_numpy(scale).float())
     return outcome.history
+
+
+def standardising_scale(std: np.ndarray) -> np.ndarray:
+    """1/std per feature, and 0 for features (nearly) constant on the training images.
+
+    Such a feature carries nothing to learn, and 1/std of a spread of 1e-6, folded into
+    the head's first layer, gave weights of 1e4-1e5: the bf16 noise of prediction, or
+    fine-tuning's first drift of the features, then blew the logits up (loss 1,515
+    after an MLP head trained to 0.29). Zeroed, the head ignores them."""
+    std = np.asarray(std, dtype=np.float64)
+    floor = max(1e-3 * float(np.median(std)), 1e-12)
+    safe = np.maximum(std, floor)
+    return np.where(std > floor, 1.0 / safe, 0.0).astype(np.float32)
 
 
 def train_images(
