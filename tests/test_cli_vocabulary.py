@@ -194,3 +194,78 @@ def test_training_settings_are_spelled_as_flags_in_every_command():
     """The demo takes no --head-lr, but its plan's notes still call it that."""
     words = cli_words(build_parser().parse_args(["demo"]).command_parser)
     assert words["head_lr"] == "--head-lr" and words["base_lr"] == "--base-lr"
+
+
+def _pre_split(root):
+    """train/ and test/ class folders, with one unreadable image in test/."""
+    for part in ("train", "test"):
+        _folder(root / part, per_class=6 if part == "train" else 3)
+    (root / "test" / "a" / "broken.png").write_text("not an image")
+    return root
+
+
+def test_strict_fails_evaluate_and_compare_naming_the_file(tmp_path, capsys, monkeypatch):
+    data = _pre_split(tmp_path / "data")
+    _stub_comparison(monkeypatch)
+    assert main(["compare", str(data)]) == 0  # skipped with a note
+    assert main(["compare", str(data), "--strict"]) == 2
+    assert "broken.png" in capsys.readouterr().err
+
+    model = tmp_path / "model"
+    tiny = ["--backbone", "test_efficientnet", "--weights", "none", "--image-size", "32"]
+    assert main(["train", str(data / "train"), "--out", str(model), *tiny]) == 0
+    assert main(["evaluate", str(model), str(data)]) == 0
+    assert main(["evaluate", str(model), str(data), "--strict"]) == 2
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_test_size_is_refused_where_the_data_brings_its_own_split(tmp_path, capsys):
+    data = _pre_split(tmp_path / "data")
+    assert main(["train", str(data), "--test-size", "0.5", "--out", str(tmp_path / "r")]) == 2
+    assert "--test-size does not apply" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_test_size_takes_a_share_or_a_count(monkeypatch, tmp_path):
+    ran = _stub_comparison(monkeypatch)
+    folder = _folder(tmp_path / "data", per_class=10)
+    assert main(["compare", str(folder), "--test-size", "4"]) == 0
+    assert len(ran["test"]) == 4
+    assert main(["compare", str(folder), "--test-size", "0.5"]) == 0
+    assert len(ran["test"]) == 10
+
+
+def test_compare_names_an_unknown_strategy_in_its_own_words(tmp_path, capsys):
+    folder = _folder(tmp_path / "data")
+    assert main(["compare", str(folder), "--strategies", "feature-extraction,finetune"]) == 2
+    err = capsys.readouterr().err
+    assert "--strategies takes names among" in err and "ImageClassifier" not in err
+
+
+def test_a_device_this_machine_lacks_fails_before_any_image_is_read(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    folder = _folder(tmp_path / "data")
+    assert main(["train", str(folder), "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+    captured = capsys.readouterr()
+    assert "--device must be" in captured.err and "data:" not in captured.out
+
+
+def test_predict_refuses_an_empty_batch_and_fails_when_nothing_was_read(tmp_path, capsys):
+    data = _pre_split(tmp_path / "data")
+    model = tmp_path / "model"
+    tiny = ["--backbone", "test_efficientnet", "--weights", "none", "--image-size", "32"]
+    assert main(["train", str(data / "train"), "--out", str(model), *tiny]) == 0
+    image = str(data / "test" / "a" / "0.png")
+    assert main(["predict", str(model), image, "--batch-size", "0"]) == 2
+    assert "--batch-size must be an int >= 1" in capsys.readouterr().err
+    assert main(["predict", str(model), str(data / "test" / "a" / "broken.png")]) == 2
+    assert main(["predict", str(model), image, str(tmp_path / "missing.png")]) == 0
+
+
+def test_evaluate_refuses_an_empty_batch_before_loading(tmp_path, capsys):
+    data = _pre_split(tmp_path / "data")
+    assert main(["evaluate", str(tmp_path / "no-model"), str(data), "--batch-size", "0"]) == 2
+    assert "--batch-size must be an int >= 1" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from headstart.strategies import scratch as scratch_module
 from headstart.strategies.registry import get_strategy
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
-from headstart.train.freezing import LayerGroup, layer_groups, resolve_frozen_count
+from headstart.train.freezing import LayerGroup, layer_groups
 from headstart.train.network import head_output_layer
 
 FAMILIES = {
@@ -94,8 +94,9 @@ def _frozen_count(strategy: str, groups: list[LayerGroup], config: TrainConfig) 
     body = sum(1 for g in groups if not g.is_head)
     if strategy in ("feature-extraction", "semi-supervised"):
         return body
-    if strategy == "fine-tune":
-        return resolve_frozen_count(groups, config.freeze_groups)
+    if strategy == "fine-tune":  # worked out here, not by the library's own function
+        wanted = config.freeze_groups
+        return wanted if wanted >= 0 else body + wanted
     return 0
 
 

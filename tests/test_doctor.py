@@ -214,7 +214,8 @@ def test_reports_round_trip_and_text_is_capped(planted, tmp_path: Path) -> None:
     assert json.loads(json_path.read_text()) == diagnosis.to_dict()
     assert text_path.read_text().strip() == diagnosis.to_text(max_details=1000)
     short = diagnosis.to_text(max_details=1)
-    assert "... and 2 more (see check.json)" in short  # three tiny images, one shown
+    # three tiny images, one shown
+    assert "... and 2 more (all in check.json, written by write_report())" in short
 
 
 def test_brief_is_a_few_lines_and_skips_what_was_already_said(planted) -> None:
@@ -223,7 +224,7 @@ def test_brief_is_a_few_lines_and_skips_what_was_already_said(planted) -> None:
     lines = diagnosis.brief("DATA", skip=("unreadable",))
     assert len(lines) == 3
     assert lines[0] == "check: 1 exact duplicate(s) across train and test"
-    assert lines[-1].endswith("(and 1 more finding(s)) (run `headstart check DATA` for details)")
+    assert lines[-1].endswith("(and 1 more finding(s)) (details: headstart.check_data(path))")
     assert all("cannot be decoded" not in line for line in lines)
 
 
@@ -292,8 +293,7 @@ def test_train_mentions_a_leak_briefly_and_still_trains(tmp_path: Path, capsys) 
     printed = capsys.readouterr().out
     check_lines = [line for line in printed.splitlines() if line.startswith("check:")]
     assert check_lines == [
-        "check: 1 exact duplicate(s) across train and test "
-        f"(run `headstart check {root}` for details)"
+        f"check: 1 exact duplicate(s) across train and test (details: `headstart check {root}`)"
     ]
     assert (out / "model.safetensors").is_file()
 
@@ -313,6 +313,10 @@ def test_compare_runs_the_doctor_before_comparing(
     )
     assert main(["compare", str(root), "--out", str(tmp_path / "cmp")]) == 0
     assert ran == [12]
-    check_lines = [line for line in capsys.readouterr().out.splitlines() if "check:" in line]
-    # Pre-split data gets no load summary in `compare`, so the doctor names the imbalance.
-    assert len(check_lines) == 1 and "imbalanced in train: 3 to 9" in check_lines[0]
+    printed = capsys.readouterr().out.splitlines()
+    # Pre-split data: each part's load report, as in `train`; the imbalance once.
+    imbalance = [line for line in printed if "imbalanced" in line]
+    assert imbalance == [
+        "train: classes are imbalanced (3 to 9 images per class); consider --class-weights "
+        "balanced, and read the balanced accuracy"
+    ]

@@ -2,8 +2,11 @@
 
 from headstart._internal.lazy import lazy_exports
 
+# The bundled backbone (real ImageNet weights, installed with headstart). Defined here,
+# not in the registry, so the command line can name it without importing timm.
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
 _EXPORTS = {
-    "DEFAULT_BACKBONE": ".registry",
     "Backbone": ".registry",
     "BackboneInfo": ".registry",
     "check_backbone_name": ".registry",
@@ -15,5 +18,5 @@ _EXPORTS = {
     "read_state_dict": ".weights",
     "select_device": ".device",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "DEFAULT_BACKBONE"])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

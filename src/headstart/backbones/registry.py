@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from headstart._internal.validation import invalid
+from headstart.backbones import DEFAULT_BACKBONE
 from headstart.backbones.preprocessing import Preprocessing, preprocessing_of
 from headstart.backbones.weights import (
     BUNDLED_WEIGHTS,
@@ -41,8 +42,6 @@ __all__ = [
     "create_backbone",
     "list_backbones",
 ]
-
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
 
 WEIGHT_CHOICES = ("auto", "bundled", "hub", "none")
@@ -70,15 +69,19 @@ def _head_keys(model: nn.Module) -> tuple[str, ...]:
     return tuple(k for k in model.state_dict() if any(k.startswith(f"{h}.") for h in heads))
 
 
+def _unknown_backbone(name: str) -> BackboneError:
+    close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
+    guess = f" Did you mean one of: {', '.join(close)}?" if close else ""
+    return BackboneError(
+        f"Unknown backbone {name!r}: timm has no such architecture.{guess}",
+        hint="{list_backbones} lists what loads here.",
+    )
+
+
 def check_backbone_name(name: str) -> None:
     """Unknown names fail here, before any weights are looked for or data is loaded."""
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
-        hint = f" Did you mean one of: {', '.join(close)}?" if close else ""
-        raise BackboneError(
-            f"Unknown backbone {name!r}: timm has no such architecture.{hint} "
-            "`headstart backbones` lists what loads here."
-        )
+        raise _unknown_backbone(name)
 
 
 def _timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -86,12 +89,7 @@ def _timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
-            close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
-            hint = f" Did you mean one of: {', '.join(close)}?" if close else ""
-            raise BackboneError(
-                f"Unknown backbone {name!r}: timm has no such architecture.{hint} "
-                "`headstart backbones` lists what loads here."
-            ) from exc
+            raise _unknown_backbone(name) from exc
         raise
 
 

@@ -13,11 +13,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from headstart.backbones import DEFAULT_BACKBONE
 from headstart.errors import ConfigError
-from headstart.strategies.registry import strategy_names
 from headstart.train.config import TrainConfig
-
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # the bundled backbone (real ImageNet weights)
 
 
 def _layer_list(text: str) -> tuple[str, ...]:
@@ -74,11 +72,47 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--test-size",
-        type=float,
-        default=0.2,
-        help="held-out share when DATA has no train/test split of its own (default 0.2)",
+        type=_share_or_count,
+        help="held out for testing when DATA has no train/test split of its own: a share "
+        "(default 0.2) or a number of images",
     )
     add_strict_argument(parser)
+
+
+def _share_or_count(text: str) -> float | int:
+    """``0.2`` is a share, ``50`` a number of images (the library takes both)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def test_size(args: argparse.Namespace) -> float | int:
+    """The held-out share or count; refused when DATA brings its own split, where it
+    would be ignored."""
+    from headstart.data.layout import is_presplit
+
+    if args.test_size is None:
+        return 0.2
+    if is_presplit(args.data):
+        raise ConfigError(
+            f"--test-size does not apply: {args.data} has its own train/test split, which "
+            "is used as it is. Leave --test-size out."
+        )
+    return args.test_size
+
+
+def check_runtime(device: str | None, batch_size: int | None = None) -> None:
+    """A device this machine lacks, or a batch of no images, fails before any image is
+    loaded, not after."""
+    from headstart.backbones.device import select_device
+
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be an int >= 1. Got {batch_size} instead.")
+    select_device(device or "auto")
 
 
 def add_strict_argument(parser: argparse.ArgumentParser) -> None:
@@ -107,13 +141,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+def add_cache_arguments(parser: argparse.ArgumentParser, *, can_skip: bool = True) -> None:
     parser.add_argument(
         "--cache-dir",
         type=Path,
         help="feature cache folder (default: $HEADSTART_CACHE, else ~/.cache/headstart/features)",
     )
-    parser.add_argument("--no-cache", action="store_true", help="recompute features")
+    if can_skip:
+        parser.add_argument("--no-cache", action="store_true", help="recompute features")
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,10 +169,6 @@ def add_out_argument(parser: argparse.ArgumentParser, command: str, makes_files:
         )
     else:
         parser.add_argument("--out", type=Path, help="also write the report files into this folder")
-
-
-def strategy_choices() -> list[str]:
-    return strategy_names()
 
 
 def parse_labels_per_class(text: str, *, several: bool) -> tuple[int | None, ...]:

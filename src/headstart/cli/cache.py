@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
+from headstart.cli.arguments import add_cache_arguments, cache_folder
 from headstart.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("cache", help="show the feature cache's entries and size; --clear")
-    parser.add_argument("--cache-dir", type=Path, help="feature cache folder")
+    add_cache_arguments(parser, can_skip=False)
     parser.add_argument("--clear", action="store_true", help="delete cached features")
     parser.add_argument(
         "--older-than",
@@ -37,15 +37,13 @@ def _entries(count: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from headstart.features.cache import FeatureCache, default_cache_dir
+    from headstart.features.cache import FeatureCache
 
-    cache = FeatureCache(args.cache_dir or default_cache_dir())
+    cache = FeatureCache(cache_folder(args))
     if args.older_than is not None and not args.older_than >= 0:
-        raise ConfigError(
-            f"headstart cache: --older-than DAYS must be >= 0, got {args.older_than:g}"
-        )
+        raise ConfigError(f"--older-than DAYS must be >= 0. Got {args.older_than:g} instead.")
     if args.older_than is not None and not args.clear:
-        raise ConfigError("headstart cache: --older-than DAYS only applies with --clear")
+        raise ConfigError("--older-than DAYS only applies with --clear.")
     if args.clear:
         removed, freed = cache.clear(args.older_than)
         age = "" if args.older_than is None else f" unused for {args.older_than:g}+ days"

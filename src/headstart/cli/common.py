@@ -19,6 +19,9 @@ _CLI_WORDS = {
     "model_folder": "a folder written by `headstart train --out`",
     "unlabelled_images": "--unlabelled DIR",
     "k": "--labels-per-class",
+    "list_backbones": "`headstart backbones`",
+    "check_data": "`headstart check DATA`",
+    "all_findings": "all in check.json, written with --out DIR",
 }
 
 
@@ -72,6 +75,15 @@ class PrintingCallback(Callback):
             f"train acc {record.train_accuracy:.1%}{val} ({record.seconds:.1f}s)",
             flush=True,
         )
+
+
+def print_reports(train: Any, test: Any) -> None:
+    """The load report of a train/test pair: once for a set split in two, else each."""
+    if train.report is test.report or train.report.source == test.report.source:
+        print_report("data", train)
+    else:
+        print_report("train", train)
+        print_report("test", test)
 
 
 def print_report(label: str, dataset: Any) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.cli.arguments import (
+    DEFAULT_BACKBONE,
     add_cache_arguments,
     add_config_arguments,
     add_data_arguments,
@@ -16,13 +17,16 @@ from headstart.cli.arguments import (
     add_model_arguments,
     add_out_argument,
     cache_folder,
+    check_runtime,
     check_weights_argument,
     config_changes,
     parse_ints,
     parse_labels_per_class,
+    test_size,
 )
-from headstart.cli.common import EXIT_ERROR, PrintingCallback, print_report
-from headstart.errors import spell
+from headstart.cli.common import EXIT_ERROR, PrintingCallback, print_reports
+from headstart.errors import ConfigError, spell
+from headstart.strategies.registry import strategy_names
 
 # The demo must finish within 5 minutes on a 2-core CPU: small epochs for the
 # gradient strategies, the bundled lite0 at 112 px, one seed.
@@ -34,7 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser(
         "demo", help="compare the strategies on the bundled Fashion-MNIST sample (~5 min)"
     )
-    demo.add_argument("--backbone", default="tf_efficientnet_lite0", help="a bundled backbone")
+    demo.add_argument("--backbone", default=DEFAULT_BACKBONE, help="a bundled backbone")
     demo.add_argument(
         "--image-size",
         type=int,
@@ -137,8 +141,16 @@ def run_compare(args: argparse.Namespace) -> int:
     check_weights_argument(args.weights)
     check_backbone_name(args.backbone)
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    unknown = [name for name in strategies if name not in strategy_names()]
+    if unknown or not strategies:
+        raise ConfigError(
+            f"--strategies takes names among {', '.join(strategy_names())}, comma-separated. "
+            f"Got {args.strategies!r} instead."
+        )
     seeds = parse_ints("--seeds", args.seeds)
     changes = config_changes(args)
+    check_runtime(changes.get("device"))
+    test_size(args)
     image_size = changes.pop("image_size", None)
     overrides, notes = shared_overrides(strategies, changes)
     settings = CompareSettings(
@@ -155,12 +167,11 @@ def run_compare(args: argparse.Namespace) -> int:
     # The first seed also draws the train/test split, as --seed does in train; every
     # run is scored on that one test set, so the runs compare.
     train, test = load_images(
-        args.data, test_size=args.test_size, seed=seeds[0], strict=args.strict
+        args.data, test_size=test_size(args), seed=seeds[0], strict=args.strict
     )
-    if train.report is test.report or train.report.source == test.report.source:
-        print_report("data", train)
-    shown = ("unreadable", "imbalance") if train.report.source == test.report.source else ()
-    for line in diagnose(train, test).brief(args.data, skip=shown):
+    print_reports(train, test)
+    shown = ("unreadable", "imbalance")  # the load reports above named them
+    for line in diagnose(train, test).brief(args.data, skip=shown, words=args.words):
         print(line)
     return run_comparison(train, test, args.out, settings, args, f"{args.data}")
 

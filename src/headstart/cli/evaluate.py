@@ -11,6 +11,7 @@ from headstart.cli.arguments import (
     add_out_argument,
     add_strict_argument,
     cache_folder,
+    check_runtime,
 )
 from headstart.cli.common import print_report
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from headstart.data.layout import evaluation_set
     from headstart.estimator.image_classifier import ImageClassifier
 
+    check_runtime(args.device, args.batch_size)
     clf = ImageClassifier.load(args.model, cache_dir=cache_folder(args))
     dataset = evaluation_set(args.data, strict=args.strict)
     print_report("data", dataset)

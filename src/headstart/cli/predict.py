@@ -7,7 +7,8 @@ import csv
 import json
 import sys
 
-from headstart.cli.arguments import add_inference_arguments, add_strict_argument
+from headstart.cli.arguments import add_inference_arguments, add_strict_argument, check_runtime
+from headstart.cli.common import EXIT_ERROR
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from headstart.estimator.image_classifier import ImageClassifier
 
+    check_runtime(args.device, args.batch_size)
     clf = ImageClassifier.load(args.model)
     predictions, skipped = clf.predict_files(
         args.images,
@@ -47,4 +49,4 @@ def run(args: argparse.Namespace) -> int:
             print(p.source + ": " + ", ".join(f"{name} {q:.1%}" for name, q in p.top))
     for s in skipped:  # skipped with a note, as everywhere; --strict makes it an error
         print(f"headstart: skipped {s.path}: {s.reason}", file=sys.stderr)
-    return 0
+    return 0 if predictions else EXIT_ERROR  # nothing could be read: that is no success

@@ -13,19 +13,21 @@ from headstart.cli.arguments import (
     add_model_arguments,
     add_out_argument,
     cache_folder,
+    check_runtime,
     check_weights_argument,
     config_changes,
     parse_labels_per_class,
-    strategy_choices,
+    test_size,
 )
-from headstart.cli.common import PrintingCallback, print_report
+from headstart.cli.common import PrintingCallback, print_report, print_reports
 from headstart.errors import ConfigError, DataError
+from headstart.strategies.registry import strategy_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train a classifier on your images")
     add_data_arguments(parser)
-    parser.add_argument("--strategy", default="feature-extraction", choices=strategy_choices())
+    parser.add_argument("--strategy", default="feature-extraction", choices=strategy_names())
     add_model_arguments(parser)
     add_labels_argument(parser, "all", several=False)
     parser.add_argument(
@@ -44,12 +46,8 @@ def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     from headstart.data.layout import load_images
     from headstart.data.split import sample_per_class
 
-    train, test = load_images(args.data, test_size=args.test_size, seed=seed, strict=args.strict)
-    if train.report is test.report or train.report.source == test.report.source:
-        print_report("data", train)  # one file set, split in two: one report
-    else:
-        print_report("train", train)
-        print_report("test", test)
+    train, test = load_images(args.data, test_size=test_size(args), seed=seed, strict=args.strict)
+    print_reports(train, test)
     (labels_per_class,) = parse_labels_per_class(args.labels_per_class, several=False)
     if labels_per_class is not None:
         train = sample_per_class(train, labels_per_class, seed=seed)
@@ -78,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     changes = config_changes(args)
     config = strategy.default_config().replace(**changes)
     strategy.refuse_unused(config, changes)
+    check_runtime(config.device)
+    test_size(args)  # a --test-size the data's own split would ignore fails now
     if strategy.uses_unlabelled and not args.unlabelled:
         raise ConfigError(
             f"--strategy {args.strategy} needs --unlabelled DIR, a folder of images without labels"
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             f"unlabelled: {len(unlabelled)} images from {args.unlabelled}"
             + (f" ({dropped} also in the training or test images, left out)" if dropped else "")
         )
-    for line in diagnose(train, test).brief(args.data, skip=("unreadable", "imbalance")):
+    skip = ("unreadable", "imbalance")
+    for line in diagnose(train, test).brief(args.data, skip=skip, words=args.words):
         print(line)  # the load report above already named skipped files and imbalance
     clf = ImageClassifier(
         backbone=args.backbone,

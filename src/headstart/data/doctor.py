@@ -95,7 +95,7 @@ class Diagnosis:
     ) -> str:
         """The human report: what was checked, then every finding, worst first; ``words``
         spell the parameters the advice names (the CLI passes its flags)."""
-        lines = [f"headstart check: {self.source}"]
+        lines = [f"data check: {self.source}"]
         for split, total in self.images.items():
             counts = self.class_counts[split]
             per_class = ", ".join(f"{name} {count}" for name, count in counts.items())
@@ -110,10 +110,18 @@ class Diagnosis:
             lines += [f"  {detail}" for detail in shown]
             hidden = finding.count - len(shown) if finding.details else 0
             if hidden > 0:
-                lines.append(f"  ... and {hidden} more (see check.json)")
+                more = spell("{all_findings}", words)
+                lines.append(f"  ... and {hidden} more ({more})")
         return "\n".join(lines)
 
-    def brief(self, data: str, *, skip: tuple[str, ...] = (), limit: int = 3) -> list[str]:
+    def brief(
+        self,
+        data: str,
+        *,
+        skip: tuple[str, ...] = (),
+        limit: int = 3,
+        words: Mapping[str, str] | None = None,
+    ) -> list[str]:
         """At most ``limit`` warning lines and a pointer to the full check, for `train`.
 
         ``skip`` names kinds the caller already printed (the CLI prints skipped files
@@ -125,7 +133,7 @@ class Diagnosis:
         lines = [f"check: {finding.summary}" for finding in shown[:limit]]
         if len(shown) > limit:
             lines[-1] += f" (and {len(shown) - limit} more finding(s))"
-        lines[-1] += f" (run `headstart check {data}` for details)"
+        lines[-1] += f" (details: {spell('{check_data}', words)})".replace("DATA", data)
         return lines
 
 

@@ -1,8 +1,8 @@
 """How a path is laid out, decided in one place: a folder of class folders, a CSV, a folder
 already split into ``train/`` and ``test/`` class folders, or MNIST-style IDX files.
 
-``train``, ``compare``, ``evaluate`` and ``check`` all ask :func:`is_presplit`, so the
-same path means the same images to every command.
+``load_images`` (train, compare), ``evaluation_set`` (evaluate) and the doctor (check)
+decide it here, so the same path means the same images to every command.
 """
 
 from __future__ import annotations

@@ -62,8 +62,8 @@ class ImageClassifier:
     """Transfer learning in one object: ``fit``, ``predict``, ``score``, ``save``, ``load``.
 
     ``strategy`` is one of ``headstart.strategies.STRATEGIES`` ("feature-extraction",
-    "fine-tune", "scratch"); ``config`` a ``TrainConfig`` (default: the strategy's
-    own); ``weights`` where the backbone's weights come from ("auto", "bundled",
+    "fine-tune", "semi-supervised", "scratch"); ``config`` a ``TrainConfig`` (default:
+    the strategy's own); ``weights`` where the backbone's weights come from ("auto", "bundled",
     "hub" or a file). ``cache_dir`` keeps extracted features between runs;
     ``checkpoint_dir`` keeps resumable checkpoints.
     """
@@ -197,6 +197,8 @@ class ImageClassifier:
     ) -> np.ndarray:
         """Class probabilities, shape (N, len(classes_)), columns in ``classes_`` order."""
         self._check_fitted()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise invalid("ImageClassifier.predict_proba", "batch_size", "an int >= 1", batch_size)
         # The device of this machine, not the one the model was trained on: a model
         # trained on a GPU must still predict on a laptop.
         device = select_device(device)
@@ -255,7 +257,11 @@ class ImageClassifier:
         ``strict=True`` it raises ImageDecodeError instead)."""
         self._check_fitted()
         owner = "ImageClassifier.predict_files"
-        for name, value in (("top_k", top_k), ("chunk_size", chunk_size)):
+        for name, value in (
+            ("top_k", top_k),
+            ("chunk_size", chunk_size),
+            ("batch_size", batch_size),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise invalid(owner, name, "an int >= 1", value)
         if isinstance(paths, str | os.PathLike):
@@ -378,6 +384,7 @@ def fit_folder(
     """
     train, test = load_images(path, test_size=test_size, seed=seed)
     clf = ImageClassifier(backbone, strategy, config, **kwargs).fit(train)
-    metrics = clf.evaluate(test)
+    used = clf.config_
+    metrics = clf.evaluate(test, batch_size=used.batch_size, device=used.device)
     clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
     return clf, metrics

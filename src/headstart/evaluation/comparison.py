@@ -269,7 +269,7 @@ def _one_run(
             cache_dir=cache_dir,
             callback=callback,
         ).fit(subset, unlabelled=unlabelled)
-        metrics = clf.evaluate(test)
+        metrics = clf.evaluate(test, batch_size=config.batch_size, device=config.device)
     except (KeyboardInterrupt, TrainingInterrupted, ConfigError, BackboneError, WeightsError):
         raise  # a mistake in the settings would fail every run alike: say it once, now
     except Exception as exc:  # one strategy failing (e.g. out of memory) must not stop the rest

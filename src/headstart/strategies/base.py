@@ -75,7 +75,7 @@ class Plan:
             "rows": [r.__dict__ for r in self.rows],
             "bn_policy": self.bn_policy,
             "stages": self.stages,
-            "notes": self.notes,
+            "notes": [spell(note) for note in self.notes],
             "trainable_parameters": self.trainable_parameters,
             "total_parameters": self.total_parameters,
         }

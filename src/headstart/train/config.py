@@ -122,7 +122,12 @@ class TrainConfig:
         if self.image_size is not None and (
             not isinstance(self.image_size, int) or self.image_size < 16
         ):
-            raise invalid(owner, "image_size", "None or an int >= 16", self.image_size)
+            raise invalid(
+                owner,
+                "image_size",
+                "an int >= 16 (or unset: the backbone's own size)",
+                self.image_size,
+            )
         if not isinstance(self.layers, tuple) or not self.layers:
             raise invalid(owner, "layers", "a non-empty tuple such as ('final',)", self.layers)
         if not isinstance(self.seed, int) or self.seed < 0:
