@@ -11,7 +11,7 @@ import pytest
 from fixtures_images import colour_data, tiny_weights_file
 from PIL import Image
 
-from headstart.errors import ConfigError
+from headstart.errors import ConfigError, DataError
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.evaluation.comparison import CompareCallback, CompareSettings, compare, load_results
 from headstart.evaluation.report import build_report
@@ -188,3 +188,38 @@ def test_a_narrower_rerun_keeps_the_other_runs_for_later(tmp_path, weights, monk
     compare(train, test, tmp_path, both, callback=recorder)
     assert [reused for _, reused, _ in recorder.ends] == [True, True]
     assert "earlier_runs" not in load_results(tmp_path)
+
+
+def test_the_report_says_what_each_run_held_out(finished):
+    """8 images per class are too few to spare a hold-out: the report must not claim one
+    (it said 'fine-tune and scratch hold 10 % of them out' whatever happened)."""
+    folder, results, _ = finished
+    assert all(r["held_out_images"] == 0 for r in results["runs"])
+    report = (folder / "report.md").read_text()
+    assert "10 %" not in report
+    assert "Hold-out: scratch held none out; feature-extraction held none out; " in report
+
+
+def test_the_report_gives_the_share_held_out(tmp_path, weights):
+    train, test = colour_data(25, 0), colour_data(3, 1)
+    settings = _settings(
+        weights,
+        strategies=("fine-tune",),
+        labels_per_class=(None,),
+        overrides={"fine-tune": {**QUICK, "validation_fraction": 0.2}},
+    )
+    results = compare(train, test, tmp_path, settings)
+    (run,) = results["runs"]
+    assert run["held_out_images"] == 15  # 20 % of 75 drawn images
+    build_report(tmp_path)
+    assert (
+        "fine-tune held 20% of them out for early stopping." in (tmp_path / "report.md").read_text()
+    )
+
+
+def test_a_comparison_where_no_run_can_run_is_an_error(tmp_path, weights):
+    """semi-supervised at 'all' has no unlabelled images left: nothing runs, and that is
+    not a success (it exited 0 with an empty report)."""
+    settings = _settings(weights, strategies=("semi-supervised",), labels_per_class=(None,))
+    with pytest.raises(DataError, match="No run of this comparison could run: semi-supervised"):
+        compare(colour_data(8, 0), colour_data(3, 1), tmp_path, settings)

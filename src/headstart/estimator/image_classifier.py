@@ -169,6 +169,8 @@ class ImageClassifier:
         self.decode_options_ = train.options
         self.weights_info_ = backbone.weights
         self.fit_seconds_ = time.perf_counter() - started
+        # Images held out of training for early stopping (0: none, every epoch ran).
+        self.validation_images_ = len(validation) if validation is not None else 0
         self.metrics_: dict[str, Any] = {}
         self._head_spec = head_spec_of(self.model_, len(self.classes_), config)
         return self

@@ -27,7 +27,13 @@ from headstart._internal.validation import invalid
 from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.data.dataset import ImageDataset
 from headstart.data.split import sample_per_class
-from headstart.errors import BackboneError, ConfigError, TrainingInterrupted, WeightsError
+from headstart.errors import (
+    BackboneError,
+    ConfigError,
+    DataError,
+    TrainingInterrupted,
+    WeightsError,
+)
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.strategies.registry import get_strategy, strategy_names
 from headstart.train.callbacks import Callback
@@ -233,6 +239,8 @@ def compare(
         results["runs"].append(record)
         _write_results(folder, {**results, "runs": results["runs"] + _pending(previous, results)})
         callback.on_run_end(record, reused=False)
+    if not results["runs"]:  # every run was skipped: there is nothing to report on
+        raise DataError("No run of this comparison could run: " + "; ".join(results["notes"]) + ".")
     # Finished runs this comparison did not ask for (a narrower --labels-per-class,
     # fewer strategies) stay in the file, apart from "runs", ready to be reused.
     earlier = _pending(previous, results)
@@ -284,6 +292,7 @@ def _one_run(
         "accuracy": metrics["accuracy"],
         "balanced_accuracy": metrics["balanced_accuracy"],
         "train_seconds": clf.fit_seconds_,
+        "held_out_images": clf.validation_images_,
         "trainable_parameters": clf.plan_.trainable_parameters,
         "epochs": len([h for h in clf.history_ if h["stage"] != "head"]) or None,
         "confusion_matrix": metrics["confusion_matrix"],

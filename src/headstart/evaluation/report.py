@@ -136,6 +136,25 @@ def summary_sentences(results: dict[str, Any]) -> list[str]:
     return sentences
 
 
+def _held_out_sentence(runs: list[dict[str, Any]]) -> str:
+    """What each strategy held out of the drawn images for early stopping, as recorded
+    per run (results of older versions did not record it: then nothing is claimed)."""
+    parts = []
+    for strategy in dict.fromkeys(r["strategy"] for r in runs):
+        mine = [r for r in runs if r["strategy"] == strategy and "held_out_images" in r]
+        if not mine:
+            continue
+        held = [r for r in mine if r["held_out_images"]]
+        sizes = sizes_in_order(r["labels_per_class"] for r in held)
+        if not held:
+            parts.append(f"{strategy} held none out")
+            continue
+        share = sum(r["held_out_images"] for r in held) / sum(r["train_images"] for r in held)
+        where = "" if len(held) == len(mine) else f" at {', '.join(sizes)} labels per class"
+        parts.append(f"{strategy} held {share:.0%} of them out for early stopping{where}")
+    return f" Hold-out: {'; '.join(parts)}." if parts else ""
+
+
 def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| labels/class | strategy | accuracy (mean, min–max) | balanced acc. | train time (s) "
@@ -193,7 +212,7 @@ def build_report(folder: str | Path, title: str = "headstart comparison") -> dic
         f"{data.get('test_images')} images; {len(data.get('classes', []))} classes. "
         f"Backbone: {settings.get('backbone')} at {settings.get('image_size') or 'its own'} px. "
         f"Seeds: {settings.get('seeds')}. At each size every strategy drew from the same "
-        "images; fine-tune and scratch hold 10 % of them out for early stopping."
+        f"images.{_held_out_sentence(runs)}"
         + (
             " semi-supervised also sees the pool's other images, without their labels "
             "(labels per class counts labelled images only)."
