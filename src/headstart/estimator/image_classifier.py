@@ -25,7 +25,7 @@ from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import DEFAULT_BACKBONE, create_backbone
 from headstart.backbones.weights import WeightsInfo
 from headstart.data.dataset import ImageDataset, SkippedFile, TorchImageDataset
-from headstart.data.decode import DecodeOptions, decode_image
+from headstart.data.decode import IMAGE_EXTENSIONS, DecodeOptions, decode_image
 from headstart.data.layout import load_images
 from headstart.data.loaders import image_files
 from headstart.errors import DataError, ImageDecodeError, NotFittedError
@@ -270,7 +270,11 @@ class ImageClassifier:
             paths = [paths]
         files = image_files(paths)
         if not files:
-            raise DataError(f"{owner}: no image files in {[str(p) for p in paths]}")
+            named = ", ".join(str(p) for p in paths)
+            raise DataError(
+                f"No image files in {named} (folders are searched recursively for "
+                f"{' '.join(sorted(IMAGE_EXTENSIONS))})."
+            )
         k = min(top_k, len(self.classes_))
         predictions: list[Prediction] = []
         skipped: list[SkippedFile] = []

@@ -129,7 +129,9 @@ class TrainConfig:
                 self.image_size,
             )
         if not isinstance(self.layers, tuple) or not self.layers:
-            raise invalid(owner, "layers", "a non-empty tuple such as ('final',)", self.layers)
+            raise invalid(
+                owner, "layers", "one or more layer names, e.g. final or stage-2,final", self.layers
+            )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise invalid(owner, "seed", "an int >= 0", self.seed)
         if not isinstance(self.device, str) or not (
