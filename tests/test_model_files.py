@@ -68,6 +68,36 @@ def _one_error_line(capsys) -> str:
 # ------------------------------------------------------------ non-finite scores
 
 
+def test_non_finite_scores_are_refused_naming_the_images(tmp_path, image):
+    """A NaN weight (in memory, where no file check can see it) makes every score NaN:
+    predict_proba, predict_files and evaluate refuse, naming the images."""
+    clf = _fitted()
+    with torch.no_grad():
+        next(clf.model_.head.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(WeightsError, match="non-finite") as caught:
+        clf.predict_proba([image])
+    assert str(image) in str(caught.value)
+    with pytest.raises(WeightsError, match="non-finite"):
+        clf.predict_files([image])
+    with pytest.raises(WeightsError, match="non-finite"):
+        clf.evaluate(colour_data(2, 5))
+    clf.cache_dir = tmp_path / "cache"  # the feature cache's path to the head, too
+    with pytest.raises(WeightsError, match="non-finite"):
+        clf.evaluate(colour_data(2, 5))
+
+
+def test_non_finite_scores_of_a_loaded_model_name_its_folder(model, image, capsys):
+    """A standard deviation so small that normalised pixels overflow: the description is
+    valid, the scores are not; the error names the model folder and the image."""
+    _edit_meta(model, lambda meta: meta["preprocessing"].update(std=[1e-45] * 3))
+    with pytest.raises(WeightsError, match="non-finite") as caught:
+        ImageClassifier.load(model).predict_proba([image])
+    assert str(model) in str(caught.value) and str(image) in str(caught.value)
+    for format in ("table", "json"):
+        assert main(["predict", str(model), str(image), "--format", format]) == 2
+        assert str(image) in _one_error_line(capsys)
+
+
 def test_a_nan_weight_in_an_unhashed_model_is_refused_naming_the_file(model, image, capsys):
     """A model saved before weights were hashed, with one NaN weight: refused at load."""
     path = model / "model.safetensors"
