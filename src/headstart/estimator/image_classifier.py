@@ -165,7 +165,7 @@ class ImageClassifier:
         )
         result = strategy.fit(ctx)
         self.model_ = result.model.cpu().eval()
-        self._kept_inference = None
+        self._kept_inference = self._folder = None  # a refit model is no saved one's
         self.classes_ = list(train.classes)
         self.history_ = [record.to_dict() for record in result.history]
         self.plan_ = result.plan
