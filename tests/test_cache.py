@@ -134,6 +134,65 @@ def test_a_corrupt_shard_is_recomputed_with_a_notice(tmp_path, backbone, images,
     assert forwards == [] and notices == []
 
 
+def _damage_one_shard(tmp_path, backbone, images, damage) -> tuple[FeatureCache, object]:
+    """Two shards (12 and 18 images); ``damage`` is applied to the 12-image one."""
+    cache = FeatureCache(tmp_path / "cache")
+    cached_features(backbone, images.subset(range(12)), cache)
+    cached_features(backbone, images.subset(range(12, 30)), cache)
+    (model,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    broken = next(p for p in model.iterdir() if (p / "rows.txt").read_text().count("\n") == 11)
+    damage(broken)
+    return cache, broken
+
+
+def _flip_a_bit(shard) -> None:
+    npy = shard / "final.npy"
+    data = bytearray(npy.read_bytes())
+    data[-7] ^= 0x02  # one mantissa bit of one feature: a valid, finite file still
+    npy.write_bytes(bytes(data))
+
+
+def _fill_with_nan(shard, *, old: bool = False) -> None:
+    array = np.load(shard / "final.npy")
+    np.save(shard / "final.npy", np.full_like(array, np.nan))
+    if old:  # a shard of a version that kept no checksums: only finiteness is left to check
+        (shard / shards.CHECKS_FILE).unlink()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_flip_a_bit, _fill_with_nan, lambda shard: _fill_with_nan(shard, old=True)],
+    ids=["a flipped bit", "NaN rows", "NaN rows in a shard without checksums"],
+)
+def test_a_shard_failing_its_check_is_recomputed_with_a_notice(
+    tmp_path, backbone, images, forwards, damage
+):
+    cache, broken = _damage_one_shard(tmp_path, backbone, images, damage)
+    forwards.clear()
+    notices: list[str] = []
+    found, use = cached_features(backbone, images, cache, notice=notices.append)
+    assert use == CacheUse(18, 12) and sum(forwards) == 12
+    assert len(notices) == 1 and str(broken) in notices[0] and "final.npy" in notices[0]
+    _same(found, extract_features(backbone, images))
+    forwards.clear()
+    notices.clear()  # the recomputed rows replaced the damaged shard (same images, same name)
+    assert cached_features(backbone, images, cache, notice=notices.append)[1] == CacheUse(30, 0)
+    assert forwards == [] and notices == []
+
+
+def test_a_merge_drops_a_shard_failing_its_check(tmp_path, backbone, images, forwards):
+    """A damaged shard is never merged: its rows would get a fresh, valid checksum."""
+    cache, broken = _damage_one_shard(tmp_path, backbone, images, _flip_a_bit)
+    cache.max_shards = 1
+    cached_features(backbone, images.subset([0]), cache, layers=("stage1",))  # a third shard
+    assert cache.compact(next(iter({e.key.split("/")[0] for e in _shards(cache)}))) == 0
+    assert not broken.exists()
+    forwards.clear()
+    found, use = cached_features(backbone, images, cache)
+    assert use == CacheUse(18, 12)
+    _same(found, extract_features(backbone, images))
+
+
 def _shards(cache: FeatureCache) -> list:
     return [e for e in cache.entries() if (e.path / "rows.txt").is_file()]
 

@@ -38,7 +38,12 @@ from headstart.estimator.fitting import (
     run_key,
 )
 from headstart.estimator.model_files import load_model, save_model
-from headstart.estimator.prediction import ImageList, Prediction, proba_from_cached_features
+from headstart.estimator.prediction import (
+    ImageList,
+    Prediction,
+    check_finite_scores,
+    proba_from_cached_features,
+)
 from headstart.features.cache import FeatureCache
 from headstart.features.fastpath import (
     fast_path_available,
@@ -160,7 +165,7 @@ class ImageClassifier:
         )
         result = strategy.fit(ctx)
         self.model_ = result.model.cpu().eval()
-        self._kept_inference = None
+        self._kept_inference = self._folder = None  # a refit model is no saved one's
         self.classes_ = list(train.classes)
         self.history_ = [record.to_dict() for record in result.history]
         self.plan_ = result.plan
@@ -197,7 +202,12 @@ class ImageClassifier:
     def predict_proba(
         self, images: ImageInput, *, batch_size: int = 64, device: str = "auto"
     ) -> np.ndarray:
-        """Class probabilities, shape (N, len(classes_)), columns in ``classes_`` order."""
+        """Class probabilities, shape (N, len(classes_)), columns in ``classes_`` order;
+        a WeightsError naming the images if any of their scores is not finite."""
+        proba = self._proba(images, batch_size=batch_size, device=device)
+        return check_finite_scores(proba, images, getattr(self, "_folder", None))
+
+    def _proba(self, images: ImageInput, *, batch_size: int, device: str) -> np.ndarray:
         self._check_fitted()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise invalid("ImageClassifier.predict_proba", "batch_size", "an int >= 1", batch_size)
@@ -290,7 +300,8 @@ class ImageClassifier:
                     skipped.append(SkippedFile(str(path), exc.reason))
             if not images:
                 continue
-            proba = self.predict_proba(images, batch_size=batch_size, device=device)
+            proba = self._proba(images, batch_size=batch_size, device=device)
+            check_finite_scores(proba, sources, getattr(self, "_folder", None))  # by file name
             for source, row in zip(sources, proba, strict=True):
                 best = np.argsort(-row, kind="stable")[:k]
                 top = tuple((self.classes_[i], float(row[i])) for i in best)
@@ -370,6 +381,7 @@ class ImageClassifier:
         clf.metrics_ = dict(meta.get("metrics", {}))
         clf._head_spec = HeadSpec(**meta["head"])
         clf.metadata_ = meta
+        clf._folder = Path(folder)  # named by errors about what the model does
         return clf
 
 

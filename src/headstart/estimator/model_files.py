@@ -1,7 +1,10 @@
 """A trained model on disk: a folder with ``model.safetensors`` (weights, never a pickle)
 and ``headstart.json`` (backbone, weight source and sha256, classes, preprocessing,
-strategy, config, metrics, versions). Both are written atomically, as a pair: a
-failed save replaces neither."""
+strategy, config, metrics, versions, and the sha256 of the weights file). Both are
+written atomically, as a pair: a failed save replaces neither. Loading checks the
+weights against that sha256 and for being finite, and the description's fields
+against each other and the head (``model_checks``), so a damaged folder is an error
+naming the file, never a model that answers wrongly."""
 
 from __future__ import annotations
 
@@ -14,12 +17,19 @@ from typing import Any
 import timm
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from headstart._internal.atomic import atomic_write_files
 from headstart._internal.version import __version__
 from headstart.backbones.registry import check_backbone_name
 from headstart.errors import DataError, HeadstartError, WeightsError
+from headstart.estimator.model_checks import (
+    WEIGHTS_HASH_FIELD,
+    check_description,
+    check_finite_weights,
+    check_weights_hash,
+    weights_hash,
+)
 from headstart.train.network import Classifier, HeadSpec, build_head
 
 __all__ = ["META_FILE", "WEIGHTS_FILE", "ModelFiles", "load_model", "save_model"]
@@ -60,7 +70,12 @@ def save_model(folder: Path, model: Classifier, metadata: dict[str, Any]) -> Pat
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise WeightsError(f"Refusing to save non-finite weights ({name}) to {folder}.")
     blob = save(tensors, metadata={"format": str(MODEL_FORMAT)})
-    meta = {"format": MODEL_FORMAT, **metadata, "versions": versions()}
+    meta = {
+        "format": MODEL_FORMAT,
+        **metadata,
+        WEIGHTS_HASH_FIELD: weights_hash(blob),
+        "versions": versions(),
+    }
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
     # Both files are written in full before either replaces its old version, so a
     # failed save (disk full) leaves the previous model whole and loadable.
@@ -94,6 +109,7 @@ def load_model(folder: Path) -> ModelFiles:
     ]
     if missing:
         raise DataError(f"{meta_path}: field(s) {', '.join(missing)} missing; file damaged?")
+    check_description(meta_path, meta)
     try:
         spec = HeadSpec(**meta["head"])
         check_backbone_name(meta["backbone"])
@@ -105,9 +121,12 @@ def load_model(folder: Path) -> ModelFiles:
         raise DataError(f"{meta_path}: invalid model description ({exc}).") from exc
     path = folder / WEIGHTS_FILE
     try:
-        tensors = load_file(str(path))
+        blob = path.read_bytes()
+        check_weights_hash(path, blob, meta)  # before parsing: a damaged file says so
+        tensors = load(blob)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: model weights cannot be read ({exc}).") from exc
+    check_finite_weights(path, tensors)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

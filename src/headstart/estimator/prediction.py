@@ -1,5 +1,6 @@
 """Prediction over images given as paths or PIL images, and over files in bulk: decoded
-exactly as in training (EXIF, colour modes, limits), in chunks, with per-file errors."""
+exactly as in training (EXIF, colour modes, limits), in chunks, with per-file errors;
+scores that are not finite are refused here, once, so no face reports ``nan%``."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from PIL import Image
 from headstart.backbones.registry import Backbone
 from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions, decode_image, normalise_image
+from headstart.errors import WeightsError
 from headstart.features.cache import FeatureCache, cached_features
 from headstart.train.callbacks import Callback
 
-__all__ = ["ImageList", "Prediction", "proba_from_cached_features"]
+__all__ = ["ImageList", "Prediction", "check_finite_scores", "proba_from_cached_features"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,32 @@ def proba_from_cached_features(
     with torch.inference_mode():
         logits = clf.model_.head(torch.from_numpy(features).float())
         return torch.softmax(logits.float(), dim=1).numpy()
+
+
+def check_finite_scores(proba: np.ndarray, images: Any, folder: Path | None) -> np.ndarray:
+    """``proba`` unchanged, or a WeightsError naming the model (its ``folder`` when it
+    was loaded from one) and the images
+    whose scores hold NaN or infinity. Such scores come from a damaged model (a NaN
+    weight, a standard deviation of 0) and would otherwise be printed as ``nan%``,
+    written as invalid JSON, or counted as wrong answers in an accuracy."""
+    bad = np.flatnonzero(~np.isfinite(proba).all(axis=1)) if proba.size else []
+    if len(bad) == 0:
+        return proba
+    names = [_image_name(images, int(i)) for i in bad[:3]]
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    origin = f"The model in {folder}" if folder is not None else "The model"
+    raise WeightsError(
+        f"{origin} gave non-finite scores (NaN or infinity) for {len(bad)} of "
+        f"{len(proba)} image(s): {', '.join(names)}{more}; its weights or preprocessing "
+        "are damaged."
+    )
+
+
+def _image_name(images: Any, i: int) -> str:
+    if isinstance(images, ImageDataset):
+        return images.source(i)
+    item = list(images)[i] if not isinstance(images, Sequence) else images[i]
+    return f"image {i} (in memory)" if isinstance(item, Image.Image) else str(item)
 
 
 class ImageList:

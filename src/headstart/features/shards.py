@@ -7,6 +7,12 @@ a subset or a folder with a few images added costs a forward pass only for the i
 no shard holds. Every file is written atomically and ``rows.txt`` last, so a shard is
 offered only once it is whole; shards are merged past a count, and a merge deletes its
 inputs only after the merged shard is whole, so an interrupted merge loses no row.
+
+Each row carries a checksum per layer (``checks.npz``), verified for the rows a run
+reads, together with their being finite: a flipped bit on disk or a row of NaN makes
+the shard corrupt (reported, its images computed again), never a silently wrong or
+non-finite feature. Shards of earlier versions, without checksums, are checked for
+finiteness only.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import hashlib
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +31,7 @@ import numpy as np
 from headstart._internal.atomic import TEMP_FILE, atomic_write, unlink_unless_locked
 
 __all__ = [
+    "CHECKS_FILE",
     "ENTRY_FILE",
     "ROWS_FILE",
     "Found",
@@ -37,7 +45,9 @@ __all__ = [
 
 ROWS_FILE = "rows.txt"
 
-ENTRY_FILE = re.compile(r"[A-Za-z0-9_\-]+\.npy|rows\.txt")  # the files an entry holds
+CHECKS_FILE = "checks.npz"  # per layer, one checksum per row
+
+ENTRY_FILE = re.compile(r"[A-Za-z0-9_\-]+\.npy|rows\.txt|checks\.npz")  # an entry's files
 
 BadShard = Callable[[Path, Exception], None]  # told of a shard that cannot be read
 
@@ -76,6 +86,53 @@ def _read(path: Path) -> _Shard:
     return _Shard(path, hashes, layers, mtime)
 
 
+def row_checksums(array: np.ndarray) -> np.ndarray:
+    """One uint64 per row: its bytes weighted by odd numbers, summed modulo 2**64.
+
+    Any single flipped bit changes its row's sum (an odd weight times a power of two
+    below 2**8 is never 0 modulo 2**64), and it is vectorised, so checking the rows a
+    run reads costs little next to reading them; this is a check against damage on
+    disk, not against someone forging rows.
+    """
+    rows = np.ascontiguousarray(array).reshape(len(array), -1).view(np.uint8)
+    weights = np.arange(1, 2 * rows.shape[1], 2, dtype=np.uint64)
+    sums = np.empty(len(rows), dtype=np.uint64)
+    step = max(1, (1 << 23) // max(1, rows.shape[1]))  # about 64 MB of uint64 at a time
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step].astype(np.uint64)
+        sums[start : start + step] = (block * weights).sum(axis=1, dtype=np.uint64)
+    return sums
+
+
+def _verify(shard: _Shard, arrays: dict[str, np.ndarray], rows: Iterable[int]) -> None:
+    """ValueError unless the given rows of each array are finite and match the checksums
+    stored with the shard (when it has them: shards of earlier versions do not)."""
+    picked = np.fromiter(sorted(set(rows)), np.int64)
+    try:
+        stored = np.load(shard.path / CHECKS_FILE, allow_pickle=False)
+    except FileNotFoundError:
+        stored = None
+    with contextlib.ExitStack() as stack:
+        if stored is not None:
+            stack.callback(stored.close)
+        for layer, array in arrays.items():
+            values = np.asarray(array[picked])
+            if not np.isfinite(values).all():
+                bad = int((~np.isfinite(values).reshape(len(picked), -1).all(axis=1)).sum())
+                raise ValueError(f"{layer}.npy holds {bad} row(s) of NaN or infinity")
+            if stored is None:
+                continue
+            try:
+                expected = stored[layer]
+            except KeyError:
+                raise ValueError(f"{CHECKS_FILE} has no checksums for {layer}.npy") from None
+            if expected.shape != (len(shard.hashes),):
+                raise ValueError(f"{CHECKS_FILE} does not hold one checksum per row")
+            wrong = int((row_checksums(values) != expected[picked]).sum())
+            if wrong:
+                raise ValueError(f"{layer}.npy: {wrong} row(s) fail their checksum")
+
+
 def _open(shard: _Shard, layers: Iterable[str], widths: dict[str, int]) -> dict[str, np.ndarray]:
     """The shard's arrays, memory-mapped; ValueError unless each is (rows, width)."""
     arrays = {}
@@ -89,7 +146,9 @@ def _open(shard: _Shard, layers: Iterable[str], widths: dict[str, int]) -> dict[
     return arrays
 
 
-_CORRUPT = (ValueError, EOFError, UnicodeDecodeError)  # bad header, cut short, not text
+# bad header, cut short, not text, a bad checksums file (zipfile.BadZipFile is an OSError's
+# sibling, not a ValueError)
+_CORRUPT = (ValueError, EOFError, UnicodeDecodeError, zipfile.BadZipFile)
 
 
 @dataclass
@@ -162,6 +221,7 @@ def find_rows(
                 if not new:
                     continue
                 arrays = _open(shard, new, widths)
+                _verify(shard, arrays, (index[h] for rows in new.values() for h in rows))
             except FileNotFoundError:
                 vanished = True
                 continue
@@ -185,6 +245,8 @@ def write_shard(model: Path, features: dict[str, np.ndarray], hashes: Sequence[s
     folder.mkdir(parents=True, exist_ok=True)
     for layer, array in features.items():
         atomic_write(folder / f"{layer}.npy", lambda handle, a=array: np.save(handle, a))
+    sums = {layer: row_checksums(array) for layer, array in features.items()}
+    atomic_write(folder / CHECKS_FILE, lambda handle: np.savez(handle, **sums))
     text = "\n".join(hashes).encode()
     atomic_write(folder / ROWS_FILE, lambda handle: handle.write(text))
     return folder
@@ -239,6 +301,7 @@ def compact(model: Path, most: int) -> int:
         for shard in shards:  # newest first: the newest copy of an image wins
             try:
                 arrays = _open(shard, layers, widths)
+                _verify(shard, arrays, range(len(shard.hashes)))
             except _CORRUPT:
                 remove_entry(shard.path)
                 continue
