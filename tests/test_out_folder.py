@@ -4,6 +4,9 @@ are checked before a single image is decoded."""
 
 from __future__ import annotations
 
+import errno
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -73,3 +76,19 @@ def test_config_and_create_backbone_bound_the_image_size():
     with pytest.raises(ConfigError, match="image_size.*2048.*100000"):
         create_backbone("test_efficientnet", "none", image_size=100000)
     assert TrainConfig(image_size=2048).image_size == 2048
+
+
+# ----------------------------------------------------------- 2. a folder not writable
+
+
+def test_a_write_that_fails_names_the_file(tmp_path):
+    from headstart._internal.atomic import atomic_write
+
+    def full(handle):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as failed:
+        atomic_write(target, full)
+    assert failed.value.errno == errno.ENOSPC
+    assert str(target) in str(failed.value)
