@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from PIL import Image
 
 from headstart.cli import main
@@ -52,6 +54,98 @@ def _one_line_error(capsys) -> str:
     return err
 
 
+# ----------------------------------------------------------------- 1. a model folder
+
+
+def test_a_folder_holding_a_model_is_refused_without_overwrite(tmp_path, capsys, no_loading):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "headstart.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"old")
+    code = main(["train", str(_folder(tmp_path / "imgs")), "--out", str(out), *TINY])
+    assert code == 2
+    err = _one_line_error(capsys)
+    assert str(out) in err and "--overwrite" in err
+    assert (out / "model.safetensors").read_bytes() == b"old"  # untouched
+    assert no_loading == []
+
+
+def test_overwrite_replaces_the_model_and_clears_what_described_the_old_one(tmp_path, capsys):
+    folder = _folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "headstart.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"old")
+    (out / "evaluation.json").write_text("{}")
+    (out / "confusion_matrix.png").write_bytes(b"png")
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "checkpoint-head.pt").write_bytes(b"another run")
+    args = ["train", str(folder), "--out", str(out), "--overwrite", "--no-cache", *TINY]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["headstart.json", "model.safetensors"]
+    assert (out / "model.safetensors").read_bytes() != b"old"
+
+
+def test_a_second_train_to_a_folder_in_use_fails_at_once(tmp_path, capsys, no_loading):
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(str(out / ".headstart.lock"), timeout=0):  # what a running train holds
+        code = main(["train", str(_folder(tmp_path / "imgs")), "--out", str(out), *TINY])
+    assert code == 2
+    err = _one_line_error(capsys)
+    assert str(out) in err and "another" in err
+    assert no_loading == []
+
+
+# ----------------------------------------------------------- 2. a folder not writable
+
+
+def test_an_out_that_cannot_be_a_folder_fails_before_loading(tmp_path, capsys, no_loading):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "run"
+    code = main(["train", str(_folder(tmp_path / "imgs")), "--out", str(out), *TINY])
+    assert code == 2
+    assert str(out) in _one_line_error(capsys)
+    assert no_loading == []
+
+
+def test_a_failed_final_save_keeps_the_model_and_says_where(tmp_path, capsys, monkeypatch):
+    from headstart.estimator.image_classifier import ImageClassifier
+
+    out = tmp_path / "run"
+    save = ImageClassifier.save
+
+    def full_disk_at_out(self, folder):
+        if os.path.realpath(folder) == os.path.realpath(out):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(self, folder)
+
+    monkeypatch.setattr(ImageClassifier, "save", full_disk_at_out)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where it is rescued
+    (tmp_path / "tmp").mkdir()
+    args = ["train", str(_folder(tmp_path / "imgs")), "--out", str(out), "--no-cache", *TINY]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
+    assert err.startswith("headstart: error:") and str(out) in err and "No space left" in err
+    kept = [p for p in (tmp_path / "tmp").iterdir() if str(p) in err]
+    assert len(kept) == 1, err
+    assert ImageClassifier.load(kept[0]).classes_ == ["blue", "green", "red"]
+
+
+def test_a_write_that_fails_names_the_file(tmp_path):
+    from headstart._internal.atomic import atomic_write
+
+    def full(handle):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as failed:
+        atomic_write(target, full)
+    assert failed.value.errno == errno.ENOSPC
+    assert str(target) in str(failed.value)
+
+
 # -------------------------------------------------------------------- 4. image size
 
 
@@ -76,19 +170,3 @@ def test_config_and_create_backbone_bound_the_image_size():
     with pytest.raises(ConfigError, match="image_size.*2048.*100000"):
         create_backbone("test_efficientnet", "none", image_size=100000)
     assert TrainConfig(image_size=2048).image_size == 2048
-
-
-# ----------------------------------------------------------- 2. a folder not writable
-
-
-def test_a_write_that_fails_names_the_file(tmp_path):
-    from headstart._internal.atomic import atomic_write
-
-    def full(handle):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    target = tmp_path / "model.safetensors"
-    with pytest.raises(OSError) as failed:
-        atomic_write(target, full)
-    assert failed.value.errno == errno.ENOSPC
-    assert str(target) in str(failed.value)
