@@ -146,6 +146,53 @@ def test_a_write_that_fails_names_the_file(tmp_path):
     assert str(target) in str(failed.value)
 
 
+# -------------------------------------------------- 3. settings and weights come first
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--weights", "hub"], "offline"),
+        (["--weights", "bundled"], "test_efficientnet"),
+        (["--weights", "none", "--strategy", "fine-tune", "--freeze-groups", "99"], "99"),
+        (["--weights", "none", "--layers", "stage9"], "stage9"),
+    ],
+    ids=["hub-offline", "no-bundled", "freeze-groups", "layers"],
+)
+def test_weights_and_settings_fail_before_any_image_is_decoded(
+    tmp_path, capsys, monkeypatch, no_loading, flags, said
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    out = tmp_path / "run"
+    args = ["train", str(_folder(tmp_path / "imgs")), "--out", str(out)]
+    code = main([*args, "--backbone", "test_efficientnet", "--image-size", "32", *flags])
+    assert code == 2
+    assert said in _one_line_error(capsys)
+    assert no_loading == []
+
+
+def test_fit_checks_layers_against_the_backbone_before_any_work(tmp_path, monkeypatch):
+    from headstart.data.loaders import load_folder
+    from headstart.errors import ConfigError
+    from headstart.estimator import image_classifier
+    from headstart.estimator.image_classifier import ImageClassifier
+    from headstart.train.config import TrainConfig
+
+    train = load_folder(_folder(tmp_path / "imgs", per_class=20))
+    carved: list = []
+    monkeypatch.setattr(
+        image_classifier,
+        "carve_validation",
+        lambda train, config: carved.append(1) or (train, None),
+    )
+    config = TrainConfig(image_size=32, layers=("stage9",))
+    clf = ImageClassifier("test_efficientnet", config=config, weights="none")
+    with pytest.raises(ConfigError, match="stage9"):
+        clf.fit(train)
+    assert carved == []
+
+
 # -------------------------------------------------------------------- 4. image size
 
 

@@ -110,6 +110,7 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
         checkpoint_dir=out.checkpoints,
         callback=PrintingCallback(args.words),
     )
+    clf.prepare()  # weights offline, --layers or --freeze-groups it lacks: fail before data
     train, test = load_training_data(args, config.seed)
     unlabelled = None
     if args.unlabelled:
