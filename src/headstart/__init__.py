@@ -41,6 +41,7 @@ _EXPORTS = {
     "HeadstartError": "headstart.errors",
     "ImageDecodeError": "headstart.errors",
     "NotFittedError": "headstart.errors",
+    "OutputError": "headstart.errors",
     "TrainingError": "headstart.errors",
     "TrainingInterrupted": "headstart.errors",
     "WeightsError": "headstart.errors",

@@ -16,6 +16,8 @@ written as ``{name}``. ``str(error)`` spells parameters as the Python API does
     ├── WeightsError       weights are missing, corrupt, unsafe or do not fit the model
     ├── BackboneError      an unknown backbone name or an impossible backbone request
     ├── NotFittedError     an estimator was used before ``fit``
+    ├── OutputError        a folder to write to cannot be used (unwritable, holds a model,
+    │                      in use by another run), or a save failed (saying where it went)
     └── TrainingError      training stopped (non-finite loss, interrupted run)
         └── TrainingInterrupted  SIGINT/SIGTERM arrived; a checkpoint was saved first
 """
@@ -33,6 +35,7 @@ __all__ = [
     "HeadstartError",
     "ImageDecodeError",
     "NotFittedError",
+    "OutputError",
     "TrainingError",
     "TrainingInterrupted",
     "WeightsError",
@@ -42,6 +45,8 @@ __all__ = [
 # How the Python API spells a hint's switches; every other {name} is spelled as is.
 API_WORDS = {
     "resume": "resume=True",
+    "overwrite": "overwrite=True",
+    "out": "folder",
     "strict": "strict=True",
     "max_pixels": "DecodeOptions.max_pixels",
     "model_folder": "a folder written by ImageClassifier.save",
@@ -138,6 +143,10 @@ class BackboneError(HeadstartError):
 
 class NotFittedError(HeadstartError, AttributeError):
     """An estimator method that needs a fitted model was called before ``fit``."""
+
+
+class OutputError(HeadstartError):
+    """A folder or file to be written cannot be: checked before the work it would hold."""
 
 
 class TrainingError(HeadstartError):

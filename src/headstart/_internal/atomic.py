@@ -48,6 +48,7 @@ def atomic_write_files(files: Sequence[tuple[Path, Callable]]) -> None:
     """
     with contextlib.ExitStack() as locks:  # released last: after the renames or the cleanup
         staged: list[tuple[Path, Path]] = []  # (temp, target)
+        path = Path(files[0][0]) if files else Path()
         try:
             for target, write in files:
                 path = Path(target)
@@ -62,10 +63,12 @@ def atomic_write_files(files: Sequence[tuple[Path, Callable]]) -> None:
                     os.fsync(handle.fileno())
             for tmp, path in staged:
                 os.replace(tmp, path)
-        except BaseException:
+        except BaseException as error:
             for tmp, _ in staged:
                 with contextlib.suppress(OSError):  # already renamed, or never created
                     os.unlink(tmp)
+            if isinstance(error, OSError) and error.filename is None and error.errno:
+                raise _naming(error, path) from error
             raise
     for folder in {path.parent for _, path in staged}:
         with contextlib.suppress(OSError):  # make the renames themselves durable
@@ -74,6 +77,16 @@ def atomic_write_files(files: Sequence[tuple[Path, Callable]]) -> None:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same error (type and errno) naming the file it hit.
+
+    A write that fails on a full disk raises ``OSError(ENOSPC)`` without a file name, so
+    the one line the CLI prints ("No space left on device") would not say which file,
+    nor on which disk.
+    """
+    return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
 
 
 def _lock_of(temp: Path) -> FileLock:

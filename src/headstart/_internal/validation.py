@@ -10,6 +10,25 @@ from headstart.errors import ConfigError
 # Feature layer names besides "final": stage<i> counts from the input, stage-<j> from the end.
 LAYER_PATTERN = re.compile(r"stage(0|[1-9][0-9]*|-[1-9][0-9]*)", re.ASCII)
 
+# The input resolution a model may be asked for, in pixels per side. Below 16 px the
+# strided stages of a CNN leave nothing to pool. Above 2048 px no backbone has been
+# trained (timm's largest pretrained inputs are 800 px), and the cost grows with the
+# square: one batch of 32 images at 2048 px is already 1.6 GB of input in float32,
+# while 100,000 px asked for 240 GB before the bound was there.
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 2048
+IMAGE_SIZE_RANGE = f"an int from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} (pixels per side)"
+
+
+def image_size_fits(value: object) -> bool:
+    """Whether ``value`` is an image size in the accepted range (one rule for the
+    training config and for ``create_backbone``)."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE
+    )
+
 
 def invalid(
     owner: str, name: str, requirement: str, value: Any, *, hint: str | None = None

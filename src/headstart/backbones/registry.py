@@ -21,7 +21,7 @@ import timm
 import torch
 from torch import nn
 
-from headstart._internal.validation import invalid
+from headstart._internal.validation import IMAGE_SIZE_RANGE, image_size_fits, invalid
 from headstart.backbones import DEFAULT_BACKBONE
 from headstart.backbones.preprocessing import Preprocessing, preprocessing_of
 from headstart.backbones.weights import (
@@ -107,8 +107,8 @@ def create_backbone(
     overrides the input resolution only; normalisation and interpolation stay
     the backbone's own.
     """
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 16):
-        raise invalid("create_backbone", "image_size", "an int >= 16", image_size)
+    if image_size is not None and not image_size_fits(image_size):
+        raise invalid("create_backbone", "image_size", IMAGE_SIZE_RANGE, image_size)
     check_backbone_name(name)
     choice = os.fspath(weights)
     is_path = choice not in WEIGHT_CHOICES

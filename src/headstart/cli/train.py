@@ -37,6 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_out_argument(parser, "train", makes_files=True)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model already in --out (and the evaluation files beside it)",
+    )
     add_cache_arguments(parser)
     add_config_arguments(parser)
     parser.set_defaults(run=run)
@@ -60,15 +65,15 @@ def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shutil
+    """Every check that takes seconds comes before the slow part: the flags, then the
+    --out folder (writable, not holding a model, not in use), then the backbone with its
+    weights and the settings that need its structure; only then is a single image decoded."""
     from pathlib import Path
 
     from headstart.backbones.registry import check_backbone_name
-    from headstart.data.doctor import diagnose
-    from headstart.estimator.image_classifier import ImageClassifier
+    from headstart.estimator.out_folder import ModelFolder
     from headstart.strategies.registry import get_strategy
 
-    out = args.out
     check_weights_argument(args.weights)
     check_backbone_name(args.backbone)
     parse_labels_per_class(args.labels_per_class, several=False)  # a typo fails now
@@ -88,6 +93,24 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.unlabelled and not Path(args.unlabelled).is_dir():
         raise ConfigError(f"--unlabelled {args.unlabelled}: folder not found")
+    with ModelFolder(args.out, overwrite=args.overwrite, resume=args.resume) as out:
+        return _train(args, config, out)
+
+
+def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
+    from headstart.data.doctor import diagnose
+    from headstart.estimator.image_classifier import ImageClassifier
+
+    clf = ImageClassifier(
+        backbone=args.backbone,
+        strategy=args.strategy,
+        config=config,
+        weights=args.weights,
+        cache_dir=cache_folder(args),
+        checkpoint_dir=out.checkpoints,
+        callback=PrintingCallback(args.words),
+    )
+    clf.prepare()  # weights offline, --layers or --freeze-groups it lacks: fail before data
     train, test = load_training_data(args, config.seed)
     unlabelled = None
     if args.unlabelled:
@@ -108,24 +131,14 @@ def run(args: argparse.Namespace) -> int:
     skip = ("unreadable", "imbalance")
     for line in diagnose(train, test).brief(args.data, skip=skip, words=args.words):
         print(line)  # the load report above already named skipped files and imbalance
-    clf = ImageClassifier(
-        backbone=args.backbone,
-        strategy=args.strategy,
-        config=config,
-        weights=args.weights,
-        cache_dir=cache_folder(args),
-        checkpoint_dir=out / "checkpoints",
-        callback=PrintingCallback(args.words),
-    )
     clf.fit(train, unlabelled=unlabelled, resume=args.resume)
     print(f"trained in {clf.fit_seconds_:.1f}s")
     metrics = clf.evaluate(test, batch_size=config.batch_size, device=config.device)
     clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
-    clf.save(out)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run is complete
+    out.save(clf)
     print(
         f"test accuracy {metrics['accuracy']:.1%}, balanced accuracy "
         f"{metrics['balanced_accuracy']:.1%} on {metrics['n']} images"
     )
-    print(f"model saved to {out}/ (model.safetensors, headstart.json)")
+    print(f"model saved to {out.folder}/ (model.safetensors, headstart.json)")
     return 0

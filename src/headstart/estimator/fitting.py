@@ -12,11 +12,14 @@ import numpy as np
 import torch
 
 from headstart._internal.validation import invalid
+from headstart.backbones.registry import Backbone, create_backbone
 from headstart.data.dataset import ImageDataset
 from headstart.data.split import split_dataset
 from headstart.errors import ConfigError, DataError
+from headstart.features.layers import parse_layer
 from headstart.strategies.registry import all_strategies
 from headstart.train.config import TrainConfig
+from headstart.train.freezing import layer_groups, resolve_frozen_count
 from headstart.train.network import Classifier, HeadSpec
 
 
@@ -39,6 +42,28 @@ def check_unlabelled(strategy: Any, unlabelled: ImageDataset | None) -> None:
         )
     if len(unlabelled) == 0:
         raise invalid(owner, "unlabelled", "at least one image", 0)
+
+
+def checked_backbone(name: str, weights: Any, strategy: Any, config: TrainConfig) -> Backbone:
+    """The backbone ``fit`` trains, built with its weights (seeded: a random start is the
+    seed's), and the settings that need its structure checked against it.
+
+    Everything here fails in seconds (weights offline or missing, ``layers`` or
+    ``freeze_groups`` this architecture does not have), so it runs before the slow part:
+    before ``fit`` carves a hold-out or extracts a feature, and, through
+    ``ImageClassifier.prepare``, before the command line decodes a single image.
+    """
+    torch.manual_seed(config.seed)
+    backbone = create_backbone(name, weights if strategy.pretrained else "none",
+                               image_size=config.image_size)  # fmt: skip
+    backbone.model.reset_classifier(0)
+    unused = strategy.unused_settings(config)
+    if "layers" not in unused:
+        for layer in config.layers:
+            parse_layer(layer, backbone.model)
+    if "freeze_groups" not in unused:
+        resolve_frozen_count(layer_groups(backbone.model), config.freeze_groups)
+    return backbone
 
 
 def run_key(

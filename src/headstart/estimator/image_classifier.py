@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from headstart._internal.validation import invalid
 from headstart.backbones.device import select_device
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.backbones.registry import DEFAULT_BACKBONE, create_backbone
+from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.backbones.weights import WeightsInfo
 from headstart.data.dataset import ImageDataset, SkippedFile, TorchImageDataset
 from headstart.data.decode import IMAGE_EXTENSIONS, DecodeOptions, decode_image
@@ -33,6 +33,7 @@ from headstart.estimator.fitting import (
     MIN_PER_CLASS_FOR_HOLDOUT,
     carve_validation,
     check_unlabelled,
+    checked_backbone,
     head_spec_of,
     labels_in_model_order,
     run_key,
@@ -103,6 +104,19 @@ class ImageClassifier:
             raise invalid("ImageClassifier", "config", "a TrainConfig or None", self.config)
         return self.config
 
+    def prepare(self) -> None:
+        """Build the backbone and check the settings that depend on it, before any data
+        is loaded, so weights that cannot be had or settings the architecture lacks fail
+        in seconds, not after a folder of images is decoded. The next ``fit`` with the
+        same settings trains this backbone instead of building another."""
+        config = self.resolved_config()
+        strategy = get_strategy(self.strategy)
+        backbone = checked_backbone(self.backbone, self.weights, strategy, config)
+        self._prepared = (self._settings(config), backbone, torch.get_rng_state())
+
+    def _settings(self, config: TrainConfig) -> tuple:
+        return (self.backbone, os.fspath(self.weights), self.strategy, config)
+
     def fit(
         self,
         train: ImageDataset,
@@ -130,10 +144,12 @@ class ImageClassifier:
             )
         callback = self.callback or Callback()
         started = time.perf_counter()
-        torch.manual_seed(config.seed)
-        weights = self.weights if strategy.pretrained else "none"
-        backbone = create_backbone(self.backbone, weights, image_size=config.image_size)
-        backbone.model.reset_classifier(0)
+        prepared, self._prepared = getattr(self, "_prepared", None), None  # used once
+        if prepared and prepared[0] == self._settings(config):
+            backbone = prepared[1]
+            torch.set_rng_state(prepared[2])  # as if built here: the same seeded run
+        else:
+            backbone = checked_backbone(self.backbone, self.weights, strategy, config)
         if validation is None and config.validation_fraction > 0:
             train, validation = carve_validation(train, config)
             if validation is None:

@@ -6,7 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from headstart._internal.validation import LAYER_PATTERN, invalid
+from headstart._internal.validation import (
+    IMAGE_SIZE_RANGE,
+    LAYER_PATTERN,
+    image_size_fits,
+    invalid,
+)
 
 __all__ = ["BN_POLICIES", "HEADS", "SCHEDULES", "TrainConfig"]
 
@@ -119,13 +124,11 @@ class TrainConfig:
             raise invalid(owner, "bn_policy", f"one of {BN_POLICIES}", self.bn_policy)
         if self.class_weights not in CLASS_WEIGHTS:
             raise invalid(owner, "class_weights", f"one of {CLASS_WEIGHTS}", self.class_weights)
-        if self.image_size is not None and (
-            not isinstance(self.image_size, int) or self.image_size < 16
-        ):
+        if self.image_size is not None and not image_size_fits(self.image_size):
             raise invalid(
                 owner,
                 "image_size",
-                "an int >= 16 (or unset: the backbone's own size)",
+                f"{IMAGE_SIZE_RANGE}, or unset for the backbone's own size",
                 self.image_size,
             )
         if not isinstance(self.layers, tuple) or not self.layers:
