@@ -44,6 +44,7 @@ API_WORDS = {
     "resume": "resume=True",
     "strict": "strict=True",
     "max_pixels": "DecodeOptions.max_pixels",
+    "classes": "classes=[...]",
     "model_folder": "a folder written by ImageClassifier.save",
     "unlabelled_images": "fit(train, unlabelled=load_unlabelled(folder))",
     "balanced_class_weights": "TrainConfig(class_weights='balanced')",
