@@ -1,5 +1,5 @@
 """``headstart check``: the data doctor. Reports everything odd about DATA; with
-``--strict``, an unreadable image makes it fail."""
+``--strict``, an error finding (an unreadable image, fewer than 2 classes) makes it fail."""
 
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         text_path, json_path = write_report(diagnosis, args.out, args.words)
         print(f"wrote {text_path} and {json_path}")
-    if args.strict and diagnosis.skipped:
-        first = diagnosis.find("unreadable").details[0]
-        print(
-            f"headstart: error: --strict: {diagnosis.skipped} file(s) would be skipped, "
-            f"first {first}",
-            file=sys.stderr,
-        )
+    errors = [finding for finding in diagnosis.findings if finding.severity == "error"]
+    if args.strict and errors:
+        if errors[0].kind == "unreadable":
+            first = errors[0].details[0]
+            problem = f"{diagnosis.skipped} file(s) would be skipped, first {first}"
+        else:
+            problem = errors[0].summary
+        print(f"headstart: error: --strict: {problem}", file=sys.stderr)
         return EXIT_ERROR
     return 0

@@ -5,6 +5,7 @@ recorded (the load report, each item's sha256 and stored size) and turns it
 into findings a person can act on:
 
 - ``unreadable``: files that would be skipped, each with the reason;
+- ``classes``: fewer than 2 classes with images, which cannot train;
 - ``leak``: byte-identical images in both train and test, which inflate test
   accuracy without anyone noticing;
 - ``conflict``: the same bytes under two different labels (a labelling error,
@@ -41,6 +42,7 @@ from headstart.data.findings import (
     duplicates,
     imbalance,
     tiny,
+    too_few_classes,
     unreadable,
     what_loading_did,
 )
@@ -168,6 +170,7 @@ def diagnose(
     reports = _distinct_reports([ds.report for ds in splits.values()])
     findings = [
         unreadable(reports),
+        too_few_classes(train, "data" if test is None else "train"),
         *duplicates(splits),
         imbalance(train, imbalance_ratio, "data" if test is None else "train"),
         tiny(splits, tiny_side),
