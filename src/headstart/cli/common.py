@@ -6,6 +6,7 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
+from headstart._internal.text import printable
 from headstart.cli.progress import ProgressPrinter
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
@@ -50,7 +51,7 @@ class PrintingCallback(Callback):
         print(plan.format(self.words), flush=True)
 
     def on_stage(self, name: str, detail: str) -> None:
-        print(f"{name}: {detail}", flush=True)
+        print(printable(f"{name}: {detail}"), flush=True)  # details may name folders
 
     def on_progress(self, label: str, done: int, total: int) -> None:
         self._show(label, done, total, "images")  # the library's long work: extraction

@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 
+from headstart._internal.text import printable
 from headstart.cli.arguments import add_inference_arguments, add_strict_argument, check_runtime
 from headstart.cli.common import EXIT_ERROR
 
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
                 writer.writerow([p.source, rank, name, f"{q:.6f}"])
     else:
         for p in predictions:
-            print(p.source + ": " + ", ".join(f"{name} {q:.1%}" for name, q in p.top))
+            top = ", ".join(f"{name} {q:.1%}" for name, q in p.top)
+            print(printable(f"{p.source}: {top}"))  # one row per image, whatever its name
     for s in skipped:  # skipped with a note, as everywhere; --strict makes it an error
-        print(f"headstart: skipped {s.path}: {s.reason}", file=sys.stderr)
+        print(printable(f"headstart: skipped {s.path}: {s.reason}"), file=sys.stderr)
     return 0 if predictions else EXIT_ERROR  # nothing could be read: that is no success

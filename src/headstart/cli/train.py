@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from headstart._internal.text import printable
 from headstart.cli.arguments import (
     add_cache_arguments,
     add_config_arguments,
@@ -52,9 +53,11 @@ def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     if labels_per_class is not None:
         train = sample_per_class(train, labels_per_class, seed=seed)
     print(
-        f"data: {len(train)} training and {len(test)} test images, "
-        f"{len(train.classes)} classes ({', '.join(train.classes[:6])}"
-        f"{', ...' if len(train.classes) > 6 else ''})"
+        printable(
+            f"data: {len(train)} training and {len(test)} test images, "
+            f"{len(train.classes)} classes ({', '.join(train.classes[:6])}"
+            f"{', ...' if len(train.classes) > 6 else ''})"
+        )
     )
     return train, test
 
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 "(training or test part); give a folder of images that are not"
             )
         print(
-            f"unlabelled: {len(unlabelled)} images from {args.unlabelled}"
+            f"unlabelled: {len(unlabelled)} images from {printable(args.unlabelled)}"
             + (f" ({dropped} also in the training or test images, left out)" if dropped else "")
         )
     skip = ("unreadable", "imbalance")
