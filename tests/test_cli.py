@@ -345,3 +345,53 @@ def test_an_error_naming_a_hostile_path_is_one_escaped_line(tmp_path, capsys):
     assert main(["check", str(tmp_path / "gone\x1b[31m")]) == 2
     err = capsys.readouterr().err
     assert len(_no_raw_controls(err).strip().splitlines()) == 1 and "gone\\x1b[31m" in err
+
+
+# ------------------------------------------------- --max-pixels on every command (issue 11.4)
+
+
+def _with_a_large_image(root):
+    """Two classes of 16x16 images and one 40x40 (1,600 px) image in the first: above a
+    lowered limit of 1,000 px, as a 169-Mpx clip-art PNG is above the default."""
+    rng = np.random.default_rng(3)
+    for label in ("one", "two"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    large = root / "one" / "large.png"
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(large)
+    return root, large
+
+
+def test_max_pixels_is_a_flag_and_skips_are_worded_as_it(tmp_path, capsys):
+    data, large = _with_a_large_image(tmp_path / "data")
+    assert main(["check", str(data), "--max-pixels", "1000"]) == 0
+    printed = capsys.readouterr().out
+    assert "large.png" in printed and "--max-pixels" in printed
+    assert "DecodeOptions" not in printed
+    assert main(["check", str(data), "--max-pixels", "2000", "--strict"]) == 0  # allowed now
+    capsys.readouterr()
+
+    out = tmp_path / "model"
+    train = ["train", str(data), "--backbone", "test_efficientnet", "--weights", "none"]
+    train += ["--image-size", "32", "--no-cache", "--out", str(out)]
+    assert main([*train, "--max-pixels", "1000", "--strict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "large.png" in err and "--max-pixels" in err
+    assert main([*train, "--max-pixels", "1000"]) == 0
+    printed = capsys.readouterr().out
+    assert "large.png" in printed and "--max-pixels" in printed
+
+    # The model keeps the limit it was trained with; predict and evaluate may raise it.
+    assert main(["predict", str(out), str(large)]) == 2
+    err = capsys.readouterr().err
+    assert "large.png" in err and "--max-pixels" in err and "DecodeOptions" not in err
+    assert main(["predict", str(out), str(large), "--max-pixels", "2000"]) == 0
+    assert capsys.readouterr().out.startswith(f"{large}: ")
+    assert main(["evaluate", str(out), str(data), "--max-pixels", "2000"]) == 0
+    assert "skipped" not in capsys.readouterr().out
+
+    assert main(["check", str(data), "--max-pixels", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("headstart: error: --max-pixels must be an int > 0") and "0" in err

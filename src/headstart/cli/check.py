@@ -6,8 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from headstart.cli.arguments import add_out_argument, add_strict_argument
+from headstart.cli.arguments import (
+    add_max_pixels_argument,
+    add_out_argument,
+    add_strict_argument,
+    decode_options,
+)
 from headstart.cli.common import EXIT_ERROR
+from headstart.errors import respell
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("data", help="folder of class folders, train/+test/, a CSV or IDX files")
     add_strict_argument(parser)
+    add_max_pixels_argument(parser)
     add_out_argument(parser, "check", makes_files=False)
     parser.set_defaults(run=run)
 
@@ -23,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from headstart.data.doctor import check_data, write_report
 
-    diagnosis = check_data(args.data)
+    diagnosis = check_data(args.data, options=decode_options(args))
     print(diagnosis.to_text(words=args.words))
     if args.out is not None:
         text_path, json_path = write_report(diagnosis, args.out, args.words)
@@ -31,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     errors = [finding for finding in diagnosis.findings if finding.severity == "error"]
     if args.strict and errors:
         if errors[0].kind == "unreadable":
-            first = errors[0].details[0]
+            first = respell(errors[0].details[0], args.words)
             problem = f"{diagnosis.skipped} file(s) would be skipped, first {first}"
         else:
             problem = errors[0].summary

@@ -17,6 +17,7 @@ from headstart.cli.arguments import (
     check_runtime,
     check_weights_argument,
     config_changes,
+    decode_options,
     parse_labels_per_class,
     test_size,
 )
@@ -47,8 +48,14 @@ def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     from headstart.data.layout import load_images
     from headstart.data.split import sample_per_class
 
-    train, test = load_images(args.data, test_size=test_size(args), seed=seed, strict=args.strict)
-    print_reports(train, test)
+    train, test = load_images(
+        args.data,
+        test_size=test_size(args),
+        seed=seed,
+        strict=args.strict,
+        options=decode_options(args),
+    )
+    print_reports(train, test, args.words)
     (labels_per_class,) = parse_labels_per_class(args.labels_per_class, several=False)
     if labels_per_class is not None:
         train = sample_per_class(train, labels_per_class, seed=seed)
@@ -96,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
     if args.unlabelled:
         from headstart.data.loaders import load_unlabelled
 
-        unlabelled = load_unlabelled(args.unlabelled, strict=args.strict)
-        print_report("unlabelled", unlabelled)
+        unlabelled = load_unlabelled(
+            args.unlabelled, strict=args.strict, options=decode_options(args)
+        )
+        print_report("unlabelled", unlabelled, args.words)
         unlabelled, dropped = unlabelled.unlabelled_apart_from(train, test)
         if not len(unlabelled):
             raise DataError(

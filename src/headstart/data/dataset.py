@@ -13,7 +13,7 @@ import hashlib
 import json
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from headstart.data.decode import (
     decode_array,
     decode_image,
 )
-from headstart.errors import DataError
+from headstart.errors import DataError, respell
 
 __all__ = ["UNLABELLED", "ImageDataset", "LoadReport", "SkippedFile", "TorchImageDataset"]
 
@@ -56,12 +56,16 @@ class LoadReport:
     downscaled: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # non-image files and hidden entries
 
-    def summary(self) -> str:
+    def summary(self, words: Mapping[str, str] | None = None) -> str:
         """A few human-readable lines: counts, then one line per skipped file (names
-        escaped, so a file called ``a\nb.png`` stays on its line)."""
+        escaped, so a file called ``a\nb.png`` stays on its line); ``words`` spell the
+        settings a reason names (the CLI's ``--max-pixels``)."""
         head = f"Loaded {self.loaded} of {self.total} images from {printable(self.source)}"
         lines = [f"{head}; skipped {len(self.skipped)}:" if self.skipped else f"{head}."]
-        lines += [printable(f"  {skipped.path}: {skipped.reason}") for skipped in self.skipped]
+        lines += [
+            printable(f"  {skipped.path}: {respell(skipped.reason, words)}")
+            for skipped in self.skipped
+        ]
         if self.rotated:
             lines.append(f"Applied EXIF orientation to {len(self.rotated)} image(s).")
         if self.converted:

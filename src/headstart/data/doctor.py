@@ -48,7 +48,7 @@ from headstart.data.findings import (
     what_loading_did,
 )
 from headstart.data.layout import is_presplit, load_images, open_dataset
-from headstart.errors import spell
+from headstart.errors import respell, spell
 
 __all__ = [
     "Diagnosis",
@@ -112,7 +112,7 @@ class Diagnosis:
             if finding.advice:
                 lines.append(f"  -> {spell(finding.advice, words)}")
             shown = finding.details[:max_details]
-            lines += [f"  {printable(detail)}" for detail in shown]
+            lines += [f"  {printable(respell(detail, words))}" for detail in shown]
             hidden = finding.count - len(shown) if finding.details else 0
             if hidden > 0:
                 more = spell("{all_findings}", words)
