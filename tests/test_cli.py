@@ -282,3 +282,116 @@ def test_errors_speak_the_flags_on_the_command_line(tmp_path, capsys, monkeypatc
     assert main(["train", str(folder), "--labels-per-class", "50", "--out", out]) == 2
     err = capsys.readouterr().err
     assert "50 images per class asked for" in err and "Lower --labels-per-class" in err
+
+
+# ------------------------------------------- names that would drive the terminal (issue 11.3)
+
+NEWLINE_NAME, ESCAPE_NAME = "a\nb.png", "\x1b[31mred.png"
+
+
+def _hostile_names(root, rng_seed=0):
+    """Two classes; each holds a file named with a newline and one with an escape code."""
+    rng = np.random.default_rng(rng_seed)
+    for label in ("one", "\x1b[32mtwo"):
+        (root / label).mkdir(parents=True)
+        for name in (NEWLINE_NAME, ESCAPE_NAME, "plain.png", "more.png"):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / name)
+    return root
+
+
+def _no_raw_controls(text):
+    assert "\x1b" not in text, text
+    return text
+
+
+def test_text_output_escapes_control_characters_and_json_stays_exact(tmp_path, capsys):
+    data = _hostile_names(tmp_path / "data")
+    (data / "one" / "\x1b]0;pwned\x07bad.png").write_bytes(b"<html>not an image</html>")
+    out = tmp_path / "model"
+    args = ["train", str(data), "--backbone", "test_efficientnet", "--weights", "none"]
+    assert main([*args, "--image-size", "32", "--no-cache", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    _no_raw_controls(captured.out + captured.err)
+    assert "\\x1b[32mtwo" in captured.out  # the data line names the class, escaped
+    assert "\\x1b]0;pwned\\x07bad.png" in captured.out  # the load report's skipped file
+
+    images = [str(data / "one" / NEWLINE_NAME), str(data / "one" / ESCAPE_NAME)]
+    bad = str(data / "one" / "\x1b]0;pwned\x07bad.png")
+    assert main(["predict", str(out), *images, bad]) == 0
+    captured = capsys.readouterr()
+    rows = _no_raw_controls(captured.out).splitlines()
+    assert len(rows) == 2 and rows[0].startswith(str(data / "one" / "a\\nb.png") + ": ")
+    assert len(_no_raw_controls(captured.err).strip().splitlines()) == 1  # the skipped file
+
+    assert main(["predict", str(out), *images, "--format", "json"]) == 0
+    assert [p["image"] for p in json.loads(capsys.readouterr().out)] == images
+
+
+def test_check_text_escapes_names_and_check_json_keeps_them(tmp_path, capsys):
+    data = _hostile_names(tmp_path / "data")
+    copy = data / "one" / ("copy\x1b[2J" + NEWLINE_NAME)
+    copy.write_bytes((data / "one" / NEWLINE_NAME).read_bytes())  # a duplicate finding
+    report = tmp_path / "report"
+    assert main(["check", str(data), "--out", str(report)]) == 0
+    printed = _no_raw_controls(capsys.readouterr().out)
+    assert "copy\\x1b[2Ja\\nb.png" in printed
+    _no_raw_controls((report / "check.txt").read_text())
+    details = json.loads((report / "check.json").read_text())["findings"][0]["details"]
+    assert any(str(copy) in line for line in details)
+
+
+def test_an_error_naming_a_hostile_path_is_one_escaped_line(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "gone\x1b[31m")]) == 2
+    err = capsys.readouterr().err
+    assert len(_no_raw_controls(err).strip().splitlines()) == 1 and "gone\\x1b[31m" in err
+
+
+# ------------------------------------------------- --max-pixels on every command (issue 11.4)
+
+
+def _with_a_large_image(root):
+    """Two classes of 16x16 images and one 40x40 (1,600 px) image in the first: above a
+    lowered limit of 1,000 px, as a 169-Mpx clip-art PNG is above the default."""
+    rng = np.random.default_rng(3)
+    for label in ("one", "two"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    large = root / "one" / "large.png"
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(large)
+    return root, large
+
+
+def test_max_pixels_is_a_flag_and_skips_are_worded_as_it(tmp_path, capsys):
+    data, large = _with_a_large_image(tmp_path / "data")
+    assert main(["check", str(data), "--max-pixels", "1000"]) == 0
+    printed = capsys.readouterr().out
+    assert "large.png" in printed and "--max-pixels" in printed
+    assert "DecodeOptions" not in printed
+    assert main(["check", str(data), "--max-pixels", "2000", "--strict"]) == 0  # allowed now
+    capsys.readouterr()
+
+    out = tmp_path / "model"
+    train = ["train", str(data), "--backbone", "test_efficientnet", "--weights", "none"]
+    train += ["--image-size", "32", "--no-cache", "--out", str(out)]
+    assert main([*train, "--max-pixels", "1000", "--strict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "large.png" in err and "--max-pixels" in err
+    assert main([*train, "--max-pixels", "1000"]) == 0
+    printed = capsys.readouterr().out
+    assert "large.png" in printed and "--max-pixels" in printed
+
+    # The model keeps the limit it was trained with; predict and evaluate may raise it.
+    assert main(["predict", str(out), str(large)]) == 2
+    err = capsys.readouterr().err
+    assert "large.png" in err and "--max-pixels" in err and "DecodeOptions" not in err
+    assert main(["predict", str(out), str(large), "--max-pixels", "2000"]) == 0
+    assert capsys.readouterr().out.startswith(f"{large}: ")
+    assert main(["evaluate", str(out), str(data), "--max-pixels", "2000"]) == 0
+    assert "skipped" not in capsys.readouterr().out
+
+    assert main(["check", str(data), "--max-pixels", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("headstart: error: --max-pixels must be an int > 0") and "0" in err

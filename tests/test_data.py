@@ -704,8 +704,52 @@ class TestLoadIdx:
         with pytest.raises(DataError, match=r"must lie in 0\.\.1"):
             load_idx(tmp_path / "i", tmp_path / "l", classes=["x", "y"])
 
+    def test_label_outside_the_classes_names_file_labels_and_classes(
+        self, tmp_path: Path, idx_arrays
+    ) -> None:
+        """Issue 11: a label of 200 beside the 10 Fashion-MNIST names is refused, naming
+        the labels file, the label and the classes; without names, a label far above the
+        others does not invent 200 empty classes."""
+        images, labels = idx_arrays
+        labels = labels.copy()
+        labels[4] = 200
+        (tmp_path / "i").write_bytes(idx_bytes(images))
+        (tmp_path / "l").write_bytes(idx_bytes(labels))
+        with pytest.raises(DataError) as caught:
+            load_idx(tmp_path / "i", tmp_path / "l", classes=FASHION_MNIST_CLASSES)
+        message = str(caught.value)
+        assert message.startswith(f"{tmp_path / 'l'}: ") and "[200]" in message
+        assert "Ankle boot" in message
+        with pytest.raises(DataError, match=r"200\].*without any image") as caught:
+            load_idx(tmp_path / "i", tmp_path / "l")
+        assert str(caught.value).startswith(f"{tmp_path / 'l'}: ")
+
+    def test_idx_test_split_uses_the_training_classes(self, tmp_path: Path, idx_arrays) -> None:
+        """A t10k labels file lacking the last class still gets train's classes, and one
+        with a label train never had is refused, naming the t10k file."""
+        images, labels = idx_arrays
+        for split, lab in (("train", labels), ("t10k", np.where(labels == 2, 1, labels))):
+            (tmp_path / f"{split}-images-idx3-ubyte").write_bytes(idx_bytes(images))
+            (tmp_path / f"{split}-labels-idx1-ubyte").write_bytes(idx_bytes(lab))
+        train, test = load_images(tmp_path)
+        assert train.classes == test.classes == ["0", "1", "2"]
+        (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.where(labels, 3, 0)))
+        with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: .*\[3\]"):
+            load_images(tmp_path)
+
 
 class TestFromArrays:
+    def test_int_labels_with_a_gap_are_refused(self) -> None:
+        """Issue 11: int labels [0, 1, 2, 7] would make classes 3..6 without an image."""
+        images = np.zeros((4, 2, 2), dtype=np.uint8)
+        with pytest.raises(DataError) as caught:
+            from_arrays(images, [0, 1, 2, 7])
+        message = str(caught.value)
+        assert message.startswith("from_arrays: ") and "[3, 4, 5, 6]" in message
+        assert "classes" in message
+        named = from_arrays(images, [0, 1, 2, 7], classes=list("abcdefgh"))  # said on purpose
+        assert named.class_counts()["d"] == 0
+
     def test_string_labels_give_sorted_classes(self) -> None:
         images = [np.full((3, 4, 3), i, dtype=np.uint8) for i in range(4)]
         ds = from_arrays(images, ["dog", "cat", "dog", "ant"])

@@ -258,6 +258,29 @@ def test_check_strict_passes_warnings_that_skip_nothing(tmp_path: Path, capsys) 
     assert "two or more different labels" in capsys.readouterr().out
 
 
+def test_a_single_class_is_an_error_finding(tmp_path: Path, capsys) -> None:
+    """Issue 11.5: one class folder said "No problems found.", and train then refused it."""
+    root = clean_folder(tmp_path / "cats", {"cat": 4})
+    diagnosis = check_data(root)
+    found = diagnosis.find("classes")
+    assert found is not None and found.severity == "error"
+    assert "cat" in found.summary and "at least 2" in found.summary
+    assert "No problems found." not in diagnosis.to_text()
+    assert main(["check", str(root)]) == 0  # a report; --strict makes it fail
+    assert "[error]" in capsys.readouterr().out
+    assert main(["check", str(root), "--strict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("headstart: error: --strict: ") and "at least 2" in err
+
+
+def test_two_classes_in_train_are_enough(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    clean_folder(root / "train", {"a": 3, "b": 3}, seed=1)
+    clean_folder(root / "test", {"a": 2}, seed=2)  # a test of one class still scores
+    assert check_data(root).find("classes") is None
+
+
 def test_check_writes_files_only_where_out_says(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

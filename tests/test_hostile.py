@@ -38,8 +38,11 @@ from headstart.backbones.weights import read_state_dict
 from headstart.cli import main
 from headstart.data.arrays import from_arrays
 from headstart.data.decode import DecodeOptions, decode_image
-from headstart.errors import ImageDecodeError, WeightsError
+from headstart.errors import ConfigError, DataError, ImageDecodeError, WeightsError
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.features.extract import extract_features
+from headstart.train.config import TrainConfig
+from headstart.train.probe import fit_linear_probe
 
 TINY = "test_efficientnet"
 
@@ -500,3 +503,82 @@ def test_a_pickle_posing_as_a_saved_model_is_refused_by_predict(tmp_path: Path, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model.safetensors" in err
     assert not marker.exists()
+
+
+# ------------------------------------------------- hostile arguments (issue 11.2)
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier() -> ImageClassifier:
+    images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    config = ImageClassifier(TINY, "feature-extraction").resolved_config()
+    config = config.replace(image_size=32, device="cpu")
+    return ImageClassifier(TINY, "feature-extraction", config, weights="none").fit(
+        from_arrays(images, [0, 1] * 4)
+    )
+
+
+@pytest.mark.parametrize(
+    ("item", "fragment"),
+    [
+        (None, "NoneType"),
+        (3.5, "float"),
+        (np.zeros((4, 4), dtype=np.float32), "dtype float32"),
+        (Image.new("RGB", (0, 0)), "no pixels (0x0)"),
+        (Image.new("L", (5, 0)), "no pixels (5x0)"),
+    ],
+)
+def test_a_bad_item_in_predicts_list_is_a_data_error_naming_its_index(
+    tiny_classifier: ImageClassifier, item: object, fragment: str
+) -> None:
+    good = Image.new("RGB", (8, 8), (9, 9, 9))
+    with pytest.raises(DataError) as refused:
+        tiny_classifier.predict([good, good, item])
+    message = str(refused.value)
+    assert "images[2]" in message and fragment in message
+
+
+def test_predict_accepts_uint8_arrays_as_images(tiny_classifier: ImageClassifier) -> None:
+    pixels = np.full((8, 8, 3), 9, dtype=np.uint8)
+    from_array = tiny_classifier.predict_proba([pixels])
+    from_pil = tiny_classifier.predict_proba([Image.fromarray(pixels)])
+    np.testing.assert_allclose(from_array, from_pil, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name", ["base_lr", "head_lr", "warmup_epochs", "probe_l2", "weight_decay"]
+)
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -float("inf")])
+def test_train_config_refuses_non_finite_numbers(name: str, bad: float) -> None:
+    with pytest.raises(ConfigError) as refused:
+        TrainConfig(**{name: bad})
+    assert refused.value.parameter == name and repr(bad) in str(refused.value)
+    assert "finite" in str(refused.value)
+
+
+def test_the_cli_refuses_a_non_finite_learning_rate(tmp_path: Path, capsys) -> None:
+    data = _tiny_folder(tmp_path / "data")
+    code = main(["train", str(data), "--backbone", TINY, "--weights", "none", "--base-lr", "inf"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("headstart: error: --base-lr must be") and "inf" in err
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "8", True])
+def test_extract_features_refuses_a_bad_batch_size(bad: object) -> None:
+    backbone = create_backbone(TINY, weights="none")
+    dataset = from_arrays(np.zeros((2, 8, 8), dtype=np.uint8), [0, 1])
+    with pytest.raises(ConfigError) as refused:
+        extract_features(backbone, dataset, batch_size=bad)
+    assert refused.value.parameter == "batch_size" and repr(bad) in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [("l2", float("nan")), ("l2", float("inf")), ("l2", -1.0), ("max_iter", 1.5), ("max_iter", 0)],
+)
+def test_fit_linear_probe_refuses_bad_settings(name: str, bad: object) -> None:
+    features, labels = np.random.default_rng(0).normal(size=(4, 3)), np.array([0, 1, 0, 1])
+    with pytest.raises(ConfigError) as refused:
+        fit_linear_probe(features, labels, 2, **{name: bad})
+    assert refused.value.parameter == name and repr(bad) in str(refused.value)

@@ -49,6 +49,7 @@ API_WORDS = {
     "out": "folder",
     "strict": "strict=True",
     "max_pixels": "DecodeOptions.max_pixels",
+    "classes": "classes=[...]",
     "model_folder": "a folder written by ImageClassifier.save",
     "unlabelled_images": "fit(train, unlabelled=load_unlabelled(folder))",
     "balanced_class_weights": "TrainConfig(class_weights='balanced')",
@@ -56,6 +57,21 @@ API_WORDS = {
     "check_data": "headstart.check_data(path)",
     "all_findings": "all in check.json, written by write_report()",
 }
+
+
+# Settings a message may name in its text rather than in its hint: an image skipped
+# above the pixel limit says so in its reason, which travels as a string (a load report,
+# a check finding) to a face that then words the setting its own way.
+_SETTINGS_IN_MESSAGES = ("max_pixels",)
+
+
+def respell(text: str, words: Mapping[str, str] | None = None) -> str:
+    """``text`` with the API spelling of the settings messages name (``DecodeOptions.
+    max_pixels``) replaced by ``words``' spelling (``--max-pixels``), where given."""
+    for name in _SETTINGS_IN_MESSAGES:
+        if words and name in words:
+            text = text.replace(API_WORDS[name], words[name])
+    return text
 
 
 class _Words(dict):
@@ -81,10 +97,11 @@ class HeadstartError(Exception):
     def render(self, words: Mapping[str, str] | None = None) -> str:
         """The message and its hint, each ``{name}`` spelled by ``words`` (a face's own
         words for the parameters, e.g. the CLI's flags), else as the Python API names it."""
+        message = respell(self.message, words)
         if not self.hint:
-            return self.message
-        separator = "\n" if "\n" in self.message else " "  # a list of files: hint below it
-        return f"{self.message}{separator}{spell(self.hint, words)}"
+            return message
+        separator = "\n" if "\n" in message else " "  # a list of files: hint below it
+        return f"{message}{separator}{spell(self.hint, words)}"
 
     def __str__(self) -> str:
         return self.render()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
+
+import numpy as np
 
 from headstart.errors import ConfigError
 
@@ -42,3 +45,28 @@ def invalid(
         requirement=requirement,
         value=value,
     )
+
+
+def is_int(value: Any) -> bool:
+    """An int (NumPy's too), never a bool: ``True`` is not a batch size."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float that is neither a bool, NaN nor infinite (a learning rate of
+    ``inf`` would train nothing but NaNs, long after the call that took it)."""
+    is_number = isinstance(value, int | float | np.integer | np.floating)
+    return is_number and not isinstance(value, bool | np.bool_) and math.isfinite(value)
+
+
+def check_int(owner: str, name: str, value: Any, low: int = 1) -> None:
+    """Raise ``invalid(...)`` unless ``value`` is an int >= ``low``."""
+    if not is_int(value) or value < low:
+        raise invalid(owner, name, f"an int >= {low}", value)
+
+
+def check_finite(owner: str, name: str, value: Any, low: float | None = None) -> None:
+    """Raise ``invalid(...)`` unless ``value`` is a finite number (>= ``low`` when given)."""
+    if not is_finite_number(value) or (low is not None and value < low):
+        requirement = "a finite number" + (f" >= {low:g}" if low is not None else "")
+        raise invalid(owner, name, requirement, value)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from headstart._internal.text import printable
 from headstart.cli import backbones, cache, check, compare, evaluate, predict, train
 from headstart.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, cli_words
 from headstart.errors import HeadstartError, TrainingInterrupted
@@ -58,10 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except TrainingInterrupted as exc:
-        print(f"headstart: {exc.render(words)}", file=sys.stderr)
+        print(f"headstart: {printable(exc.render(words), keep_newlines=True)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except HeadstartError as exc:
-        print(f"headstart: error: {exc.render(words)}", file=sys.stderr)
+        # A message's own lines (a list of bad files) are kept; the names inside it are
+        # data, escaped so they cannot split a line or run an escape code.
+        print(
+            f"headstart: error: {printable(exc.render(words), keep_newlines=True)}", file=sys.stderr
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("headstart: interrupted", file=sys.stderr)
@@ -71,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:  # disk full, permission denied, a path that vanished
-        print(f"headstart: error: {exc}", file=sys.stderr)
+        print(f"headstart: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         if previous is not None:

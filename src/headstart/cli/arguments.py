@@ -77,6 +77,32 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 0.2) or a number of images",
     )
     add_strict_argument(parser)
+    add_max_pixels_argument(parser)
+
+
+def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
+    """The decompression-bomb limit, for every command that decodes images: a genuine
+    169-Mpx clip-art PNG is otherwise skipped with no way to allow it from here."""
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="images above N pixels (width x height) are skipped as possible "
+        "decompression bombs (default 89,478,485, Pillow's; a trained model keeps its own)",
+    )
+
+
+def decode_options(args: argparse.Namespace, base: Any = None) -> Any:
+    """``base`` (a model's own decode options, else the defaults) with ``--max-pixels``
+    applied; a bad value is the library's ConfigError, worded as the flag by main."""
+    from dataclasses import replace
+
+    from headstart.data.decode import DecodeOptions
+
+    options = base if base is not None else DecodeOptions()
+    if args.max_pixels is None:
+        return options
+    return replace(options, max_pixels=args.max_pixels)
 
 
 def _share_or_count(text: str) -> float | int:

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
+from headstart._internal.text import printable
 from headstart.cli.progress import ProgressPrinter
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
@@ -50,7 +51,7 @@ class PrintingCallback(Callback):
         print(plan.format(self.words), flush=True)
 
     def on_stage(self, name: str, detail: str) -> None:
-        print(f"{name}: {detail}", flush=True)
+        print(printable(f"{name}: {detail}"), flush=True)  # details may name folders
 
     def on_progress(self, label: str, done: int, total: int) -> None:
         self._show(label, done, total, "images")  # the library's long work: extraction
@@ -77,20 +78,21 @@ class PrintingCallback(Callback):
         )
 
 
-def print_reports(train: Any, test: Any) -> None:
+def print_reports(train: Any, test: Any, words: dict[str, str] | None = None) -> None:
     """The load report of a train/test pair: once for a set split in two, else each."""
     if train.report is test.report or train.report.source == test.report.source:
-        print_report("data", train)
+        print_report("data", train, words)
     else:
-        print_report("train", train)
-        print_report("test", test)
+        print_report("train", train, words)
+        print_report("test", test, words)
 
 
-def print_report(label: str, dataset: Any) -> None:
-    """What loading skipped or converted, and a class imbalance, in a few lines."""
+def print_report(label: str, dataset: Any, words: dict[str, str] | None = None) -> None:
+    """What loading skipped or converted, and a class imbalance, in a few lines;
+    ``words`` spell the settings a skip reason names (``--max-pixels``)."""
     report = dataset.report
     if report.skipped or report.rotated or report.converted:
-        print(f"{label}: {report.summary()}")
+        print(f"{label}: {report.summary(words)}")
     counts = dataset.class_counts()
     smallest, largest = min(counts.values()), max(counts.values())
     if smallest and largest / smallest >= 3:

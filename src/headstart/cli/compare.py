@@ -20,6 +20,7 @@ from headstart.cli.arguments import (
     check_runtime,
     check_weights_argument,
     config_changes,
+    decode_options,
     parse_ints,
     parse_labels_per_class,
     test_size,
@@ -167,9 +168,13 @@ def run_compare(args: argparse.Namespace) -> int:
     # The first seed also draws the train/test split, as --seed does in train; every
     # run is scored on that one test set, so the runs compare.
     train, test = load_images(
-        args.data, test_size=test_size(args), seed=seeds[0], strict=args.strict
+        args.data,
+        test_size=test_size(args),
+        seed=seeds[0],
+        strict=args.strict,
+        options=decode_options(args),
     )
-    print_reports(train, test)
+    print_reports(train, test, args.words)
     shown = ("unreadable", "imbalance")  # the load reports above named them
     for line in diagnose(train, test).brief(args.data, skip=shown, words=args.words):
         print(line)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from headstart._internal.text import printable
 from headstart.cli.arguments import (
     add_cache_arguments,
     add_inference_arguments,
+    add_max_pixels_argument,
     add_out_argument,
     add_strict_argument,
     cache_folder,
     check_runtime,
+    decode_options,
 )
 from headstart.cli.common import print_report
 
@@ -25,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train/test split (its test part is used)",
     )
     add_strict_argument(parser)
+    add_max_pixels_argument(parser)
     add_inference_arguments(parser)
     add_cache_arguments(parser)
     add_out_argument(parser, "evaluate", makes_files=False)
@@ -37,21 +41,24 @@ def run(args: argparse.Namespace) -> int:
 
     check_runtime(args.device, args.batch_size)
     clf = ImageClassifier.load(args.model, cache_dir=cache_folder(args))
-    dataset = evaluation_set(args.data, strict=args.strict)
-    print_report("data", dataset)
+    # Decoded as the model's training images were, with --max-pixels if given.
+    options = decode_options(args, clf.decode_options_)
+    dataset = evaluation_set(args.data, strict=args.strict, options=options)
+    print_report("data", dataset, args.words)
     metrics = clf.evaluate(dataset, batch_size=args.batch_size, device=args.device)
-    width = max(len(c) for c in clf.classes_)
+    names = [printable(c) for c in clf.classes_]  # a class folder's name is data too
+    width = max(len(c) for c in names)
     print(f"{'class':<{width}}  precision  recall     f1  support")
     for row in metrics["per_class"]:
         print(
-            f"{row['class']:<{width}}  {row['precision']:>9.1%} {row['recall']:>7.1%} "
+            f"{printable(row['class']):<{width}}  {row['precision']:>9.1%} {row['recall']:>7.1%} "
             f"{row['f1']:>6.1%}  {row['support']:>7}"
         )
     print(
         f"accuracy {metrics['accuracy']:.1%}, balanced accuracy {metrics['balanced_accuracy']:.1%}"
     )
     print("confusion matrix (rows: true, columns: predicted):")
-    for name, row in zip(clf.classes_, metrics["confusion_matrix"], strict=True):
+    for name, row in zip(names, metrics["confusion_matrix"], strict=True):
         print(f"  {name:<{width}} " + " ".join(f"{v:>5}" for v in row))
     if args.out is not None:
         from headstart._internal.atomic import atomic_write

@@ -7,8 +7,16 @@ import csv
 import json
 import sys
 
-from headstart.cli.arguments import add_inference_arguments, add_strict_argument, check_runtime
+from headstart._internal.text import printable
+from headstart.cli.arguments import (
+    add_inference_arguments,
+    add_max_pixels_argument,
+    add_strict_argument,
+    check_runtime,
+    decode_options,
+)
 from headstart.cli.common import EXIT_ERROR
+from headstart.errors import respell
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (3)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     add_strict_argument(parser)
+    add_max_pixels_argument(parser)
     add_inference_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -27,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_runtime(args.device, args.batch_size)
     clf = ImageClassifier.load(args.model)
+    clf.decode_options_ = decode_options(args, clf.decode_options_)  # --max-pixels, if given
     predictions, skipped = clf.predict_files(
         args.images,
         top_k=args.top_k,
@@ -46,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
                 writer.writerow([p.source, rank, name, f"{q:.6f}"])
     else:
         for p in predictions:
-            print(p.source + ": " + ", ".join(f"{name} {q:.1%}" for name, q in p.top))
+            top = ", ".join(f"{name} {q:.1%}" for name, q in p.top)
+            print(printable(f"{p.source}: {top}"))  # one row per image, whatever its name
     for s in skipped:  # skipped with a note, as everywhere; --strict makes it an error
-        print(f"headstart: skipped {s.path}: {s.reason}", file=sys.stderr)
+        reason = respell(s.reason, args.words)  # --max-pixels, not DecodeOptions.max_pixels
+        print(printable(f"headstart: skipped {s.path}: {reason}"), file=sys.stderr)
     return 0 if predictions else EXIT_ERROR  # nothing could be read: that is no success

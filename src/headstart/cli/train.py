@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from headstart._internal.text import printable
 from headstart.cli.arguments import (
     add_cache_arguments,
     add_config_arguments,
@@ -16,6 +17,7 @@ from headstart.cli.arguments import (
     check_runtime,
     check_weights_argument,
     config_changes,
+    decode_options,
     parse_labels_per_class,
     test_size,
 )
@@ -51,15 +53,23 @@ def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     from headstart.data.layout import load_images
     from headstart.data.split import sample_per_class
 
-    train, test = load_images(args.data, test_size=test_size(args), seed=seed, strict=args.strict)
-    print_reports(train, test)
+    train, test = load_images(
+        args.data,
+        test_size=test_size(args),
+        seed=seed,
+        strict=args.strict,
+        options=decode_options(args),
+    )
+    print_reports(train, test, args.words)
     (labels_per_class,) = parse_labels_per_class(args.labels_per_class, several=False)
     if labels_per_class is not None:
         train = sample_per_class(train, labels_per_class, seed=seed)
     print(
-        f"data: {len(train)} training and {len(test)} test images, "
-        f"{len(train.classes)} classes ({', '.join(train.classes[:6])}"
-        f"{', ...' if len(train.classes) > 6 else ''})"
+        printable(
+            f"data: {len(train)} training and {len(test)} test images, "
+            f"{len(train.classes)} classes ({', '.join(train.classes[:6])}"
+            f"{', ...' if len(train.classes) > 6 else ''})"
+        )
     )
     return train, test
 
@@ -116,8 +126,10 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
     if args.unlabelled:
         from headstart.data.loaders import load_unlabelled
 
-        unlabelled = load_unlabelled(args.unlabelled, strict=args.strict)
-        print_report("unlabelled", unlabelled)
+        unlabelled = load_unlabelled(
+            args.unlabelled, strict=args.strict, options=decode_options(args)
+        )
+        print_report("unlabelled", unlabelled, args.words)
         unlabelled, dropped = unlabelled.unlabelled_apart_from(train, test)
         if not len(unlabelled):
             raise DataError(
@@ -125,7 +137,7 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
                 "(training or test part); give a folder of images that are not"
             )
         print(
-            f"unlabelled: {len(unlabelled)} images from {args.unlabelled}"
+            f"unlabelled: {len(unlabelled)} images from {printable(args.unlabelled)}"
             + (f" ({dropped} also in the training or test images, left out)" if dropped else "")
         )
     skip = ("unreadable", "imbalance")

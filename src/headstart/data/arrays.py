@@ -49,18 +49,54 @@ def label_indices(
         isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_) for v in values
     ):
         indices = np.asarray(labels if is_int_array else values, dtype=np.int64).reshape(-1)
-        count = len(names) if names is not None else int(indices.max(initial=-1)) + 1
-        out_of_range = np.unique(indices[(indices < 0) | (indices >= count)])
-        if out_of_range.size:
-            raise DataError(
-                f"{owner}: int labels must lie in 0..{count - 1} (one per class); "
-                f"got {out_of_range[:5].tolist()}"
-            )
-        return indices, names if names is not None else [str(i) for i in range(count)]
+        if names is not None:
+            _check_range(indices, names, owner)
+            return indices, names
+        return indices, _names_from_indices(indices, owner)
     kinds = sorted({type(v).__name__ for v in values})
     raise DataError(
         f"{owner}: labels must be all class names (str) or all class indices (int); got {kinds}"
     )
+
+
+def _check_range(indices: np.ndarray, names: list[str], owner: str) -> None:
+    """Refuse int labels that name no class: an index past the names would otherwise
+    become a class of its own, or break training later, far from its cause."""
+    out_of_range = np.unique(indices[(indices < 0) | (indices >= len(names))])
+    if out_of_range.size:
+        raise DataError(
+            f"{owner}: int labels must lie in 0..{len(names) - 1}, one per class of "
+            f"{_shown(names)}; got {out_of_range[:5].tolist()}"
+            + (f" and {out_of_range.size - 5} more" if out_of_range.size > 5 else "")
+        )
+
+
+def _names_from_indices(indices: np.ndarray, owner: str) -> list[str]:
+    """Class names "0".."C-1" for int labels given without names. Refused when some index
+    below the largest has no image: labels [0, 1, 2, 7] would silently add four empty
+    classes that the split, the loss and the metrics then carry. Remapping is not done,
+    since it would change what an int label means; naming the classes says it on purpose."""
+    negative = np.unique(indices[indices < 0])
+    if negative.size:
+        raise DataError(f"{owner}: int labels must be >= 0; got {negative[:5].tolist()}")
+    count = int(indices.max(initial=-1)) + 1
+    present = np.unique(indices)
+    if present.size != count:
+        missing = sorted(set(range(count)) - set(present.tolist()))
+        raise DataError(
+            f"{owner}: int labels {_shown(present.tolist())} leave classes "
+            f"{_shown(missing)} without any image; int labels must be 0..C-1 with every "
+            "class present",
+            hint="Pass {classes} naming every class (empty ones included), or use string labels.",
+        )
+    return [str(i) for i in range(count)]
+
+
+def _shown(values: list) -> str:
+    """A list for a message, shortened past ten items (a 60,000-label file stays one line)."""
+    if len(values) <= 10:
+        return str(list(values))
+    return f"[{', '.join(map(str, values[:10]))}, ... ({len(values)} in all)]"
 
 
 def from_arrays(

@@ -13,20 +13,21 @@ import hashlib
 import json
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from headstart._internal.text import printable
 from headstart._internal.validation import invalid
 from headstart.data.decode import (
     DecodeOptions,
     decode_array,
     decode_image,
 )
-from headstart.errors import DataError
+from headstart.errors import DataError, respell
 
 __all__ = ["UNLABELLED", "ImageDataset", "LoadReport", "SkippedFile", "TorchImageDataset"]
 
@@ -55,11 +56,16 @@ class LoadReport:
     downscaled: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # non-image files and hidden entries
 
-    def summary(self) -> str:
-        """A few human-readable lines: counts, then one line per skipped file."""
-        head = f"Loaded {self.loaded} of {self.total} images from {self.source}"
+    def summary(self, words: Mapping[str, str] | None = None) -> str:
+        """A few human-readable lines: counts, then one line per skipped file (names
+        escaped, so a file called ``a\nb.png`` stays on its line); ``words`` spell the
+        settings a reason names (the CLI's ``--max-pixels``)."""
+        head = f"Loaded {self.loaded} of {self.total} images from {printable(self.source)}"
         lines = [f"{head}; skipped {len(self.skipped)}:" if self.skipped else f"{head}."]
-        lines += [f"  {skipped.path}: {skipped.reason}" for skipped in self.skipped]
+        lines += [
+            printable(f"  {skipped.path}: {respell(skipped.reason, words)}")
+            for skipped in self.skipped
+        ]
         if self.rotated:
             lines.append(f"Applied EXIF orientation to {len(self.rotated)} image(s).")
         if self.converted:
@@ -69,7 +75,8 @@ class LoadReport:
         if self.downscaled:
             lines.append(f"Downscaled {len(self.downscaled)} large image(s) while decoding.")
         if self.ignored:
-            examples = ", ".join(self.ignored[:3]) + (", ..." if len(self.ignored) > 3 else "")
+            examples = ", ".join(map(printable, self.ignored[:3]))
+            examples += ", ..." if len(self.ignored) > 3 else ""
             lines.append(f"Ignored {len(self.ignored)} non-image or hidden entries ({examples}).")
         return "\n".join(lines)
 

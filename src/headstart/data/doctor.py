@@ -5,6 +5,7 @@ recorded (the load report, each item's sha256 and stored size) and turns it
 into findings a person can act on:
 
 - ``unreadable``: files that would be skipped, each with the reason;
+- ``classes``: fewer than 2 classes with images, which cannot train;
 - ``leak``: byte-identical images in both train and test, which inflate test
   accuracy without anyone noticing;
 - ``conflict``: the same bytes under two different labels (a labelling error,
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart._internal.atomic import atomic_write
+from headstart._internal.text import printable
 from headstart._internal.validation import invalid
 from headstart.data.dataset import ImageDataset, LoadReport
 from headstart.data.decode import DecodeOptions
@@ -41,11 +43,12 @@ from headstart.data.findings import (
     duplicates,
     imbalance,
     tiny,
+    too_few_classes,
     unreadable,
     what_loading_did,
 )
 from headstart.data.layout import is_presplit, load_images, open_dataset
-from headstart.errors import spell
+from headstart.errors import respell, spell
 
 __all__ = [
     "Diagnosis",
@@ -94,20 +97,22 @@ class Diagnosis:
         self, max_details: int = _TEXT_DETAILS, words: Mapping[str, str] | None = None
     ) -> str:
         """The human report: what was checked, then every finding, worst first; ``words``
-        spell the parameters the advice names (the CLI passes its flags)."""
-        lines = [f"data check: {self.source}"]
+        spell the parameters the advice names (the CLI passes its flags). File and class
+        names are escaped (a name with a newline or an escape code stays on its line and
+        inert); ``to_dict`` keeps them exact."""
+        lines = [f"data check: {printable(self.source)}"]
         for split, total in self.images.items():
             counts = self.class_counts[split]
-            per_class = ", ".join(f"{name} {count}" for name, count in counts.items())
+            per_class = ", ".join(f"{printable(name)} {count}" for name, count in counts.items())
             lines.append(f"  {split}: {total} images in {len(counts)} classes ({per_class})")
         if not self.warnings:
             lines.append("No problems found.")
         for finding in self.findings:
-            lines.append(f"[{finding.severity}] {finding.summary}.")
+            lines.append(f"[{finding.severity}] {printable(finding.summary)}.")
             if finding.advice:
                 lines.append(f"  -> {spell(finding.advice, words)}")
             shown = finding.details[:max_details]
-            lines += [f"  {detail}" for detail in shown]
+            lines += [f"  {printable(respell(detail, words))}" for detail in shown]
             hidden = finding.count - len(shown) if finding.details else 0
             if hidden > 0:
                 more = spell("{all_findings}", words)
@@ -130,10 +135,10 @@ class Diagnosis:
         shown = [f for f in self.warnings if f.kind not in skip]
         if not shown:
             return []
-        lines = [f"check: {finding.summary}" for finding in shown[:limit]]
+        lines = [f"check: {printable(finding.summary)}" for finding in shown[:limit]]
         if len(shown) > limit:
             lines[-1] += f" (and {len(shown) - limit} more finding(s))"
-        lines[-1] += f" (details: {spell('{check_data}', words)})".replace("DATA", data)
+        lines[-1] += f" (details: {spell('{check_data}', words)})".replace("DATA", printable(data))
         return lines
 
 
@@ -168,6 +173,7 @@ def diagnose(
     reports = _distinct_reports([ds.report for ds in splits.values()])
     findings = [
         unreadable(reports),
+        too_few_classes(train, "data" if test is None else "train"),
         *duplicates(splits),
         imbalance(train, imbalance_ratio, "data" if test is None else "train"),
         tiny(splits, tiny_side),

@@ -17,6 +17,7 @@ __all__ = [
     "duplicates",
     "imbalance",
     "tiny",
+    "too_few_classes",
     "unreadable",
     "what_loading_did",
 ]
@@ -136,6 +137,22 @@ def duplicates(splits: dict[str, ImageDataset]) -> list[Finding]:
             )
         )
     return findings
+
+
+def too_few_classes(ds: ImageDataset, split: str) -> Finding | None:
+    """Fewer than 2 classes with images: nothing to tell apart, and `fit` refuses it.
+    Said here, as an error, so that `check` does not call such a set fine."""
+    present = [name for name, count in ds.class_counts().items() if count > 0]
+    if len(present) >= 2:
+        return None
+    named = f" ({', '.join(present)})" if present else ""
+    return Finding(
+        kind="classes",
+        severity="error",
+        count=len(present),
+        summary=f"{split} has images in {len(present)} class(es){named}; training needs at least 2",
+        advice="add one folder of images for each other class (a CSV: rows with other labels)",
+    )
 
 
 def imbalance(ds: ImageDataset, ratio: float, split: str) -> Finding | None:

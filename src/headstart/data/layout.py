@@ -72,8 +72,10 @@ def load_images(
         return train.with_classes(classes), test.with_classes(classes)
     pairs = _idx_pairs(folder) if folder.is_dir() else None
     if pairs is not None:
-        idx_kwargs = {k: v for k, v in kwargs.items() if k == "classes"}
-        return load_idx(*pairs[0], **idx_kwargs), load_idx(*pairs[1], **idx_kwargs)
+        train = load_idx(*pairs[0], classes=kwargs.get("classes"))
+        # The test labels are read against train's classes: a t10k file lacking the
+        # last class still lines up, and a label train never had is refused.
+        return train, load_idx(*pairs[1], classes=train.classes)
     return split_dataset(open_dataset(folder, **kwargs), test_size=test_size, seed=seed)
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from headstart._internal.text import printable
 from headstart._internal.validation import invalid
 from headstart.data.dataset import UNLABELLED, ImageDataset, LoadReport, SkippedFile
 from headstart.data.decode import (
@@ -111,7 +112,7 @@ def _dataset_from_files(
     results = _inspect_all([path for path, _ in items], options, strict=strict)
     bad = [result for result in results if result.reason is not None]
     if bad and len(bad) / len(results) > max_bad_fraction:
-        shown = "\n".join(f"  {r.path}: {r.reason}" for r in bad[:_FIRST_BAD_SHOWN])
+        shown = "\n".join(printable(f"  {r.path}: {r.reason}") for r in bad[:_FIRST_BAD_SHOWN])
         more = (
             f"\n  ... and {len(bad) - _FIRST_BAD_SHOWN} more" if len(bad) > _FIRST_BAD_SHOWN else ""
         )

@@ -61,7 +61,7 @@ from headstart.train.network import Classifier, HeadSpec
 
 __all__ = ["ImageClassifier", "fit_folder"]
 
-ImageInput = ImageDataset | Sequence[str | os.PathLike[str] | Image.Image]
+ImageInput = ImageDataset | Sequence[str | os.PathLike[str] | Image.Image | np.ndarray]
 
 
 class ImageClassifier:

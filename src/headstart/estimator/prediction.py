@@ -4,6 +4,7 @@ scores that are not finite are refused here, once, so no face reports ``nan%``."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,14 @@ from PIL import Image
 
 from headstart.backbones.registry import Backbone
 from headstart.data.dataset import ImageDataset
-from headstart.data.decode import DecodeOptions, decode_image, normalise_image
-from headstart.errors import WeightsError
+from headstart.data.decode import (
+    DecodeOptions,
+    check_image_array,
+    decode_array,
+    decode_image,
+    normalise_image,
+)
+from headstart.errors import DataError, ImageDecodeError, WeightsError
 from headstart.features.cache import FeatureCache, cached_features
 from headstart.train.callbacks import Callback
 
@@ -97,12 +104,22 @@ def _image_name(images: Any, i: int) -> str:
 
 
 class ImageList:
-    """Paths or PIL images as a map-style dataset, decoded exactly as in training."""
+    """Paths, PIL images or uint8 arrays as a map-style dataset, decoded exactly as in
+    training. Each item's kind is checked when the list is made, so a ``None`` in a
+    list of 10,000 fails before the first batch runs, naming its index."""
 
     def __init__(self, items: Sequence[Any], transform: Any, options: DecodeOptions) -> None:
         self.items = list(items)
         self.transform = transform
         self.options = options
+        for index, item in enumerate(self.items):
+            if isinstance(item, np.ndarray):
+                check_image_array(item, f"images[{index}]")
+            elif not isinstance(item, str | os.PathLike | Image.Image):
+                raise DataError(
+                    f"images[{index}]: a {type(item).__name__} is not an image; expected "
+                    "a file path, a PIL image or a uint8 array"
+                )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -110,7 +127,14 @@ class ImageList:
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
         if isinstance(item, Image.Image):
+            if 0 in item.size:  # PIL allows Image.new("RGB", (0, 0)); resizing it divides by 0
+                width, height = item.size
+                raise ImageDecodeError(
+                    f"images[{index}]", f"image has no pixels ({width}x{height})"
+                )
             image = normalise_image(item, self.options)
+        elif isinstance(item, np.ndarray):
+            image = decode_array(item, f"images[{index}]")
         else:
             image, _ = decode_image(Path(item), self.options)
         return self.transform(image), -1

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from headstart._internal.validation import invalid
+from headstart._internal.validation import check_int, invalid
 from headstart.backbones.device import select_device
 from headstart.backbones.registry import Backbone
 from headstart.data.dataset import ImageDataset, TorchImageDataset
@@ -36,8 +36,7 @@ def extract_features(
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
     """Run the frozen backbone over every image once: {layer: float32 array (N, D)}."""
-    if batch_size < 1:
-        raise invalid("extract_features", "batch_size", "an int >= 1", batch_size)
+    check_int("extract_features", "batch_size", batch_size)
     if not layers:
         raise invalid("extract_features", "layers", "a non-empty list", layers)
     device = select_device(device) if isinstance(device, str) else device

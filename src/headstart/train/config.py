@@ -11,6 +11,7 @@ from headstart._internal.validation import (
     LAYER_PATTERN,
     image_size_fits,
     invalid,
+    is_finite_number,
 )
 
 __all__ = ["BN_POLICIES", "HEADS", "SCHEDULES", "TrainConfig"]
@@ -92,8 +93,8 @@ class TrainConfig:
         numbers = ("head_lr", "base_lr", "layer_decay", "weight_decay", "warmup_epochs")
         for name in (*numbers, "label_smoothing", "dropout", "validation_fraction", "probe_l2"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise invalid(owner, name, "a number", value)
+            if not is_finite_number(value):
+                raise invalid(owner, name, "a finite number", value)
         positive_ints = ("epochs", "batch_size", "head_hidden")
         for name in positive_ints:
             value = getattr(self, name)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from headstart._internal.validation import invalid
+from headstart._internal.validation import check_finite, check_int
 
 __all__ = ["LinearProbe", "fit_linear_probe"]
 
@@ -48,10 +48,8 @@ def fit_linear_probe(
     seed: int = 0,
 ) -> LinearProbe:
     """Fit softmax regression on standardised features with full-batch L-BFGS."""
-    if l2 < 0:
-        raise invalid("fit_linear_probe", "l2", ">= 0", l2)
-    if max_iter < 1:
-        raise invalid("fit_linear_probe", "max_iter", "an int >= 1", max_iter)
+    check_finite("fit_linear_probe", "l2", l2, low=0)
+    check_int("fit_linear_probe", "max_iter", max_iter)
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     mean = x.mean(0)
