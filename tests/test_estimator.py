@@ -272,3 +272,17 @@ def test_the_folded_copy_is_kept_between_predictions_until_the_weights_change(mo
         head.bias.add_(torch.arange(head.bias.numel(), dtype=torch.float32) * 5)
     changed = clf.predict_proba(data)
     assert len(folds) == 2 and not np.allclose(changed, first)
+
+
+def test_fit_folder_is_load_split_fit_and_score_in_one_call(tmp_path):
+    """The README's one-call helper: a folder in, a fitted classifier and its test
+    metrics out, with the held-out part's score recorded for save."""
+    from fixtures_images import build_image_folder
+
+    root = build_image_folder(tmp_path / "photos", {"cat": 10, "dog": 10})
+    config = get_strategy("feature-extraction").default_config().replace(image_size=32)
+    clf, metrics = headstart.fit_folder(
+        root, backbone="test_efficientnet", config=config, weights="none", test_size=0.3
+    )
+    assert metrics["n"] == 6 and clf.classes_ == ["cat", "dog"]
+    assert clf.metrics_["test"]["accuracy"] == metrics["accuracy"]

@@ -46,7 +46,7 @@ _EXPORTS = {
     "TrainingInterrupted": "headstart.errors",
     "WeightsError": "headstart.errors",
     "ImageClassifier": "headstart.estimator.image_classifier",
-    "fit_folder": "headstart.estimator.image_classifier",
+    "fit_folder": "headstart.estimator.quick",
     "FeatureCache": "headstart.features.cache",
     "extract_features": "headstart.features.extract",
     "STRATEGIES": "headstart.strategies",

@@ -5,7 +5,7 @@ from headstart._internal.lazy import lazy_exports
 
 _EXPORTS = {
     "ImageClassifier": ".image_classifier",
-    "fit_folder": ".image_classifier",
+    "fit_folder": ".quick",
     "Prediction": ".prediction",
     "META_FILE": ".model_files",
     "WEIGHTS_FILE": ".model_files",

@@ -26,7 +26,6 @@ from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.backbones.weights import WeightsInfo
 from headstart.data.dataset import ImageDataset, SkippedFile, TorchImageDataset
 from headstart.data.decode import IMAGE_EXTENSIONS, DecodeOptions, decode_image
-from headstart.data.layout import load_images
 from headstart.data.loaders import image_files
 from headstart.errors import DataError, ImageDecodeError, NotFittedError
 from headstart.estimator.fitting import (
@@ -59,7 +58,7 @@ from headstart.train.config import TrainConfig
 from headstart.train.metrics import classification_metrics
 from headstart.train.network import Classifier, HeadSpec
 
-__all__ = ["ImageClassifier", "fit_folder"]
+__all__ = ["ImageClassifier"]
 
 ImageInput = ImageDataset | Sequence[str | os.PathLike[str] | Image.Image | np.ndarray]
 
@@ -399,26 +398,3 @@ class ImageClassifier:
         clf.metadata_ = meta
         clf._folder = Path(folder)  # named by errors about what the model does
         return clf
-
-
-def fit_folder(
-    path: str | os.PathLike[str],
-    strategy: str = "feature-extraction",
-    *,
-    backbone: str = DEFAULT_BACKBONE,
-    config: TrainConfig | None = None,
-    test_size: float = 0.2,
-    seed: int = 0,
-    **kwargs: Any,
-) -> tuple[ImageClassifier, dict[str, Any]]:
-    """The one-call helper: load a folder, split it, fit, and evaluate on the held-out part.
-
-    Returns the fitted classifier and its test metrics. ``kwargs`` go to
-    ``ImageClassifier`` (``weights``, ``cache_dir``, ``checkpoint_dir``, ``callback``).
-    """
-    train, test = load_images(path, test_size=test_size, seed=seed)
-    clf = ImageClassifier(backbone, strategy, config, **kwargs).fit(train)
-    used = clf.config_
-    metrics = clf.evaluate(test, batch_size=used.batch_size, device=used.device)
-    clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
-    return clf, metrics
