@@ -582,3 +582,18 @@ def test_fit_linear_probe_refuses_bad_settings(name: str, bad: object) -> None:
     with pytest.raises(ConfigError) as refused:
         fit_linear_probe(features, labels, 2, **{name: bad})
     assert refused.value.parameter == name and repr(bad) in str(refused.value)
+
+
+def test_api_misuse_found_in_a_last_trial_is_named(tmp_path):
+    """A last new-user trial: a missing folder argument and a device no torch knows
+    gave a raw TypeError and an error blaming TrainConfig."""
+    from headstart.backbones.device import select_device
+    from headstart.errors import ConfigError
+    from headstart.estimator.image_classifier import ImageClassifier
+
+    with pytest.raises(ConfigError, match="'folder' parameter of ImageClassifier.load"):
+        ImageClassifier.load(None)
+    with pytest.raises(ConfigError, match="'device' parameter of select_device"):
+        select_device("tpu")
+    with pytest.raises(ConfigError, match="'device' parameter of select_device"):
+        select_device(3)

@@ -9,19 +9,22 @@ from headstart._internal.validation import invalid
 __all__ = ["select_device"]
 
 
-def select_device(requested: str = "auto") -> torch.device:
-    """CUDA, then Apple's MPS, then the CPU, unless the user names one."""
+def select_device(requested: str = "auto", *, owner: str = "select_device") -> torch.device:
+    """CUDA, then Apple's MPS, then the CPU, unless the user names one; ``owner`` is who
+    asked, for the error (``TrainConfig``, ``ImageClassifier.predict_proba``, ...)."""
     if requested != "auto":
-        accepted = "'auto', 'cpu', 'cuda' or 'mps'"
+        accepted = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
         try:
             device = torch.device(requested)
-        except RuntimeError as exc:
-            raise invalid("TrainConfig", "device", accepted, requested) from exc
+        except (RuntimeError, TypeError) as exc:
+            raise invalid(owner, "device", accepted, requested) from exc
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise invalid("TrainConfig", "device", "'auto' or 'cpu' here (no CUDA)", requested)
+            raise invalid(owner, "device", "'auto' or 'cpu' here (no CUDA)", requested)
         mps = getattr(torch.backends, "mps", None)
         if device.type == "mps" and not (mps is not None and mps.is_available()):
-            raise invalid("TrainConfig", "device", "'auto' or 'cpu' here (no MPS)", requested)
+            raise invalid(owner, "device", "'auto' or 'cpu' here (no MPS)", requested)
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise invalid(owner, "device", accepted, requested)
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -170,7 +170,7 @@ class ImageClassifier:
             train=train,
             validation=validation,
             config=config,
-            device=select_device(config.device),
+            device=select_device(config.device, owner="TrainConfig"),
             cache=FeatureCache(Path(self.cache_dir)) if self.cache_dir is not None else None,
             checkpoint_dir=Path(self.checkpoint_dir).expanduser() if self.checkpoint_dir else None,
             resume=resume,
@@ -228,7 +228,7 @@ class ImageClassifier:
             raise invalid("ImageClassifier.predict_proba", "batch_size", "an int >= 1", batch_size)
         # The device of this machine, not the one the model was trained on: a model
         # trained on a GPU must still predict on a laptop.
-        device = select_device(device)
+        device = select_device(device, owner="ImageClassifier.predict_proba")
         if isinstance(images, ImageDataset) and len(images) and self._features_cached():
             return proba_from_cached_features(self, images, batch_size=batch_size, device=device)
         fast = self.config_.fast
@@ -378,6 +378,8 @@ class ImageClassifier:
     ) -> ImageClassifier:
         """A fitted classifier from a folder written by ``save`` (never unpickles);
         ``cache_dir``: a feature cache its predictions on datasets may use."""
+        if not isinstance(folder, str | os.PathLike):
+            raise invalid("ImageClassifier.load", "folder", "a path to a model folder", folder)
         files = load_model(Path(folder))
         meta = files.metadata
         clf = cls(backbone=meta["backbone"], strategy=meta["strategy"], cache_dir=cache_dir)
