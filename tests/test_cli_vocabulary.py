@@ -269,3 +269,20 @@ def test_evaluate_refuses_an_empty_batch_before_loading(tmp_path, capsys):
     data = _pre_split(tmp_path / "data")
     assert main(["evaluate", str(tmp_path / "no-model"), str(data), "--batch-size", "0"]) == 2
     assert "--batch-size must be an int >= 1" in capsys.readouterr().err
+
+
+def test_last_trial_messages_speak_the_cli_words(tmp_path, capsys):
+    """Found in a last new-user trial: an empty folder to predict named predict_files,
+    and an empty --layers asked for 'a non-empty tuple'."""
+    data = _pre_split(tmp_path / "data")
+    model = tmp_path / "model"
+    tiny = ["--backbone", "test_efficientnet", "--weights", "none", "--image-size", "32"]
+    assert main(["train", str(data / "train"), "--out", str(model), *tiny]) == 0
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["predict", str(model), str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "No image files in" in err and "predict_files" not in err
+    assert main(["train", str(data), "--layers", "", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--layers must be one or more layer names" in err and "tuple" not in err
