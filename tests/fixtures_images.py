@@ -78,6 +78,40 @@ def build_image_folder(
 # ----------------------------------------------------------------------- broken files
 
 
+def colour_folder(root: Path, per_class: int = 10, broken: bool = False) -> Path:
+    """red/, green/ and blue/ folders of 24x24 PNGs, each class bright in its own channel
+    (easy to learn); with ``broken``, an HTML page saved as red/not-an-image.jpg."""
+    rng = np.random.default_rng(0)
+    for label, channel in (("red", 0), ("green", 1), ("blue", 2)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, size=(24, 24, 3), dtype=np.uint8)
+            pixels[:, :, channel] += 150
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    if broken:
+        (root / "red" / "not-an-image.jpg").write_text("<html>oops</html>")
+    return root
+
+
+def noise_folder(
+    root: Path,
+    classes: tuple[str, ...] = ("a", "b"),
+    per_class: int = 4,
+    *,
+    seed: int = 0,
+    high: int = 256,
+) -> Path:
+    """One folder per class of 16x16 random-noise PNGs (seeded): distinct, readable
+    images for tests where what they show does not matter."""
+    rng = np.random.default_rng(seed)
+    for label in classes:
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, high, size=(16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return root
+
+
 def truncated_jpeg(path: Path) -> Path:
     data = noisy_jpeg_bytes()
     path.write_bytes(data[: len(data) // 2])

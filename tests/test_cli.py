@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from fixtures_images import colour_folder, noise_folder
 from PIL import Image
 
 from headstart.cli import main
@@ -76,17 +77,7 @@ def test_unknown_backbone_fails_before_any_image_is_loaded(tmp_path, capsys):
     assert "offline" not in captured.err and "data:" not in captured.out
 
 
-def _write_folder(root, per_class=10, broken=False):
-    rng = np.random.default_rng(0)
-    for label, channel in (("red", 0), ("green", 1), ("blue", 2)):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, size=(24, 24, 3), dtype=np.uint8)
-            pixels[:, :, channel] += 150
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    if broken:
-        (root / "red" / "not-an-image.jpg").write_text("<html>oops</html>")
-    return root
+_write_folder = colour_folder
 
 
 TINY_ARGS = ["--backbone", "test_efficientnet", "--weights", "none", "--image-size", "32"]
@@ -353,12 +344,8 @@ def test_an_error_naming_a_hostile_path_is_one_escaped_line(tmp_path, capsys):
 def _with_a_large_image(root):
     """Two classes of 16x16 images and one 40x40 (1,600 px) image in the first: above a
     lowered limit of 1,000 px, as a 169-Mpx clip-art PNG is above the default."""
-    rng = np.random.default_rng(3)
-    for label in ("one", "two"):
-        (root / label).mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    noise_folder(root, ("one", "two"), seed=3)
+    rng = np.random.default_rng(4)
     large = root / "one" / "large.png"
     Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(large)
     return root, large

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-import numpy as np
 import pytest
-from PIL import Image
+from fixtures_images import noise_folder
 
 from headstart.cli import build_parser, main
 from headstart.cli import compare as compare_command
@@ -81,13 +80,7 @@ def test_words_name_flags_by_their_first_long_form():
 
 
 def _folder(root, per_class=6):
-    rng = np.random.default_rng(0)
-    for label in ("a", "b"):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    return root
+    return noise_folder(root, per_class=per_class, high=255)
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "ten", "10,x"])

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from fixtures_images import noise_folder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -453,13 +454,7 @@ def _evil(folder: Path, kind: str) -> tuple[Path, Path]:
 
 
 def _tiny_folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for label in ("a", "b"):
-        (root / label).mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    return root
+    return noise_folder(root)
 
 
 def test_malicious_pickle_is_refused_by_the_estimator(tmp_path: Path) -> None:

@@ -8,10 +8,9 @@ import errno
 import os
 import tempfile
 
-import numpy as np
 import pytest
 from filelock import FileLock
-from PIL import Image
+from fixtures_images import colour_folder
 
 from headstart.cli import main
 
@@ -19,14 +18,7 @@ TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--image-size", 
 
 
 def _folder(root, per_class=6):
-    rng = np.random.default_rng(0)
-    for label, channel in (("red", 0), ("green", 1), ("blue", 2)):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, size=(24, 24, 3), dtype=np.uint8)
-            pixels[:, :, channel] += 150
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    return root
+    return colour_folder(root, per_class)
 
 
 @pytest.fixture
