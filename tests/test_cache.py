@@ -115,13 +115,7 @@ def test_a_new_layer_is_extracted_only_where_no_shard_has_it(tmp_path, backbone,
 
 
 def test_a_corrupt_shard_is_recomputed_with_a_notice(tmp_path, backbone, images, forwards):
-    cache = FeatureCache(tmp_path / "cache")
-    cached_features(backbone, images.subset(range(12)), cache)
-    cached_features(backbone, images.subset(range(12, 30)), cache)
-    (model,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
-    broken = next(p for p in model.iterdir() if (p / "rows.txt").read_text().count("\n") == 11)
-    npy = broken / "final.npy"
-    npy.write_bytes(npy.read_bytes()[:-100])  # cut short: its header promises more rows
+    cache, broken = _damage_one_shard(tmp_path, backbone, images, _cut_short)
     forwards.clear()
     notices: list[str] = []
     found, use = cached_features(backbone, images, cache, notice=notices.append)
@@ -143,6 +137,11 @@ def _damage_one_shard(tmp_path, backbone, images, damage) -> tuple[FeatureCache,
     broken = next(p for p in model.iterdir() if (p / "rows.txt").read_text().count("\n") == 11)
     damage(broken)
     return cache, broken
+
+
+def _cut_short(shard) -> None:
+    npy = shard / "final.npy"
+    npy.write_bytes(npy.read_bytes()[:-100])  # its header promises more rows
 
 
 def _flip_a_bit(shard) -> None:
