@@ -23,12 +23,13 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from headstart.errors import OutputError
+from headstart.estimator.model_files import META_FILE, WEIGHTS_FILE
 
 __all__ = ["LOCK_FILE", "ModelFolder"]
 
 LOCK_FILE = ".headstart.lock"
 CHECKPOINTS = "checkpoints"
-MODEL_FILES = ("headstart.json", "model.safetensors")  # what makes a folder a model folder
+MODEL_FILES = (META_FILE, WEIGHTS_FILE)  # what makes a folder a model folder
 # What `headstart evaluate --out` writes about a model: stale once the model is replaced.
 DESCRIBING_FILES = ("evaluation.json", "confusion_matrix.png")
 
