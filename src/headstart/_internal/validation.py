@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from typing import Any
-
-import numpy as np
 
 from headstart.errors import ConfigError
 
@@ -48,15 +47,16 @@ def invalid(
 
 
 def is_int(value: Any) -> bool:
-    """An int (NumPy's too), never a bool: ``True`` is not a batch size."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    """An int (NumPy's too: they register as ``numbers.Integral``), never a bool: ``True``
+    is not a batch size. No NumPy import here: the command line's start-up reads this."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def is_finite_number(value: Any) -> bool:
     """An int or float that is neither a bool, NaN nor infinite (a learning rate of
     ``inf`` would train nothing but NaNs, long after the call that took it)."""
-    is_number = isinstance(value, int | float | np.integer | np.floating)
-    return is_number and not isinstance(value, bool | np.bool_) and math.isfinite(value)
+    is_number = isinstance(value, numbers.Real)  # NumPy's numbers too; its bool is not
+    return is_number and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_int(owner: str, name: str, value: Any, low: int = 1) -> None:
