@@ -6,8 +6,9 @@ plan the callback receives against the model's real layer groups (and learning r
 check that the head takes the width the feature layers promise, and check that what
 the plan calls frozen is bit-identical after training (feature extraction and
 semi-supervised: the whole body; fine-tune: its frozen groups), while scratch moves
-every group. Pretrained strategies load a random initialisation saved as safetensors,
-so "before training" is known exactly and no network is needed.
+every group; then export to ONNX and check its answers against an fp32 forward pass.
+Pretrained strategies load a random initialisation saved as safetensors, so "before
+training" is known exactly and no network is needed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from safetensors.torch import load_file
 
 from headstart.errors import BackboneError
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.export.runtime import OnnxClassifier
 from headstart.features.layers import parse_layer
 from headstart.strategies import Plan, all_strategies
 from headstart.strategies import scratch as scratch_module
@@ -216,6 +218,18 @@ def test_contract(
     assert meta["class_to_idx"] == {name: i for i, name in enumerate(CLASSES)}
     assert meta["seed"] == SEED and "torch" in meta["versions"]
     assert meta["weights"]["source"] == ("file" if pretrained else "none")
+
+    # export: one ONNX graph (multi-stage features included) that gives the PyTorch
+    # model's answers, checked here against an fp32 forward pass of our own
+    result = loaded.export(tmp_path / "model.onnx", images=test, calibration=test)
+    exported = OnnxClassifier.load(result.path).predict_proba(test)
+    transform = loaded.preprocessing_.transform()
+    batch = torch.stack([transform(test.image(i)) for i in range(len(test))])
+    with torch.inference_mode():
+        reference = torch.softmax(loaded.model_.eval()(batch), dim=1).numpy()
+    assert np.abs(exported - reference).max() < 1e-4, family
+    assert (exported.argmax(1) == reference.argmax(1)).all()
+    assert result.parity.max_probability_gap < 1e-4 and result.parity.top1_agreement == 1.0
 
 
 @pytest.mark.parametrize(

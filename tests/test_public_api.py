@@ -50,6 +50,7 @@ def test_the_packages_are_the_ones_expected():
         "headstart.data",
         "headstart.estimator",
         "headstart.evaluation",
+        "headstart.export",
         "headstart.features",
         "headstart.strategies",
         "headstart.train",

@@ -32,6 +32,7 @@ __all__ = [
     "BackboneError",
     "ConfigError",
     "DataError",
+    "ExportError",
     "HeadstartError",
     "ImageDecodeError",
     "NotFittedError",
@@ -164,6 +165,10 @@ class NotFittedError(HeadstartError, AttributeError):
 
 class OutputError(HeadstartError):
     """A folder or file to be written cannot be: checked before the work it would hold."""
+
+
+class ExportError(HeadstartError):
+    """A model could not be exported, or its export failed a check (parity, accuracy)."""
 
 
 class TrainingError(HeadstartError):

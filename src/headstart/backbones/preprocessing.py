@@ -6,6 +6,7 @@ model's preprocessing can be read where torch is not installed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -57,6 +58,35 @@ class Preprocessing:
             crop_mode=self.crop_mode,
         )
 
+    def resize_crop(self, image: Any) -> Any:
+        """The geometry of ``transform()`` alone, in Pillow: a PIL RGB image resized and
+        cropped to ``input_size`` exactly as timm's evaluation transform does it (the
+        same output sizes and rounding, the same Pillow resampling), before any tensor is
+        made. An exported model takes these pixels as they are (uint8, normalised inside
+        the graph), so predicting from it needs Pillow and numpy, not torch. Crop modes
+        "center" and "squash"; "border" (letterboxing) raises ValueError."""
+        height, width = self.input_size[1], self.input_size[2]
+        resample = _RESAMPLING.get(self.interpolation)
+        if resample is None:
+            raise ValueError(f"interpolation {self.interpolation!r} has no Pillow equivalent")
+        scale = (math.floor(height / self.crop_pct), math.floor(width / self.crop_pct))
+        w, h = image.size
+        if self.crop_mode == "squash" or (self.crop_mode == "center" and scale[0] != scale[1]):
+            size = (scale[1], scale[0])  # both edges (torchvision's Resize((h, w)))
+        elif self.crop_mode == "center":  # the shorter edge to scale, the ratio kept
+            short, long = (w, h) if w <= h else (h, w)
+            new_short, new_long = scale[0], int(scale[0] * long / short)
+            size = (new_short, new_long) if w <= h else (new_long, new_short)
+        else:
+            raise ValueError(f"crop mode {self.crop_mode!r} is not supported outside torch")
+        if image.size != size:
+            image = image.resize(size, resample=resample)
+        w, h = image.size
+        if (w, h) != (width, height):  # outside the image (crop_pct > 1): black, as torch
+            left, top = _crop_offset(w, width), _crop_offset(h, height)
+            image = image.crop((left, top, left + width, top + height))
+        return image
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -70,6 +100,18 @@ class Preprocessing:
             crop_pct=float(data["crop_pct"]),
             crop_mode=str(data["crop_mode"]),
         )
+
+
+# timm's interpolation names, as Pillow resampling filters (Image.Resampling values).
+_RESAMPLING = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
+def _crop_offset(size: int, crop: int) -> int:
+    """torchvision's CenterCrop offset along one edge: rounded half to even when it
+    crops; when the edge is shorter it pads (crop - size) // 2 before it."""
+    if size < crop:
+        return -((crop - size) // 2)
+    return int(round((size - crop) / 2.0))
 
 
 def preprocessing_of(model: Any, image_size: int | None) -> Preprocessing:

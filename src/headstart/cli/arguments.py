@@ -183,6 +183,17 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
 
 
+def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    """Which engine runs a saved model (evaluate, predict)."""
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="torch runs a model folder; onnx runs a file from `headstart export` with ONNX "
+        "Runtime, without PyTorch (auto: onnx for a .onnx file)",
+    )
+
+
 def add_out_argument(parser: argparse.ArgumentParser, command: str, makes_files: bool) -> None:
     """One rule: a command whose result is files writes them to --out (default
     ./headstart-<command>); a command that reports writes files only with --out."""

@@ -100,3 +100,48 @@ def print_report(label: str, dataset: Any, words: dict[str, str] | None = None) 
             f"{label}: classes are imbalanced ({smallest} to {largest} images per class); "
             "consider --class-weights balanced, and read the balanced accuracy"
         )
+
+
+def load_model(args: argparse.Namespace, *, cached: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The model ``args.model`` names, for ``--runtime``, and the keyword arguments its
+    predictions take: a model folder run by PyTorch (an ``ImageClassifier``, told its
+    ``device``), or an exported ``.onnx`` file run by ONNX Runtime (an
+    ``OnnxClassifier``; this path never imports torch). A folder under ``--runtime
+    onnx`` means the ``model.onnx`` that `headstart export` wrote into it. ``cached``:
+    the PyTorch model may use the feature cache (``--cache-dir``, ``--no-cache``)."""
+    from pathlib import Path
+
+    from headstart.errors import ConfigError
+
+    path = Path(args.model)
+    onnx_file = path.suffix.lower() == ".onnx" and not path.is_dir()
+    runtime = args.runtime if args.runtime != "auto" else ("onnx" if onnx_file else "torch")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be an int >= 1. Got {args.batch_size} instead.")
+    if runtime == "onnx":
+        if args.device != "auto":
+            raise ConfigError(
+                f"--device {args.device} applies to --runtime torch; ONNX Runtime runs the "
+                "model on the CPU here. Leave --device out."
+            )
+        from headstart.export.runtime import OnnxClassifier
+
+        if path.is_dir():
+            if not (path / "model.onnx").is_file():
+                raise ConfigError(
+                    f"--runtime onnx: {path} holds no model.onnx; write one with "
+                    f"`headstart export {path}`, or give the .onnx file itself."
+                )
+            path = path / "model.onnx"
+        return OnnxClassifier.load(path), {}
+    if onnx_file:
+        raise ConfigError(
+            f"--runtime torch runs a model folder; {path} is an ONNX file (use --runtime onnx)."
+        )
+    from headstart.backbones.device import select_device
+    from headstart.cli.arguments import cache_folder
+    from headstart.estimator.image_classifier import ImageClassifier
+
+    select_device(args.device)  # a device this machine lacks fails before any image loads
+    cache_dir = cache_folder(args) if cached else None
+    return ImageClassifier.load(args.model, cache_dir=cache_dir), {"device": args.device}

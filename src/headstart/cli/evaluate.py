@@ -11,17 +11,19 @@ from headstart.cli.arguments import (
     add_inference_arguments,
     add_max_pixels_argument,
     add_out_argument,
+    add_runtime_argument,
     add_strict_argument,
-    cache_folder,
-    check_runtime,
     decode_options,
 )
-from headstart.cli.common import print_report
+from headstart.cli.common import load_model, print_report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("evaluate", help="accuracy, per-class P/R/F1, confusion matrix")
-    parser.add_argument("model", help="a folder written by `headstart train`")
+    parser.add_argument(
+        "model",
+        help="a folder written by `headstart train`, or a .onnx file from `headstart export`",
+    )
     parser.add_argument(
         "data",
         help="labelled images: a folder of class folders, a CSV, or data with its own "
@@ -30,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_strict_argument(parser)
     add_max_pixels_argument(parser)
     add_inference_arguments(parser)
+    add_runtime_argument(parser)
     add_cache_arguments(parser)
     add_out_argument(parser, "evaluate", makes_files=False)
     parser.set_defaults(run=run)
@@ -37,15 +40,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from headstart.data.layout import evaluation_set
-    from headstart.estimator.image_classifier import ImageClassifier
 
-    check_runtime(args.device, args.batch_size)
-    clf = ImageClassifier.load(args.model, cache_dir=cache_folder(args))
+    clf, where = load_model(args, cached=True)
     # Decoded as the model's training images were, with --max-pixels if given.
     options = decode_options(args, clf.decode_options_)
     dataset = evaluation_set(args.data, strict=args.strict, options=options)
     print_report("data", dataset, args.words)
-    metrics = clf.evaluate(dataset, batch_size=args.batch_size, device=args.device)
+    metrics = clf.evaluate(dataset, batch_size=args.batch_size, **where)
     names = [printable(c) for c in clf.classes_]  # a class folder's name is data too
     width = max(len(c) for c in names)
     print(f"{'class':<{width}}  precision  recall     f1  support")

@@ -11,38 +11,35 @@ from headstart._internal.text import printable
 from headstart.cli.arguments import (
     add_inference_arguments,
     add_max_pixels_argument,
+    add_runtime_argument,
     add_strict_argument,
-    check_runtime,
     decode_options,
 )
-from headstart.cli.common import EXIT_ERROR
+from headstart.cli.common import EXIT_ERROR, load_model
 from headstart.errors import respell
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="top-k classes for images")
-    parser.add_argument("model", help="a folder written by `headstart train`")
+    parser.add_argument(
+        "model",
+        help="a folder written by `headstart train`, or a .onnx file from `headstart export`",
+    )
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (3)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     add_strict_argument(parser)
     add_max_pixels_argument(parser)
     add_inference_arguments(parser)
+    add_runtime_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from headstart.estimator.image_classifier import ImageClassifier
-
-    check_runtime(args.device, args.batch_size)
-    clf = ImageClassifier.load(args.model)
+    clf, where = load_model(args)
     clf.decode_options_ = decode_options(args, clf.decode_options_)  # --max-pixels, if given
     predictions, skipped = clf.predict_files(
-        args.images,
-        top_k=args.top_k,
-        batch_size=args.batch_size,
-        device=args.device,
-        strict=args.strict,
+        args.images, top_k=args.top_k, batch_size=args.batch_size, strict=args.strict, **where
     )
     if args.format == "json":
         payload = [p.to_dict() for p in predictions]

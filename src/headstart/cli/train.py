@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
+    from pathlib import Path
+
     from headstart.data.doctor import diagnose
     from headstart.estimator.image_classifier import ImageClassifier
 
@@ -146,7 +148,10 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
     clf.fit(train, unlabelled=unlabelled, resume=args.resume)
     print(f"trained in {clf.fit_seconds_:.1f}s")
     metrics = clf.evaluate(test, batch_size=config.batch_size, device=config.device)
-    clf.metrics_ = {"test": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}}
+    measured = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}
+    # Where the test images came from, so `headstart export` can check its file on them.
+    source = {"path": str(Path(args.data).resolve()), "test_size": test_size(args)}
+    clf.metrics_ = {"test": {**measured, "data": {**source, "seed": config.seed}}}
     out.save(clf)
     print(
         f"test accuracy {metrics['accuracy']:.1%}, balanced accuracy "

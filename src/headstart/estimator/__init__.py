@@ -6,7 +6,7 @@ from headstart._internal.lazy import lazy_exports
 _EXPORTS = {
     "ImageClassifier": ".image_classifier",
     "fit_folder": ".quick",
-    "Prediction": ".prediction",
+    "Prediction": ".results",
     "META_FILE": ".model_files",
     "WEIGHTS_FILE": ".model_files",
     "load_model": ".model_files",

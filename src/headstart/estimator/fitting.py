@@ -111,16 +111,3 @@ def carve_validation(
         return split_dataset(train, test_size=wanted, seed=config.seed)
     except DataError:  # a split that cannot be stratified: no early stopping
         return train, None
-
-
-def labels_in_model_order(dataset: ImageDataset, classes: list[str]) -> np.ndarray:
-    """The dataset's labels as indices into the model's classes (a subset is fine)."""
-    index = {name: i for i, name in enumerate(classes)}
-    unknown = [name for name in dataset.classes if name not in index]
-    if unknown:
-        raise DataError(
-            f"The dataset has classes the model was not trained on: {unknown}; "
-            f"the model knows {classes}."
-        )
-    mapping = np.array([index[name] for name in dataset.classes], dtype=np.int64)
-    return mapping[dataset.labels]

@@ -8,6 +8,7 @@ fitted state ends in ``_``; using an unfitted estimator raises
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import time
 from collections.abc import Sequence
@@ -25,24 +26,23 @@ from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.backbones.weights import WeightsInfo
 from headstart.data.dataset import ImageDataset, SkippedFile, TorchImageDataset
-from headstart.data.decode import IMAGE_EXTENSIONS, DecodeOptions, decode_image
-from headstart.data.loaders import image_files
-from headstart.errors import DataError, ImageDecodeError, NotFittedError
+from headstart.data.decode import DecodeOptions
+from headstart.errors import DataError, NotFittedError
 from headstart.estimator.fitting import (
     MIN_PER_CLASS_FOR_HOLDOUT,
     carve_validation,
     check_unlabelled,
     checked_backbone,
     head_spec_of,
-    labels_in_model_order,
     run_key,
 )
 from headstart.estimator.model_files import load_model, save_model
-from headstart.estimator.prediction import (
-    ImageList,
+from headstart.estimator.prediction import ImageList, proba_from_cached_features
+from headstart.estimator.results import (
     Prediction,
     check_finite_scores,
-    proba_from_cached_features,
+    labels_in_model_order,
+    predict_image_files,
 )
 from headstart.features.cache import FeatureCache
 from headstart.features.fastpath import (
@@ -59,6 +59,9 @@ from headstart.train.metrics import classification_metrics
 from headstart.train.network import Classifier, HeadSpec
 
 __all__ = ["ImageClassifier"]
+
+# Export formats: (module, function) of the face that writes each, imported on use.
+_EXPORTERS = {"onnx": ("headstart.export.exporter", "export_onnx")}
 
 ImageInput = ImageDataset | Sequence[str | os.PathLike[str] | Image.Image | np.ndarray]
 
@@ -284,44 +287,19 @@ class ImageClassifier:
         ``strict=True`` it raises ImageDecodeError instead)."""
         self._check_fitted()
         owner = "ImageClassifier.predict_files"
-        for name, value in (
-            ("top_k", top_k),
-            ("chunk_size", chunk_size),
-            ("batch_size", batch_size),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise invalid(owner, name, "an int >= 1", value)
-        if isinstance(paths, str | os.PathLike):
-            paths = [paths]
-        files = image_files(paths)
-        if not files:
-            named = ", ".join(str(p) for p in paths)
-            raise DataError(
-                f"No image files in {named} (folders are searched recursively for "
-                f"{' '.join(sorted(IMAGE_EXTENSIONS))})."
-            )
-        k = min(top_k, len(self.classes_))
-        predictions: list[Prediction] = []
-        skipped: list[SkippedFile] = []
-        for start in range(0, len(files), chunk_size):
-            images, sources = [], []
-            for path in files[start : start + chunk_size]:
-                try:
-                    images.append(decode_image(path, self.decode_options_)[0])
-                    sources.append(str(path))
-                except ImageDecodeError as exc:
-                    if strict:
-                        raise
-                    skipped.append(SkippedFile(str(path), exc.reason))
-            if not images:
-                continue
-            proba = self._proba(images, batch_size=batch_size, device=device)
-            check_finite_scores(proba, sources, getattr(self, "_folder", None))  # by file name
-            for source, row in zip(sources, proba, strict=True):
-                best = np.argsort(-row, kind="stable")[:k]
-                top = tuple((self.classes_[i], float(row[i])) for i in best)
-                predictions.append(Prediction(source, top))
-        return predictions, skipped
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise invalid(owner, "batch_size", "an int >= 1", batch_size)
+        return predict_image_files(
+            paths,
+            lambda images: self._proba(images, batch_size=batch_size, device=device),
+            classes=self.classes_,
+            options=self.decode_options_,
+            top_k=top_k,
+            chunk_size=chunk_size,
+            strict=strict,
+            owner=owner,
+            model=getattr(self, "_folder", None),
+        )
 
     def predict(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
         """Predicted class names."""
@@ -371,6 +349,18 @@ class ImageClassifier:
         """Weights as safetensors plus ``headstart.json``; returns the folder."""
         self._check_fitted()
         return save_model(Path(folder), self.model_, self.metadata())
+
+    def export(self, path: str | os.PathLike[str], format: str = "onnx", **options: Any) -> Any:
+        """Write the fitted model as a file other runtimes read, checked against this
+        model first; returns what was written and measured. ``format="onnx"`` (the only
+        one) takes ``headstart.export.export_onnx``'s options (``opset``, ``quantize``,
+        ``max_accuracy_drop``, ``images``, ...). The exporter is a face above the
+        estimator, so it is looked up by name, as a plugin is."""
+        self._check_fitted()
+        if format not in _EXPORTERS:
+            raise invalid("ImageClassifier.export", "format", " or ".join(_EXPORTERS), format)
+        module, function = _EXPORTERS[format]
+        return getattr(importlib.import_module(module), function)(self, path, **options)
 
     @classmethod
     def load(

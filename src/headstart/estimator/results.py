@@ -1,0 +1,174 @@
+"""What a prediction gives back, whatever runs the model: the top classes of an image,
+files in bulk with their skipped ones, scores checked for NaN, labels in the model's
+order. Torch-free, so a model exported to ONNX predicts with the same rules (and the
+same words) as the PyTorch one, where torch is not installed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from headstart._internal.validation import invalid
+from headstart.data.dataset import ImageDataset, SkippedFile
+from headstart.data.decode import (
+    IMAGE_EXTENSIONS,
+    DecodeOptions,
+    check_image_array,
+    decode_array,
+    decode_image,
+    normalise_image,
+)
+from headstart.data.loaders import image_files
+from headstart.errors import DataError, ImageDecodeError, WeightsError
+
+__all__ = [
+    "Prediction",
+    "check_finite_scores",
+    "check_image_inputs",
+    "image_input",
+    "labels_in_model_order",
+    "predict_image_files",
+]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top classes for one image, most probable first."""
+
+    source: str  # the file path
+    top: tuple[tuple[str, float], ...]  # (class name, probability)
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.source,
+            "predictions": [{"class": name, "probability": p} for name, p in self.top],
+        }
+
+
+def predict_image_files(
+    paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    proba: Callable[[list[Image.Image]], np.ndarray],
+    *,
+    classes: Sequence[str],
+    options: DecodeOptions,
+    top_k: int,
+    chunk_size: int,
+    strict: bool,
+    owner: str,
+    model: Path | None = None,
+) -> tuple[list[Prediction], list[SkippedFile]]:
+    """The ``top_k`` classes of image files (folders searched recursively), as
+    (predictions, skipped files), with ``proba`` scoring decoded images. Files are
+    decoded ``chunk_size`` at a time, so a folder of 10,000 photos never sits decoded in
+    memory at once; a file that cannot be decoded is returned with its reason and the
+    others are predicted (``strict=True`` raises ImageDecodeError instead). ``owner``
+    names the caller in errors; ``model`` the model's file or folder, if it has one."""
+    for name, value in (("top_k", top_k), ("chunk_size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise invalid(owner, name, "an int >= 1", value)
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    files = image_files(paths)
+    if not files:
+        named = ", ".join(str(p) for p in paths)
+        raise DataError(
+            f"No image files in {named} (folders are searched recursively for "
+            f"{' '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
+    k = min(top_k, len(classes))
+    predictions: list[Prediction] = []
+    skipped: list[SkippedFile] = []
+    for start in range(0, len(files), chunk_size):
+        images, sources = [], []
+        for path in files[start : start + chunk_size]:
+            try:
+                images.append(decode_image(path, options)[0])
+                sources.append(str(path))
+            except ImageDecodeError as exc:
+                if strict:
+                    raise
+                skipped.append(SkippedFile(str(path), exc.reason))
+        if not images:
+            continue
+        scores = check_finite_scores(proba(images), sources, model)  # named by file
+        for source, row in zip(sources, scores, strict=True):
+            best = np.argsort(-row, kind="stable")[:k]
+            top = tuple((classes[i], float(row[i])) for i in best)
+            predictions.append(Prediction(source, top))
+    return predictions, skipped
+
+
+def check_image_inputs(items: Sequence[Any]) -> list[Any]:
+    """``items`` as a list, each checked to be a path, a PIL image or a uint8 array, so
+    a ``None`` in a list of 10,000 fails before the first batch runs, naming its index."""
+    items = list(items)
+    for index, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            check_image_array(item, f"images[{index}]")
+        elif not isinstance(item, str | os.PathLike | Image.Image):
+            raise DataError(
+                f"images[{index}]: a {type(item).__name__} is not an image; expected "
+                "a file path, a PIL image or a uint8 array"
+            )
+    return items
+
+
+def image_input(item: Any, index: int, options: DecodeOptions) -> Image.Image:
+    """One checked input as an RGB image, decoded exactly as in training."""
+    if isinstance(item, Image.Image):
+        if 0 in item.size:  # PIL allows Image.new("RGB", (0, 0)); resizing it divides by 0
+            width, height = item.size
+            raise ImageDecodeError(f"images[{index}]", f"image has no pixels ({width}x{height})")
+        return normalise_image(item, options)
+    if isinstance(item, np.ndarray):
+        return decode_array(item, f"images[{index}]")
+    return decode_image(Path(item), options)[0]
+
+
+def check_finite_scores(proba: np.ndarray, images: Any, folder: Path | None) -> np.ndarray:
+    """``proba`` unchanged, or a WeightsError naming the model (its ``folder`` or file
+    when it was loaded from one) and the images whose scores hold NaN or infinity. Such
+    scores come from a damaged model (a NaN weight, a standard deviation of 0) and would
+    otherwise be printed as ``nan%``, written as invalid JSON, or counted as wrong
+    answers in an accuracy."""
+    bad = np.flatnonzero(~np.isfinite(proba).all(axis=1)) if proba.size else []
+    if len(bad) == 0:
+        return proba
+    names = [_image_name(images, int(i)) for i in bad[:3]]
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    origin = f"The model in {folder}" if folder is not None else "The model"
+    raise WeightsError(
+        f"{origin} gave non-finite scores (NaN or infinity) for {len(bad)} of "
+        f"{len(proba)} image(s): {', '.join(names)}{more}; its weights or preprocessing "
+        "are damaged."
+    )
+
+
+def _image_name(images: Any, i: int) -> str:
+    if isinstance(images, ImageDataset):
+        return images.source(i)
+    item = list(images)[i] if not isinstance(images, Sequence) else images[i]
+    return f"image {i} (in memory)" if isinstance(item, Image.Image) else str(item)
+
+
+def labels_in_model_order(dataset: ImageDataset, classes: Sequence[str]) -> np.ndarray:
+    """The dataset's labels as indices into the model's classes (a subset is fine)."""
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = [name for name in dataset.classes if name not in index]
+    if unknown:
+        raise DataError(
+            f"The dataset has classes the model was not trained on: {unknown}; "
+            f"the model knows {list(classes)}."
+        )
+    mapping = np.array([index[name] for name in dataset.classes], dtype=np.int64)
+    return mapping[dataset.labels]

@@ -1,0 +1,89 @@
+"""What an exported ONNX file promises, torch-free: its input, its outputs, and the
+model card it carries (in ``metadata_props`` and a JSON sidecar beside it).
+
+The input is **uint8 RGB pixels, NHWC** (``image``: batch x height x width x 3), already
+resized and cropped to the model's input size; the graph itself casts, scales by 1/255
+and normalises with the backbone's mean and std. Chosen over float32 NCHW because:
+
+- the normalisation cannot be got wrong by the consumer (the most common silent export
+  bug: the right file with the wrong mean and std, and accuracy quietly gone);
+- uint8 HWC is what every image library hands over (Pillow, OpenCV, a browser's
+  canvas, Android's Bitmap), so a consumer in any language makes no tensor by hand;
+- a quarter of the bytes per request.
+
+What stays outside the graph is the resize and crop, which depend on each image's own
+size: ``Preprocessing.resize_crop`` (Pillow only) does it as the PyTorch model did, and
+the card's ``preprocessing`` says how, for a consumer that has no headstart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.backbones.preprocessing import Preprocessing
+from headstart.errors import DataError
+
+__all__ = [
+    "CARD_FORMAT",
+    "INPUT_NAME",
+    "OUTPUT_NAMES",
+    "card_from_props",
+    "image_pixels",
+    "metadata_props",
+    "read_card",
+    "sidecar_path",
+]
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("logits", "probabilities")
+CARD_FORMAT = "headstart-onnx/1"
+# Every card holds these; a file without them was not written by headstart export.
+_REQUIRED = ("format", "input", "classes", "preprocessing", "backbone", "strategy")
+
+
+def image_pixels(image: Any, preprocessing: Preprocessing) -> np.ndarray:
+    """A decoded PIL RGB image as the exported model's input row: (H, W, 3) uint8."""
+    return np.asarray(preprocessing.resize_crop(image.convert("RGB")), dtype=np.uint8)
+
+
+def metadata_props(card: dict[str, Any]) -> dict[str, str]:
+    """The card as ONNX ``metadata_props``: one key per field, each value JSON (ONNX
+    keeps strings only), so a tool like Netron shows each field on its own line."""
+    return {key: json.dumps(value, ensure_ascii=False) for key, value in card.items()}
+
+
+def card_from_props(props: dict[str, str], source: str | os.PathLike[str]) -> dict[str, Any]:
+    """The card back from ``metadata_props``; a DataError naming ``source`` when the file
+    does not carry a headstart card (or carries a damaged one)."""
+    try:
+        card = {key: json.loads(value) for key, value in props.items()}
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source}: its headstart metadata cannot be read ({exc}).") from exc
+    missing = [key for key in _REQUIRED if key not in card]
+    if missing:
+        raise DataError(
+            f"{source}: not a model exported by headstart (metadata lacks "
+            f"{', '.join(missing)}); export one with `headstart export`."
+        )
+    if card["format"] != CARD_FORMAT:
+        raise DataError(f"{source}: model card format {card['format']!r} is not supported.")
+    return card
+
+
+def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The card of an exported file, read with onnxruntime (no torch)."""
+    from headstart.export.runtime import open_session
+
+    session = open_session(Path(path))
+    return card_from_props(dict(session.get_modelmeta().custom_metadata_map), path)
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar beside an exported file: ``model.onnx`` -> ``model.onnx.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")

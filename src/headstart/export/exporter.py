@@ -1,0 +1,337 @@
+"""``export_onnx``: a fitted classifier to an ONNX file that is proven to give its answers.
+
+Order of work: every argument and the target are checked first (seconds); then the
+graph is built in memory, run by ONNX Runtime on real images and compared with the
+PyTorch model (the parity gate); only a file that passes is written, atomically, with
+its JSON sidecar. A file that fails is written beside the target as
+``NAME.rejected.onnx`` for inspection, never under the target's name. ``quantize="int8"``
+then makes an int8 file from the passed fp32 one and refuses it when it costs more
+accuracy than ``max_accuracy_drop`` points (the fp32 file stays: it passed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart._internal.atomic import atomic_write, atomic_write_files
+from headstart._internal.validation import invalid
+from headstart._internal.version import __version__
+from headstart.data.dataset import ImageDataset
+from headstart.errors import DataError, ExportError, OutputError
+from headstart.export.contract import CARD_FORMAT, INPUT_NAME, OUTPUT_NAMES, sidecar_path
+from headstart.export.parity import (
+    MAX_PROBABILITY_GAP,
+    MIN_TOP1_AGREEMENT,
+    ParityReport,
+    compare_probabilities,
+    onnx_probabilities,
+    torch_probabilities,
+)
+from headstart.export.runtime import INSTALL_HINT
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "ExportResult",
+    "check_images",
+    "export_onnx",
+    "int8_path",
+    "supported_opsets",
+]
+
+DEFAULT_OPSET = 18
+_MIN_OPSET = 18  # torch.onnx's exporter (dynamo) writes opset 18 and later
+MAX_CHECK_IMAGES = 1000  # enough to resolve a 99.9 % agreement; fast on a laptop
+CALIBRATION_IMAGES = 128
+
+
+@dataclass(frozen=True)
+class QuantizationReport:
+    path: Path
+    agreement: float  # top-1 agreement of int8 with fp32 on the check images
+    accuracy: float | None  # int8's accuracy on them, when their labels are the model's
+    fp32_accuracy: float | None
+    cost_points: float  # accuracy points lost (or, without labels, disagreeing share)
+    measured_by: str  # "accuracy" or "agreement"
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    sidecar: Path
+    parity: ParityReport
+    bytes: int
+    batchnorms_folded: int
+    quantized: QuantizationReport | None = None
+
+
+def supported_opsets() -> range:
+    """The opsets an export can be asked for: the exporter's floor to onnx's ceiling."""
+    import onnx
+
+    return range(_MIN_OPSET, onnx.defs.onnx_opset_version() + 1)
+
+
+def int8_path(path: str | os.PathLike[str]) -> Path:
+    """Where the int8 file goes beside the fp32 one: ``model.onnx`` -> ``model.int8.onnx``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.int8{path.suffix or '.onnx'}")
+
+
+def export_onnx(
+    clf: Any,
+    path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    quantize: str | None = None,
+    max_accuracy_drop: float = 1.0,
+    images: ImageDataset | None = None,
+    calibration: ImageDataset | None = None,
+    images_source: str = "the given images",
+    batch_size: int = 32,
+) -> ExportResult:
+    """Export a fitted ``ImageClassifier`` to ``path`` (ONNX), behind the parity gate.
+
+    ``images`` are what parity (and int8's accuracy change) is measured on, and
+    ``calibration`` what int8 ranges are fixed from; by default both come from
+    ``check_images(clf)``: the run's own test and training images when they can be
+    found again, else the bundled sample. ``max_accuracy_drop`` is in accuracy points.
+    Raises ExportError when the file fails the gate or int8 costs too much.
+    """
+    owner = "export_onnx"
+    meta = clf.metadata()  # NotFittedError first, before any other complaint
+    _require_packages()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in supported_opsets():
+        allowed = supported_opsets()
+        raise invalid(owner, "opset", f"an int in {allowed.start}..{allowed.stop - 1}", opset)
+    if quantize not in (None, "int8"):
+        raise invalid(owner, "quantize", "None or 'int8'", quantize)
+    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, int | float) \
+            or not 0 <= max_accuracy_drop <= 100:  # fmt: skip
+        raise invalid(owner, "max_accuracy_drop", "a number of points in 0..100", max_accuracy_drop)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise invalid(owner, "batch_size", "an int >= 1", batch_size)
+    path = Path(path)
+    targets = [path, sidecar_path(path)] + ([int8_path(path)] if quantize else [])
+    for target in targets:
+        _check_writable(target)
+    prep = clf.preprocessing_
+    try:
+        prep.resize_crop(_probe_image())
+    except ValueError as exc:
+        raise ExportError(
+            f"This model's preprocessing cannot be done outside PyTorch ({exc}); "
+            "the exported file could not be fed as the model was."
+        ) from exc
+    if images is None:
+        calibration_found, images, images_source = check_images(clf)
+        calibration = calibration if calibration is not None else calibration_found
+    if not len(images):
+        raise DataError(f"No images to check the export on ({images_source}).")
+
+    from headstart.export.graph import onnx_bytes
+    from headstart.export.runtime import session_from_bytes
+
+    card = model_card(meta, opset)
+    data, folded = onnx_bytes(clf.model_, prep, card, opset)
+    session = session_from_bytes(data, f"the exported graph (opset {opset})")
+    reference = torch_probabilities(clf.model_, prep, images, batch_size)
+    got = onnx_probabilities(session, prep, images, batch_size)
+    report = compare_probabilities(reference, got, images, clf.classes_, images_source)
+    if not report.passed(MAX_PROBABILITY_GAP, MIN_TOP1_AGREEMENT):
+        rejected = path.with_name(f"{path.stem}.rejected{path.suffix or '.onnx'}")
+        atomic_write(rejected, lambda f: f.write(data))
+        kept = f" {path} is unchanged (an earlier export)." if path.exists() else ""
+        raise ExportError(
+            f"The exported model does not give the PyTorch model's answers on "
+            f"{report.images} images ({images_source}): max |Δp| "
+            f"{report.max_probability_gap:.2e} (limit {MAX_PROBABILITY_GAP:.0e}), top-1 "
+            f"agreement {report.top1_agreement:.2%} (limit {MIN_TOP1_AGREEMENT:.1%}). "
+            f"Not written as {path.name}; the failed file is {rejected} for inspection.{kept}"
+        )
+    sidecar = {**card, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
+               "parity": report.to_dict()}  # fmt: skip
+    _write_with_sidecar(path, data, sidecar)
+    result = ExportResult(path, sidecar_path(path), report, len(data), folded)
+    if quantize:
+        quantized = _quantize(data, card, path, clf, images, calibration, report, batch_size,
+                              max_accuracy_drop)  # fmt: skip
+        result = dataclasses.replace(result, quantized=quantized)
+    return result
+
+
+def model_card(meta: dict[str, Any], opset: int) -> dict[str, Any]:
+    """What an exported file says about itself (its ONNX metadata and sidecar)."""
+    import onnx
+    import torch
+
+    prep = meta["preprocessing"]
+    channels, height, width = prep["input_size"]
+    return {
+        "format": CARD_FORMAT,
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "shape": ["batch", height, width, channels],
+            "colour": "RGB",
+            "normalised_in_graph": "(pixel / 255 - mean) / std",
+            "before": "resize and crop as 'preprocessing' says (Pillow resampling)",
+        },
+        "outputs": {name: ["batch", len(meta["classes"])] for name in OUTPUT_NAMES},
+        "classes": list(meta["classes"]),
+        "preprocessing": prep,
+        "decode_options": meta["decode_options"],
+        "backbone": meta["backbone"],
+        "strategy": meta["strategy"],
+        "layers": meta["layers"],
+        "weights": meta["weights"],
+        "metrics": meta["metrics"],
+        "opset": opset,
+        "quantization": None,
+        "headstart_version": __version__,
+        "exported_with": {
+            "torch": torch.__version__.split("+")[0],
+            "onnx": onnx.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def check_images(clf: Any) -> tuple[ImageDataset, ImageDataset, str]:
+    """(calibration, check images, where they came from) for an export of ``clf``: the
+    run's own training and test images when the model records where they were and they
+    are still there (the same split again), else the bundled sample's."""
+    from headstart.data.idx import load_sample
+    from headstart.data.layout import load_images
+
+    source = (clf.metrics_ or {}).get("test", {}).get("data") or {}
+    where = source.get("path")
+    if where and Path(where).exists():
+        try:
+            train, test = load_images(
+                where,
+                test_size=source.get("test_size", 0.2),
+                seed=source.get("seed", 0),
+                options=clf.decode_options_,
+            )
+        except DataError:
+            train = test = None
+        if test is not None and len(test):
+            return (
+                _some(train, CALIBRATION_IMAGES),
+                _some(test, MAX_CHECK_IMAGES),
+                (f"the run's test images from {where}"),
+            )
+    train, test = load_sample()
+    return (
+        _some(train, CALIBRATION_IMAGES),
+        _some(test, MAX_CHECK_IMAGES),
+        ("the bundled Fashion-MNIST sample's test images"),
+    )
+
+
+def _some(dataset: ImageDataset, most: int) -> ImageDataset:
+    """At most ``most`` images, drawn evenly (seeded) when there are more."""
+    if len(dataset) <= most:
+        return dataset
+    picked = np.sort(np.random.default_rng(0).choice(len(dataset), most, replace=False))
+    return dataset.subset(picked)
+
+
+def _quantize(data: bytes, card: dict[str, Any], path: Path, clf: Any, images: ImageDataset,
+              calibration: ImageDataset | None, fp32: ParityReport, batch_size: int,
+              max_drop: float) -> QuantizationReport:  # fmt: skip
+    from headstart.export.graph import with_card
+    from headstart.export.quantize import QUANTIZATION, quantize_int8
+    from headstart.export.runtime import session_from_bytes
+
+    target = int8_path(path)
+    int8_card = {**card, "quantization": QUANTIZATION}
+    int8 = with_card(quantize_int8(data, clf.preprocessing_, calibration or images), int8_card)
+    session = session_from_bytes(int8, "the int8 model")
+    fp32_session = session_from_bytes(data, "the exported graph")
+    reference = onnx_probabilities(fp32_session, clf.preprocessing_, images, batch_size)
+    got = onnx_probabilities(session, clf.preprocessing_, images, batch_size)
+    versus = compare_probabilities(reference, got, images, clf.classes_, fp32.source)
+    if versus.accuracy is not None and versus.reference_accuracy is not None:
+        cost, measured_by = 100 * (versus.reference_accuracy - versus.accuracy), "accuracy"
+    else:  # no labels the model knows: the share of answers int8 changes bounds the cost
+        cost, measured_by = 100 * (1 - versus.top1_agreement), "agreement"
+    report = QuantizationReport(
+        path=target,
+        agreement=versus.top1_agreement,
+        accuracy=versus.accuracy,
+        fp32_accuracy=versus.reference_accuracy,
+        cost_points=cost,
+        measured_by=measured_by,
+        bytes=len(int8),
+    )
+    if cost > max_drop:
+        what = "accuracy" if measured_by == "accuracy" else "answers changed (no labels to score)"
+        raise ExportError(
+            f"int8 costs {cost:.2f} points ({what}) on {versus.images} images "
+            f"({fp32.source}), more than the {max_drop:g} allowed; not written. The fp32 "
+            f"model {path} passed its check and is kept.",
+            hint="Allow more with {max_accuracy_drop}, or keep the fp32 model.",
+        )
+    sidecar = {**int8_card, "file": target.name, "sha256": hashlib.sha256(int8).hexdigest(),
+               "parity": fp32.to_dict(), "int8": report.to_dict()}  # fmt: skip
+    _write_with_sidecar(target, int8, sidecar)
+    return report
+
+
+def _write_with_sidecar(path: Path, data: bytes, sidecar: dict[str, Any]) -> None:
+    text = json.dumps(sidecar, indent=2, ensure_ascii=False).encode() + b"\n"
+    atomic_write_files(
+        [(path, lambda f: f.write(data)), (sidecar_path(path), lambda f: f.write(text))]
+    )
+
+
+def _check_writable(target: Path) -> None:
+    """An OutputError now, before the work, for a target that cannot be written."""
+    if target.is_dir():
+        raise OutputError(
+            f"{target} is a folder; give a file name such as {target / 'model.onnx'}."
+        )
+    folder = target.parent
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise OutputError(f"{target}: {existing} is a file, not a folder.")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{target}: {existing} is not writable.")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise OutputError(f"{target} exists and is not writable.")
+
+
+def _require_packages() -> None:
+    missing = []
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ExportError(
+            f"ONNX export needs {', '.join(missing)}, not installed here ({INSTALL_HINT})."
+        )
+
+
+def _probe_image() -> Any:
+    from PIL import Image
+
+    return Image.new("RGB", (37, 23))

@@ -1,0 +1,108 @@
+"""The parity gate: an exported file must give the PyTorch model's answers.
+
+Both sides run on the same real images, each through its own whole path: PyTorch
+decodes and transforms with timm's evaluation transform and runs the fitted network in
+fp32; ONNX Runtime gets ``Preprocessing.resize_crop``'s uint8 pixels and runs the
+file. So the gate checks the graph, the BatchNorm fold, the normalisation inside the
+graph and the Pillow preprocessing outside it, all at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from headstart.data.dataset import ImageDataset
+from headstart.errors import DataError
+from headstart.estimator.results import labels_in_model_order
+from headstart.export.contract import INPUT_NAME, image_pixels
+
+__all__ = [
+    "MAX_PROBABILITY_GAP",
+    "MIN_TOP1_AGREEMENT",
+    "ParityReport",
+    "compare_probabilities",
+    "onnx_probabilities",
+    "torch_probabilities",
+]
+
+MAX_PROBABILITY_GAP = 1e-4  # max |p_onnx - p_torch| over every image and class, fp32
+MIN_TOP1_AGREEMENT = 0.999  # share of images whose most probable class is the same
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How an exported file's answers compare with the reference's on ``images``."""
+
+    images: int
+    source: str  # which images, in words
+    max_probability_gap: float
+    top1_agreement: float
+    reference_accuracy: float | None  # None when the images' labels are not the model's
+    accuracy: float | None
+
+    def passed(self, max_gap: float, min_agreement: float) -> bool:
+        return self.max_probability_gap <= max_gap and self.top1_agreement >= min_agreement
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def torch_probabilities(model: torch.nn.Module, preprocessing: Any, images: ImageDataset,
+                        batch_size: int = 32) -> np.ndarray:  # fmt: skip
+    """The fitted network's probabilities in fp32 on the CPU, images transformed by
+    timm's evaluation transform: the reference an export must match."""
+    transform = preprocessing.transform()
+    model = model.cpu().eval()
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            stop = min(start + batch_size, len(images))
+            batch = torch.stack([transform(images.image(i)) for i in range(start, stop)])
+            chunks.append(torch.softmax(model(batch).float(), dim=1).numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def onnx_probabilities(session: Any, preprocessing: Any, images: ImageDataset,
+                       batch_size: int = 32) -> np.ndarray:  # fmt: skip
+    """An ONNX Runtime session's probabilities, images as ``resize_crop``'s pixels."""
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        stop = min(start + batch_size, len(images))
+        pixels = np.stack(
+            [image_pixels(images.image(i), preprocessing) for i in range(start, stop)]
+        )
+        chunks.append(session.run(["probabilities"], {INPUT_NAME: pixels})[0])
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def compare_probabilities(
+    reference: np.ndarray, got: np.ndarray, images: ImageDataset, classes: list[str], source: str
+) -> ParityReport:
+    """Max |Δp|, top-1 agreement and, when the images' classes are among the model's,
+    the accuracy of both."""
+    if reference.shape != got.shape:
+        raise DataError(f"Exported model gives shape {got.shape}, expected {reference.shape}.")
+    truth = _truth(images, classes)
+    accuracy = None if truth is None else float((got.argmax(1) == truth).mean())
+    reference_accuracy = None if truth is None else float((reference.argmax(1) == truth).mean())
+    return ParityReport(
+        images=len(images),
+        source=source,
+        max_probability_gap=float(np.abs(reference - got).max()) if got.size else 0.0,
+        top1_agreement=float((reference.argmax(1) == got.argmax(1)).mean()) if got.size else 1.0,
+        reference_accuracy=reference_accuracy,
+        accuracy=accuracy,
+    )
+
+
+def _truth(images: ImageDataset, classes: list[str]) -> np.ndarray | None:
+    if not images.classes or not set(images.classes) <= set(classes):
+        return None
+    try:
+        return labels_in_model_order(images, classes)
+    except DataError:
+        return None

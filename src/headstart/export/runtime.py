@@ -1,0 +1,167 @@
+"""Predicting from an exported file with ONNX Runtime: no torch, no timm.
+
+``OnnxClassifier`` answers like a loaded ``ImageClassifier`` (``classes_``,
+``predict_proba``, ``predict_files``, ``evaluate``), from the file and its card alone:
+images are decoded by headstart's own decoder, resized and cropped with Pillow as the
+PyTorch model did, and handed to the graph as uint8 pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart._internal.validation import invalid
+from headstart.backbones.preprocessing import Preprocessing
+from headstart.data.dataset import ImageDataset, SkippedFile
+from headstart.data.decode import DecodeOptions
+from headstart.errors import DataError, ExportError
+from headstart.estimator.results import (
+    Prediction,
+    check_finite_scores,
+    check_image_inputs,
+    image_input,
+    labels_in_model_order,
+    predict_image_files,
+)
+from headstart.export.contract import INPUT_NAME, card_from_props, image_pixels
+from headstart.train.metrics import classification_metrics
+
+__all__ = ["OnnxClassifier", "open_session", "session_from_bytes"]
+
+INSTALL_HINT = "pip install 'headstart[onnx]'"
+
+
+def open_session(path: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session on ``path``; named errors for a missing, unreadable or
+    non-ONNX file, and for onnxruntime itself missing."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such ONNX file.")
+    return _session(str(path), str(path), threads)
+
+
+def session_from_bytes(data: bytes, what: str) -> Any:
+    """An onnxruntime CPU session on a model held in memory (``what`` names it)."""
+    return _session(data, what, None)
+
+
+def _session(model: str | bytes, what: str, threads: int | None) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ExportError(
+            f"Running an ONNX model needs onnxruntime, which is not installed ({INSTALL_HINT})."
+        ) from exc
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{what}: not a model ONNX Runtime can run ({first}).") from exc
+
+
+class OnnxClassifier:
+    """A classifier exported by ``headstart export``, run by ONNX Runtime."""
+
+    def __init__(self, path: Path, session: Any, card: dict[str, Any]) -> None:
+        self.path = path
+        self.session = session
+        self.card = card
+        self.classes_: list[str] = list(card["classes"])
+        self.preprocessing_ = Preprocessing.from_dict(card["preprocessing"])
+        options = dict(card.get("decode_options") or {})
+        if "background" in options:
+            options["background"] = tuple(options["background"])
+        self.decode_options_ = DecodeOptions(**options)
+        self.backbone = card["backbone"]
+        self.strategy = card["strategy"]
+        self.metrics_ = dict(card.get("metrics") or {})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, threads: int | None = None) -> OnnxClassifier:
+        if not isinstance(path, str | os.PathLike):
+            raise invalid("OnnxClassifier.load", "path", "a path to an .onnx file", path)
+        path = Path(path)
+        if path.is_dir():
+            raise DataError(
+                f"{path} is a folder; give the .onnx file that `headstart export` wrote "
+                f"(such as {path / 'model.onnx'})."
+            )
+        session = open_session(path, threads)
+        card = card_from_props(dict(session.get_modelmeta().custom_metadata_map), path)
+        return cls(path, session, card)
+
+    def metadata(self) -> dict[str, Any]:
+        """The model card the file carries."""
+        return dict(self.card)
+
+    def pixels(self, images: Sequence[Any]) -> np.ndarray:
+        """Paths, PIL images or uint8 arrays, decoded as in training, as the graph's
+        input: uint8 (N, H, W, 3)."""
+        rows = [
+            image_pixels(image_input(item, index, self.decode_options_), self.preprocessing_)
+            for index, item in enumerate(check_image_inputs(images))
+        ]
+        height, width = self.preprocessing_.input_size[1:]
+        return np.stack(rows) if rows else np.zeros((0, height, width, 3), np.uint8)
+
+    def predict_proba(self, images: ImageDataset | Sequence[Any], *, batch_size: int = 64):
+        """Class probabilities, shape (N, len(classes_)), as ``ImageClassifier``'s."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise invalid("OnnxClassifier.predict_proba", "batch_size", "an int >= 1", batch_size)
+        if isinstance(images, str | os.PathLike):
+            raise invalid("OnnxClassifier.predict_proba", "images", "a list of images", images)
+        items = list(images) if not isinstance(images, ImageDataset) else images
+        chunks = []
+        for start in range(0, len(items), batch_size):
+            if isinstance(items, ImageDataset):
+                batch = [items.image(i) for i in range(start, min(start + batch_size, len(items)))]
+            else:
+                batch = items[start : start + batch_size]
+            chunks.append(self.run(self.pixels(batch)))
+        if not chunks:
+            return np.zeros((0, len(self.classes_)), dtype=np.float32)
+        return check_finite_scores(np.concatenate(chunks), images, self.path)
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """The graph's probabilities for a uint8 (N, H, W, 3) batch."""
+        return self.session.run(["probabilities"], {INPUT_NAME: pixels})[0]
+
+    def predict(self, images: ImageDataset | Sequence[Any], *, batch_size: int = 64):
+        proba = self.predict_proba(images, batch_size=batch_size)
+        return np.asarray(self.classes_, dtype=object)[proba.argmax(1)]
+
+    def predict_files(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        top_k: int = 3,
+        chunk_size: int = 256,
+        batch_size: int = 64,
+        strict: bool = False,
+    ) -> tuple[list[Prediction], list[SkippedFile]]:
+        """As ``ImageClassifier.predict_files``: top classes, and the files skipped."""
+        return predict_image_files(
+            paths,
+            lambda images: self.predict_proba(images, batch_size=batch_size),
+            classes=self.classes_,
+            options=self.decode_options_,
+            top_k=top_k,
+            chunk_size=chunk_size,
+            strict=strict,
+            owner="OnnxClassifier.predict_files",
+            model=self.path,
+        )
+
+    def evaluate(self, dataset: ImageDataset, *, batch_size: int = 64) -> dict[str, Any]:
+        """Accuracy, balanced accuracy, per-class P/R/F1 and the confusion matrix."""
+        truth = labels_in_model_order(dataset, self.classes_)
+        predicted = self.predict_proba(dataset, batch_size=batch_size).argmax(1)
+        return classification_metrics(truth, predicted, self.classes_)
