@@ -74,8 +74,10 @@ def onnx_bytes(
             )
     except Exception as exc:  # torch.export raises many types; the reason is what counts
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "Try a lower {opset}: 18, the default, is the one every export is tested at."
         raise ExportError(
-            f"PyTorch could not export this model to ONNX (opset {opset}): {first}"
+            f"PyTorch could not export this model to ONNX (opset {opset}): {first}.",
+            hint=hint if opset > 18 else None,
         ) from exc
     return _stamped(program.model_proto, card).SerializeToString(), n_folded
 
