@@ -205,9 +205,7 @@ except ImportError:
     assert "not-an-image.jpg" in done.stderr  # the broken file is reported, not fatal
 
 
-def test_consumer_example_needs_only_onnxruntime_pillow_numpy(
-    fitted, exported, tmp_path
-) -> None:
+def test_consumer_example_needs_only_onnxruntime_pillow_numpy(fitted, exported, tmp_path) -> None:
     image = tmp_path / "green.png"
     pixels = np.full((40, 30, 3), 30, np.uint8)
     pixels[:, :, 1] = 200
