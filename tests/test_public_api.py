@@ -51,6 +51,7 @@ def test_the_packages_are_the_ones_expected():
         "headstart.estimator",
         "headstart.evaluation",
         "headstart.features",
+        "headstart.serve",
         "headstart.strategies",
         "headstart.train",
     ]

@@ -17,7 +17,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.serve = state
-    app.add_middleware(EdgeMiddleware, max_body_bytes=limits.max_body_bytes)
+    zip_route = "/v1/train"  # a training zip may be larger than a request of images
+    app.add_middleware(
+        EdgeMiddleware,
+        limit_for=lambda path: limits.max_zip_bytes if path == zip_route else limits.max_body_bytes,
+    )
     require_token = _token_check(token)
 
     @app.get("/healthz", tags=["health"])
@@ -270,9 +274,9 @@ class EdgeMiddleware:
     before reading; or as soon as a streamed body passes it), and one structured log
     line per request."""
 
-    def __init__(self, app: Any, *, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, *, limit_for: Callable[[str], int]) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.limit_for = limit_for  # the body limit of a request path
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -281,12 +285,13 @@ class EdgeMiddleware:
         started = time.perf_counter()
         seen = {"status": 0, "received": 0}
         state = scope.setdefault("state", {})
+        limit = self.limit_for(scope.get("path", ""))
 
         async def counted_receive() -> dict:
             message = await receive()
             if message["type"] == "http.request":
                 seen["received"] += len(message.get("body", b""))
-                if seen["received"] > self.max_body_bytes:
+                if seen["received"] > limit:
                     raise _BodyTooLarge
             return message
 
@@ -297,13 +302,13 @@ class EdgeMiddleware:
 
         try:
             declared = _content_length(scope)
-            if declared is not None and declared > self.max_body_bytes:
+            if declared is not None and declared > limit:
                 raise _BodyTooLarge
             await self.app(scope, counted_receive, watched_send)
         except _BodyTooLarge:
             if seen["status"]:
                 raise
-            detail = f"Request body above the limit of {self.max_body_bytes:,} bytes."
+            detail = f"Request body above the limit of {limit:,} bytes."
             await JSONResponse({"detail": detail}, status_code=413)(scope, receive, watched_send)
         finally:
             LOG.info(
