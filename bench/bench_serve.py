@@ -183,9 +183,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(
-        "\n| mode | clients | requests/s | p50 ms | p99 ms | errors | server RSS MB (start / max / end) |"
-    )
+    head = "| mode | clients | requests/s | p50 ms | p99 ms | errors | server RSS MB"
+    print(f"\n{head} (start / max / end) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         errors = sum(r["errors"].values())

@@ -152,3 +152,29 @@ def test_the_model_is_looked_up_per_batch_so_a_swap_takes_effect():
         batcher.stop()
     assert not batcher.running
     assert isinstance(batcher.submit([IMAGE]), concurrent.futures.Future)  # queued, unserved
+
+
+def test_a_lone_request_never_waits_for_company():
+    model = GatedModel()
+    model.release.set()
+    batcher = batcher_for(model, max_wait_ms=600_000)  # ten minutes, were it waited for
+    try:
+        classes, rows = batcher.submit([IMAGE]).result(timeout=10)
+        assert rows.shape == (1, 2) and model.batch_sizes == [1]
+    finally:
+        batcher.stop()
+
+
+def test_a_batch_waits_for_a_request_announced_as_arriving():
+    model = GatedModel()
+    model.release.set()
+    batcher = batcher_for(model, max_wait_ms=600_000)
+    try:
+        with batcher.arriving():
+            first = batcher.submit([IMAGE])
+            with batcher.arriving():  # a second request, still being decoded
+                second = batcher.submit([IMAGE, IMAGE])
+        first.result(timeout=10), second.result(timeout=10)
+        assert model.batch_sizes == [3]  # one pass for both
+    finally:
+        batcher.stop()

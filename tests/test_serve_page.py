@@ -14,6 +14,7 @@ import shutil
 import socket
 import threading
 import time
+import zipfile
 
 import pytest
 
@@ -97,7 +98,7 @@ def page(browser, base_url):
     page.choosers = []
     page.on("filechooser", lambda chooser: page.choosers.append(chooser))
     page.goto(base_url)
-    expect(page.locator("#model-info")).to_contain_text("feature-extraction on test_efficientnet")
+    expect(page.locator("#model-info")).to_contain_text(" on test_efficientnet: 3 classes")
     yield page
     context.close()
     assert errors == [], errors  # no JavaScript error on the way
@@ -199,3 +200,18 @@ def test_train_on_a_tiny_folder_then_predict(page):
     expect(page.locator("#model-info")).to_contain_text("fine-tune on test_efficientnet")
     drop_files(page, {"new.png": colour_png("green", seed=7)})
     expect(result(page, "new.png").locator(".top li").first).to_contain_text("green")
+
+
+def test_train_on_an_uploaded_zip_from_the_page(page, tmp_path):
+    folder = colour_folder(tmp_path / "upload", per_class=6)
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(folder.rglob("*.png")):
+            bundle.write(path, "photos/" + path.relative_to(folder).as_posix())
+    page.get_by_label("A zip of class folders").check()
+    page.get_by_label("Zip file").set_input_files(archive)
+    page.get_by_label("Strategy", exact=True).select_option("feature-extraction")
+    page.get_by_role("button", name="Train").click()
+    expect(page.locator("#train-status")).to_contain_text("Done", timeout=60_000)
+    expect(page.locator("#train-log")).to_contain_text("classes blue, green, red")
+    expect(page.frame_locator("#report").locator("h1")).to_contain_text("feature-extraction")

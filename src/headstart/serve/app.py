@@ -150,16 +150,21 @@ def create_app(
         options = served.decode_options
         if limits.max_pixels is not None:
             options = dataclasses.replace(options, max_pixels=limits.max_pixels)
-        decoded = await asyncio.to_thread(_decode_all, items, options, words)
-        images = [image for _, image, _ in decoded if image is not None]
         classes, proba = list(served.classes), np.zeros((0, len(served.classes)))
-        if images:
+        future = None
+        with state.batcher.arriving():  # a batch being gathered waits for these images
+            decoded = await asyncio.to_thread(_decode_all, items, options, words)
+            images = [image for _, image, _ in decoded if image is not None]
+            if images:
+                try:
+                    future = state.batcher.submit(images)
+                except QueueFull as exc:
+                    raise HTTPException(
+                        503, exc.message, headers={"Retry-After": str(limits.retry_after_s)}
+                    ) from None
+        if future is not None:
             try:
-                classes, proba = await state.batcher.predict(images, limits.request_timeout_s)
-            except QueueFull as exc:
-                raise HTTPException(
-                    503, exc.message, headers={"Retry-After": str(limits.retry_after_s)}
-                ) from None
+                classes, proba = await state.batcher.wait(future, limits.request_timeout_s)
             except TimeoutError:
                 raise HTTPException(
                     504, f"No answer from the model within {limits.request_timeout_s:g} s."

@@ -3,20 +3,25 @@
 Requests put their decoded images on a queue; one worker thread takes the first job,
 waits up to ``max_wait_ms`` for more, and runs the model once over up to
 ``max_batch_size`` images. A forward pass over 32 images costs far less than 32
-passes over one, so throughput under load rises while a lone request waits at most
-``max_wait_ms`` longer. The queue is bounded in images: past ``max_queued_images`` a
-request is refused at once (``QueueFull``, a 503 with ``Retry-After``) instead of
-waiting behind work it cannot outlive.
+passes over one, so throughput under load rises. The worker waits only while another
+request is on its way (announced with ``arriving()`` while it is read and decoded),
+so a lone client pays no wait at all; under load, requests that came while the model
+ran are already queued and join the next batch at once.
+
+The queue is bounded in images: past ``max_queued_images`` a request is refused at
+once (``QueueFull``, a 503 with ``Retry-After``) instead of waiting behind work it
+cannot outlive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +44,7 @@ class _Job:
 
 
 _STOP = object()
+_WAKE = object()  # an announced request arrived or gave up: look again
 
 
 class MicroBatcher:
@@ -63,6 +69,7 @@ class MicroBatcher:
         self.max_queued_images = max_queued_images
         self._queue: queue.Queue = queue.Queue()
         self._pending = 0  # images queued or in the running batch
+        self._arriving = 0  # requests being read and decoded: worth waiting for
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.batches = 0  # forward passes run (for tests and the log)
@@ -104,13 +111,31 @@ class MicroBatcher:
         self._queue.put(job)
         return job.future
 
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Announce a request that will ``submit`` soon (wrap its decoding and its
+        ``submit``): a batch being gathered waits for it, up to ``max_wait_ms``."""
+        with self._lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._arriving -= 1
+            self._queue.put(_WAKE)
+
+    async def wait(self, future: concurrent.futures.Future, timeout: float) -> Any:
+        """The result of ``submit``'s future, waiting at most ``timeout`` seconds
+        (TimeoutError); a request that gave up is dropped from its batch if that has
+        not started yet."""
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+
     async def predict(
         self, images: Sequence[Image.Image], timeout: float
     ) -> tuple[list[str], np.ndarray]:
         """``submit`` for a coroutine, waiting at most ``timeout`` seconds (TimeoutError);
         a request that gave up is dropped from its batch if that has not started yet."""
-        future = self.submit(images)
-        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        return await self.wait(self.submit(images), timeout)
 
     # ------------------------------------------------------------------ worker
 
@@ -121,15 +146,21 @@ class MicroBatcher:
             carried = None
             if first is _STOP:
                 return
+            if first is _WAKE:
+                continue
             jobs = [first]
             count = len(first.images)
             deadline = time.monotonic() + self.max_wait_s
             while count < self.max_batch_size:
+                wait = deadline - time.monotonic()
+                if self._arriving == 0 or wait <= 0:
+                    wait = 0  # nobody is on the way: take what is queued, nothing more
                 try:
-                    wait = deadline - time.monotonic()
                     job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if job is _WAKE:
+                    continue
                 if job is _STOP or count + len(job.images) > self.max_batch_size:
                     carried = job  # starts the next batch (or stops after this one)
                     break
