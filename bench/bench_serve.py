@@ -6,7 +6,9 @@ started once per mode: micro-batched (`--max-batch-size 32 --max-wait-ms 5`) and
 image per forward pass (`--max-batch-size 1 --max-wait-ms 0`). Each client is an
 asyncio task on one httpx.AsyncClient posting one 256x256 JPEG per request (the raw
 body) in a loop, for --duration seconds per concurrency level. Memory is the server's
-resident set size (VmRSS, /proc), sampled every 0.5 s. The model is feature extraction
+resident set size (VmRSS, /proc), sampled every 0.5 s. The CPU the server, the client
+and everything else used during each level is recorded too (in cores, from /proc), so
+a run that shared the machine with other work says so. The model is feature extraction
 on the bundled EfficientNet-Lite0 at its own 224 px, fitted on 10 images per class of
 the bundled sample (unless --model is given).
 
@@ -69,6 +71,19 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def busy_seconds() -> float:
+    """CPU seconds spent by everything on this machine (all cores) since boot."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def process_seconds(pid: int) -> float:
+    """CPU seconds of one process (user + system, its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class MemorySampler(threading.Thread):
@@ -157,10 +172,21 @@ def main() -> None:
                 for clients in (int(c) for c in args.clients.split(",")):
                     sampler = MemorySampler(process.pid)
                     sampler.start()
+                    before = busy_seconds(), process_seconds(process.pid), time.process_time()
                     row = asyncio.run(load(base, clients, args.duration, body))
+                    machine, server, client = (
+                        busy_seconds() - before[0],
+                        process_seconds(process.pid) - before[1],
+                        time.process_time() - before[2],
+                    )
                     sampler.stop.set()
                     sampler.join()
                     row.update(
+                        # CPU used in this level, in cores: by the server, by this client,
+                        # and by anything else on the machine (other work skews the rest)
+                        server_cores=round(server / row["seconds"], 2),
+                        client_cores=round(client / row["seconds"], 2),
+                        other_cores=round(max(machine - server - client, 0) / row["seconds"], 2),
                         mode=mode,
                         rss_mb_start=round(sampler.samples[0]),
                         rss_mb_max=round(max(sampler.samples)),
@@ -184,14 +210,15 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     head = "| mode | clients | requests/s | p50 ms | p99 ms | errors | server RSS MB"
-    print(f"\n{head} (start / max / end) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print(f"\n{head} (start / max / end) | cores: server / client / other |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for r in results:
         errors = sum(r["errors"].values())
         print(
             f"| {r['mode']} | {r['clients']} | {r['requests_per_s']} | {r['p50_ms']} | "
             f"{r['p99_ms']} | {errors} | {r['rss_mb_start']} / {r['rss_mb_max']} / "
-            f"{r['rss_mb_end']} |"
+            f"{r['rss_mb_end']} | {r['server_cores']} / {r['client_cores']} / "
+            f"{r['other_cores']} |"
         )
     print(f"\nmicro-batched / one at a time at {top} clients: {speedup:.2f}x")
 

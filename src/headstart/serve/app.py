@@ -152,16 +152,17 @@ def create_app(
             options = dataclasses.replace(options, max_pixels=limits.max_pixels)
         classes, proba = list(served.classes), np.zeros((0, len(served.classes)))
         future = None
-        with state.batcher.arriving():  # a batch being gathered waits for these images
-            decoded = await asyncio.to_thread(_decode_all, items, options, words)
-            images = [image for _, image, _ in decoded if image is not None]
-            if images:
-                try:
+        try:
+            state.batcher.check_room(len(items))  # refused before decoding, when full
+            with state.batcher.arriving():  # a batch being gathered waits for these images
+                decoded = await asyncio.to_thread(_decode_all, items, options, words)
+                images = [image for _, image, _ in decoded if image is not None]
+                if images:
                     future = state.batcher.submit(images)
-                except QueueFull as exc:
-                    raise HTTPException(
-                        503, exc.message, headers={"Retry-After": str(limits.retry_after_s)}
-                    ) from None
+        except QueueFull as exc:
+            raise HTTPException(
+                503, exc.message, headers={"Retry-After": str(limits.retry_after_s)}
+            ) from None
         if future is not None:
             try:
                 classes, proba = await state.batcher.wait(future, limits.request_timeout_s)

@@ -97,15 +97,24 @@ class MicroBatcher:
             self._thread.join(timeout)
             self._thread = None
 
+    def check_room(self, count: int) -> None:
+        """Raise QueueFull unless ``count`` more images fit now (a request is refused
+        before its images are decoded; ``submit`` checks again)."""
+        with self._lock:
+            self._refuse_beyond(count)
+
+    def _refuse_beyond(self, count: int) -> None:
+        if self._pending + count > self.max_queued_images:
+            raise QueueFull(
+                f"The server is busy: {self._pending} images are waiting or running, "
+                f"at most {self.max_queued_images} may."
+            )
+
     def submit(self, images: Sequence[Image.Image]) -> concurrent.futures.Future:
         """Queue ``images``; the future holds (classes, probabilities: one row per image).
         Raises QueueFull when the server holds ``max_queued_images`` already."""
         with self._lock:
-            if self._pending + len(images) > self.max_queued_images:
-                raise QueueFull(
-                    f"The server is busy: {self._pending} images are waiting or running, "
-                    f"at most {self.max_queued_images} may."
-                )
+            self._refuse_beyond(len(images))
             self._pending += len(images)
         job = _Job(images)
         self._queue.put(job)
