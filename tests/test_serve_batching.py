@@ -170,11 +170,25 @@ def test_a_batch_waits_for_a_request_announced_as_arriving():
     model.release.set()
     batcher = batcher_for(model, max_wait_ms=600_000)
     try:
-        with batcher.arriving():
-            first = batcher.submit([IMAGE])
-            with batcher.arriving():  # a second request, still being decoded
-                second = batcher.submit([IMAGE, IMAGE])
+        with batcher.arriving() as one, batcher.arriving() as two:  # two being decoded
+            first = batcher.submit([IMAGE], one)
+            second = batcher.submit([IMAGE, IMAGE], two)
         first.result(timeout=10), second.result(timeout=10)
         assert model.batch_sizes == [3]  # one pass for both
+    finally:
+        batcher.stop()
+
+
+def test_an_announced_request_that_gives_up_wakes_the_gathering_batch():
+    model = GatedModel()
+    model.release.set()
+    batcher = batcher_for(model, max_wait_ms=600_000)
+    try:
+        with batcher.arriving() as one:
+            first = batcher.submit([IMAGE], one)
+            with batcher.arriving():  # decoded to nothing: it never submits
+                pass
+        first.result(timeout=10)  # not ten minutes
+        assert model.batch_sizes == [1]
     finally:
         batcher.stop()

@@ -154,11 +154,11 @@ def create_app(
         future = None
         try:
             state.batcher.check_room(len(items))  # refused before decoding, when full
-            with state.batcher.arriving():  # a batch being gathered waits for these images
+            with state.batcher.arriving() as arrival:  # a gathering batch waits for these
                 decoded = await asyncio.to_thread(_decode_all, items, options, words)
                 images = [image for _, image, _ in decoded if image is not None]
                 if images:
-                    future = state.batcher.submit(images)
+                    future = state.batcher.submit(images, arrival)
         except QueueFull as exc:
             raise HTTPException(
                 503, exc.message, headers={"Retry-After": str(limits.retry_after_s)}

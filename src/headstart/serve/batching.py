@@ -30,7 +30,7 @@ from PIL import Image
 
 from headstart.errors import HeadstartError
 
-__all__ = ["MicroBatcher", "QueueFull"]
+__all__ = ["Arrival", "MicroBatcher", "QueueFull"]
 
 
 class QueueFull(HeadstartError):
@@ -41,6 +41,13 @@ class QueueFull(HeadstartError):
 class _Job:
     images: Sequence[Image.Image]
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+class Arrival:
+    """A request announced to the batcher, until it submits or gives up."""
+
+    def __init__(self) -> None:
+        self.open = True
 
 
 _STOP = object()
@@ -110,28 +117,41 @@ class MicroBatcher:
                 f"at most {self.max_queued_images} may."
             )
 
-    def submit(self, images: Sequence[Image.Image]) -> concurrent.futures.Future:
+    def submit(
+        self, images: Sequence[Image.Image], arrival: Arrival | None = None
+    ) -> concurrent.futures.Future:
         """Queue ``images``; the future holds (classes, probabilities: one row per image).
-        Raises QueueFull when the server holds ``max_queued_images`` already."""
+        Raises QueueFull when the server holds ``max_queued_images`` already. With the
+        ``arrival`` that announced it, the request stops being awaited in the same step
+        as its images are queued, so a gathering batch never waits on it in vain."""
+        job = _Job(images)
         with self._lock:
             self._refuse_beyond(len(images))
             self._pending += len(images)
-        job = _Job(images)
-        self._queue.put(job)
+            if arrival is not None and arrival.open:
+                arrival.open = False
+                self._arriving -= 1
+            self._queue.put(job)
         return job.future
 
     @contextlib.contextmanager
-    def arriving(self) -> Iterator[None]:
+    def arriving(self) -> Iterator[Arrival]:
         """Announce a request that will ``submit`` soon (wrap its decoding and its
-        ``submit``): a batch being gathered waits for it, up to ``max_wait_ms``."""
+        ``submit(images, arrival)``): a batch being gathered waits for it, up to
+        ``max_wait_ms``. A request that ends without submitting wakes the gatherer."""
+        arrival = Arrival()
         with self._lock:
             self._arriving += 1
         try:
-            yield
+            yield arrival
         finally:
             with self._lock:
-                self._arriving -= 1
-            self._queue.put(_WAKE)
+                gave_up = arrival.open
+                if gave_up:
+                    arrival.open = False
+                    self._arriving -= 1
+            if gave_up:
+                self._queue.put(_WAKE)
 
     async def wait(self, future: concurrent.futures.Future, timeout: float) -> Any:
         """The result of ``submit``'s future, waiting at most ``timeout`` seconds
