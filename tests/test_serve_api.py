@@ -221,3 +221,50 @@ def test_one_structured_log_line_per_request(client, caplog):
         ("GET", "/v1/nothing-here", 404),
     ]
     assert lines[0]["images"] == 1 and lines[0]["bytes_in"] > 0 and lines[0]["ms"] >= 0
+
+
+def test_the_onnx_runtime_plugs_in_through_the_same_adapter(monkeypatch, tmp_path):
+    """Anything with OnnxClassifier's four (load, classes_, decode_options_, metadata,
+    predict_proba) is served as the torch estimator is; a stand-in here, so this holds
+    whether or not the ONNX room is in this build."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from headstart.data.decode import DecodeOptions
+
+    class StandIn:
+        classes_ = ["cat", "dog"]
+        decode_options_ = DecodeOptions()
+
+        @classmethod
+        def load(cls, path):  # noqa: ANN001, ANN206
+            cls.loaded = path
+            return cls()
+
+        def metadata(self) -> dict:
+            return {"backbone": "b", "strategy": "s", "classes": self.classes_, "metrics": {}}
+
+        def predict_proba(self, images):  # noqa: ANN001, ANN201
+            return np.tile([[0.2, 0.8]], (len(images), 1))
+
+    export = types.ModuleType("headstart.export")
+    runtime = types.ModuleType("headstart.export.runtime")
+    runtime.OnnxClassifier = StandIn
+    monkeypatch.setitem(sys.modules, "headstart.export", export)
+    monkeypatch.setitem(sys.modules, "headstart.export.runtime", runtime)
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "headstart.export" else real_find_spec(name, *a),
+    )
+    predictor = load_predictor(tmp_path / "model.onnx", "onnx")
+    assert StandIn.loaded == tmp_path / "model.onnx"
+    with TestClient(create_app(predictor)) as c:
+        assert c.get("/v1/model").json()["runtime"] == "onnx"
+        answer = c.post("/v1/predict", content=colour_png("red"), headers=_png)
+    assert answer.json()["predictions"][0]["class"] == "dog"

@@ -4,6 +4,7 @@ ONNX runtime plug in the same way (one adapter over their shared public API)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -65,13 +66,18 @@ def load_predictor(path: str | os.PathLike[str], runtime: str = "torch") -> Esti
 
         return EstimatorPredictor(ImageClassifier.load(path), runtime=runtime, source=str(path))
     if runtime == "onnx":
-        try:
-            module = importlib.import_module("headstart.export.runtime")
-            onnx_classifier = module.OnnxClassifier
-        except (ImportError, AttributeError):
+        if importlib.util.find_spec("headstart.export") is None:
             raise ConfigError(
                 "The ONNX runtime is not part of this headstart build yet.",
                 hint="Serve the model folder with {runtime} torch.",
+            )
+        try:
+            onnx_classifier = importlib.import_module("headstart.export.runtime").OnnxClassifier
+        except ImportError as error:
+            raise ConfigError(
+                f"Serving an ONNX file needs {error.name or 'onnxruntime'}, which is not "
+                "installed.",
+                hint="Install the extra: pip install 'headstart[onnx]'.",
             ) from None
         return EstimatorPredictor(onnx_classifier.load(path), runtime=runtime, source=str(path))
     raise ConfigError(
