@@ -268,3 +268,41 @@ def test_the_onnx_runtime_plugs_in_through_the_same_adapter(monkeypatch, tmp_pat
         assert c.get("/v1/model").json()["runtime"] == "onnx"
         answer = c.post("/v1/predict", content=colour_png("red"), headers=_png)
     assert answer.json()["predictions"][0]["class"] == "dog"
+
+
+def test_a_body_that_stops_coming_is_408_and_streams_are_left_alone():
+    import asyncio
+
+    from headstart.serve.app import EdgeMiddleware
+
+    async def echo_app(scope, receive, send):  # noqa: ANN001, ANN202
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        message = await receive()  # a streaming response waits for the disconnect
+        assert message["type"] == "http.disconnect"
+
+    edge = EdgeMiddleware(echo_app, limit_for=lambda path: 100, read_timeout_s=0.05)
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": []}
+
+    async def call(messages, after_body_delay=0.0):  # noqa: ANN001, ANN202
+        sent = []
+        queue = list(messages)
+
+        async def receive():  # noqa: ANN202
+            if queue:
+                return queue.pop(0)
+            await asyncio.sleep(after_body_delay if after_body_delay else 3600)
+            return {"type": "http.disconnect"}
+
+        async def send(message):  # noqa: ANN001, ANN202
+            sent.append(message)
+
+        await edge(dict(scope), receive, send)
+        return sent[0]["status"]
+
+    stalled = [{"type": "http.request", "body": b"abc", "more_body": True}]
+    assert asyncio.run(call(stalled)) == 408
+    whole = [{"type": "http.request", "body": b"abc", "more_body": False}]
+    assert asyncio.run(call(whole, after_body_delay=0.2)) == 200  # waited past the timeout

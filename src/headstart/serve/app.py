@@ -110,6 +110,7 @@ def create_app(
     app.add_middleware(
         EdgeMiddleware,
         limit_for=lambda path: limits.max_zip_bytes if path == zip_route else limits.max_body_bytes,
+        read_timeout_s=limits.request_timeout_s,
     )
     require_token = _token_check(token)
 
@@ -275,28 +276,40 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyTooSlow(Exception):
+    pass
+
+
 class EdgeMiddleware:
     """At the edge of every HTTP request: the body limit (413 on the declared length,
-    before reading; or as soon as a streamed body passes it), and one structured log
-    line per request."""
+    before reading; or as soon as a streamed body passes it), a body that stops coming
+    (408 after ``read_timeout_s`` without a byte: a slow client cannot hold a request
+    open for ever), and one structured log line per request."""
 
-    def __init__(self, app: Any, *, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: Any, *, limit_for: Callable[[str], int], read_timeout_s: float) -> None:
         self.app = app
         self.limit_for = limit_for  # the body limit of a request path
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        seen = {"status": 0, "received": 0}
+        seen = {"status": 0, "received": 0, "body_done": False}
         state = scope.setdefault("state", {})
         limit = self.limit_for(scope.get("path", ""))
 
         async def counted_receive() -> dict:
-            message = await receive()
+            if seen["body_done"]:  # afterwards only a disconnect comes (awaited by streams)
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+            except TimeoutError:
+                raise _BodyTooSlow from None
             if message["type"] == "http.request":
                 seen["received"] += len(message.get("body", b""))
+                seen["body_done"] = not message.get("more_body", False)
                 if seen["received"] > limit:
                     raise _BodyTooLarge
             return message
@@ -311,11 +324,16 @@ class EdgeMiddleware:
             if declared is not None and declared > limit:
                 raise _BodyTooLarge
             await self.app(scope, counted_receive, watched_send)
-        except _BodyTooLarge:
+        except (_BodyTooLarge, _BodyTooSlow) as error:
             if seen["status"]:
                 raise
-            detail = f"Request body above the limit of {limit:,} bytes."
-            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, watched_send)
+            if isinstance(error, _BodyTooLarge):
+                status, detail = 413, f"Request body above the limit of {limit:,} bytes."
+            else:
+                status = 408
+                detail = f"No request body received for {self.read_timeout_s:g} s."
+            answer = JSONResponse({"detail": detail}, status_code=status)
+            await answer(scope, receive, watched_send)
         finally:
             LOG.info(
                 json.dumps(
