@@ -215,3 +215,26 @@ def test_train_on_an_uploaded_zip_from_the_page(page, tmp_path):
     expect(page.locator("#train-status")).to_contain_text("Done", timeout=60_000)
     expect(page.locator("#train-log")).to_contain_text("classes blue, green, red")
     expect(page.frame_locator("#report").locator("h1")).to_contain_text("feature-extraction")
+
+
+def test_a_server_with_a_token_asks_for_it_once(browser, tiny_model_folder):
+    app = create_app(load_predictor(tiny_model_folder), token="open sesame")
+    with ServerThread(app) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url)
+        field = page.get_by_label("This server needs a token")
+        expect(field).to_be_focused()  # keyboard users land in it
+        field.fill("wrong")
+        refused = lambda r: r.url.endswith("/v1/model") and r.status == 401  # noqa: E731
+        with page.expect_response(refused) as answer:
+            field.press("Enter")
+        assert answer.value.request.headers["authorization"] == "Bearer wrong"
+        expect(field).to_be_visible()  # refused: asked again
+        field.fill("open sesame")
+        field.press("Enter")
+        expect(page.locator("#model-info")).to_contain_text("3 classes")
+        expect(page.locator("#token-section")).to_be_hidden()
+        drop_files(page, {"red.png": colour_png("red")})
+        expect(result(page, "red.png").locator(".top li").first).to_contain_text("red")
+        context.close()
