@@ -17,6 +17,7 @@ _EXPORTS = {
     "EstimatorPredictor": ".predictor",
     "load_predictor": ".predictor",
     "TrainingJobs": ".training",
+    "TrainingSettings": ".training",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

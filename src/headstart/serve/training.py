@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from headstart.backbones import DEFAULT_BACKBONE
 from headstart.errors import HeadstartError
 from headstart.evaluation.comparison import CompareCallback
 from headstart.serve.limits import ServeLimits
@@ -43,7 +44,7 @@ class TrainingSettings:
 
     out: Path  # each job writes out/<job id>/{report,model,cache}
     data: Path | None = None  # the server-side folder the page may train on
-    backbone: str = "tf_efficientnet_lite0"
+    backbone: str = DEFAULT_BACKBONE
     weights: str = "auto"
     image_size: int | None = None
     max_epochs: int = 50
