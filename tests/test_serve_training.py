@@ -194,3 +194,26 @@ def test_zip_hidden_files_are_skipped_and_a_top_folder_is_entered(tmp_path):
     root = unpack_zip(buffer, tmp_path / "out", ServeLimits())
     assert root == tmp_path / "out" / "photos"
     assert sorted(p.name for p in root.iterdir()) == ["cat", "dog"]
+
+
+def test_one_job_at_a_time(tmp_path, monkeypatch):
+    import threading
+
+    release = threading.Event()
+
+    def held(self, job, epochs, data, on_model):  # noqa: ANN001, ANN202
+        assert release.wait(30)
+
+    monkeypatch.setattr(TrainingJobs, "_train", held)
+    data = colour_folder(tmp_path / "colours", per_class=2)
+    limits = ServeLimits()
+    app = create_app(None, limits, training=TrainingJobs(tiny_settings(tmp_path, data), limits))
+    with TestClient(app) as client:
+        first = client.post("/v1/train")
+        assert first.status_code == 202
+        busy = client.post("/v1/train")
+        assert busy.status_code == 409 and "being trained already" in busy.json()["detail"]
+        release.set()
+        assert read_events(client, first.json()["id"])[-1]["status"] == "done"
+        assert client.post("/v1/train").status_code == 202  # free again
+        assert client.get("/v1/train").json()["job"]["status"] in ("running", "done")
