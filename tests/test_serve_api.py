@@ -244,7 +244,13 @@ def test_the_onnx_runtime_plugs_in_through_the_same_adapter(monkeypatch, tmp_pat
             return cls()
 
         def metadata(self) -> dict:
-            return {"backbone": "b", "strategy": "s", "classes": self.classes_, "metrics": {}}
+            test = {"accuracy": 1.0, "data": {"path": "/srv/secret/photos", "seed": 0}}
+            return {
+                "backbone": "b",
+                "strategy": "s",
+                "classes": self.classes_,
+                "metrics": {"test": test},
+            }
 
         def predict_proba(self, images):  # noqa: ANN001, ANN201
             return np.tile([[0.2, 0.8]], (len(images), 1))
@@ -265,7 +271,9 @@ def test_the_onnx_runtime_plugs_in_through_the_same_adapter(monkeypatch, tmp_pat
     predictor = load_predictor(tmp_path / "model.onnx", "onnx")
     assert StandIn.loaded == tmp_path / "model.onnx"
     with TestClient(create_app(predictor)) as c:
-        assert c.get("/v1/model").json()["runtime"] == "onnx"
+        model = c.get("/v1/model").json()
+        assert model["runtime"] == "onnx"
+        assert model["metrics"] == {"test": {"accuracy": 1.0, "data": {"seed": 0}}}  # no path
         answer = c.post("/v1/predict", content=colour_png("red"), headers=_png)
     assert answer.json()["predictions"][0]["class"] == "dog"
 

@@ -54,8 +54,19 @@ class EstimatorPredictor:
 
     def describe(self) -> dict[str, Any]:
         described = {name: self._metadata.get(name) for name in _DESCRIBED}
+        # `headstart train` records where its test data was (metrics.test.data.path): the
+        # operator's folders are no business of a client's.
+        described["metrics"] = _without_paths(described["metrics"])
         described["runtime"] = self.runtime
         return described
+
+
+def _without_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if k != "path"}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    return value
 
 
 def load_predictor(path: str | os.PathLike[str], runtime: str = "torch") -> EstimatorPredictor:
