@@ -45,3 +45,24 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
 def image_folder(make_image_folder: Callable[..., Path]) -> Path:
     """Three classes ("cat", "dog", "fox") of six 16x16 PNGs each."""
     return make_image_folder({"cat": 6, "dog": 6, "fox": 6})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved model that tells red, green and blue images apart (a tiny random-weight
+    backbone at 32 px; feature extraction on colour_folder scores 100 % in ~0.1 s)."""
+    from fixtures_images import colour_folder
+
+    from headstart import ImageClassifier, load_images
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    train, _ = load_images(colour_folder(root / "data", per_class=8), test_size=0.25, seed=0)
+    clf = ImageClassifier("test_efficientnet", "feature-extraction", weights="none")
+    clf.config = clf.resolved_config().replace(image_size=32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        clf.fit(train)
+    finally:
+        torch.set_num_threads(before)
+    return clf.save(root / "model")

@@ -101,6 +101,14 @@ def test_resize_crop_is_timm_evaluation_geometry() -> None:
         pixels = np.asarray(prep.resize_crop(image), dtype=np.float32) / 255
         got = (pixels - 0.5) / 0.25
         assert np.abs(got - expected).max() < 1e-5, (w, h, interpolation, crop_pct, mode, size)
+    wide = replace(base, input_size=(3, 96, 128))  # non-square: timm's ResizeKeepRatio
+    squashed = replace(wide, crop_mode="squash")
+    image = Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8))
+    expected = squashed.transform()(image).permute(1, 2, 0).numpy()
+    got = (np.asarray(squashed.resize_crop(image), dtype=np.float32) / 255 - 0.5) / 0.25
+    assert np.abs(got - expected).max() < 1e-5
+    with pytest.raises(ValueError, match="non-square"):
+        wide.resize_crop(image)
     with pytest.raises(ValueError, match="border"):
         replace(base, crop_mode="border").resize_crop(image)
 
@@ -206,21 +214,30 @@ except ImportError:
 
 
 def test_consumer_example_needs_only_onnxruntime_pillow_numpy(fitted, exported, tmp_path) -> None:
-    image = tmp_path / "green.png"
+    """It answers as headstart does, also on a transparent PNG (composited on the
+    model's background colour) and on a photo larger than the decoder's max side."""
     pixels = np.full((40, 30, 3), 30, np.uint8)
     pixels[:, :, 1] = 200
-    Image.fromarray(pixels).save(image)
-    code = f"""
-sys.argv = ["onnx_consumer.py", {str(exported)!r}, {str(image)!r}]
+    Image.fromarray(pixels).save(tmp_path / "green.png")
+    rgba = np.zeros((30, 50, 4), np.uint8)
+    rgba[:, :25] = (200, 20, 20, 255)  # red half, transparent half (white by default)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "half-clear.png")
+    big = np.random.default_rng(3).integers(0, 60, (1100, 1500, 3), dtype=np.uint8)
+    big[:, :, 2] += 150
+    Image.fromarray(big).save(tmp_path / "big-blue.png")
+    model = OnnxClassifier.load(exported)
+    for name in ("green.png", "half-clear.png", "big-blue.png"):
+        code = f"""
+sys.argv = ["onnx_consumer.py", {str(exported)!r}, {str(tmp_path / name)!r}]
 import runpy
 runpy.run_path({str(CONSUMER)!r}, run_name="__main__")
 """
-    done = _run_blocked(code, ("torch", "torchvision", "timm", "headstart"), tmp_path)
-    assert done.returncode == 0, done.stderr
-    expected = OnnxClassifier.load(exported).predict_files([image], top_k=1)[0][0]
-    label, probability = done.stdout.split()[-2:]
-    assert label == expected.label
-    assert float(probability) == pytest.approx(expected.top[0][1], abs=1e-4)
+        done = _run_blocked(code, ("torch", "torchvision", "timm", "headstart"), tmp_path)
+        assert done.returncode == 0, done.stderr
+        expected = model.predict_files([tmp_path / name], top_k=1)[0][0]
+        label, probability = done.stdout.split()[-2:]
+        assert label == expected.label, name
+        assert float(probability) == pytest.approx(expected.top[0][1], abs=1e-3), name
     assert len(CONSUMER.read_text().strip().splitlines()) <= 30
 
 
@@ -251,7 +268,7 @@ def test_int8_is_written_with_its_card_or_refused_by_its_threshold(
 
     monkeypatch.setattr(quantize_module, "quantize_int8", bad_int8)
     out = tmp_path / "again" / "model.onnx"
-    with pytest.raises(ExportError, match=r"int8 costs .* points \(accuracy\).*not written"):
+    with pytest.raises(ExportError, match=r"int8 costs .* points \(of accuracy\).*not written"):
         fitted.export(out, quantize="int8", max_accuracy_drop=1.0, images=test_images)
     assert out.is_file() and not (out.parent / "model.int8.onnx").exists()
 
@@ -279,6 +296,54 @@ def test_cli_export_checks_on_the_runs_own_test_images(tmp_path, capsys) -> None
     assert "top-1 agreement 100.0%" in out and (run / "model.onnx").is_file()
     assert main(["predict", str(run / "model.onnx"), str(folder / "blue" / "0.png")]) == 0
     assert "blue" in capsys.readouterr().out.split(":")[-1].split(",")[0]
+    # the file is made to be shipped: no local folder in it or its sidecar
+    assert str(tmp_path) not in (run / "model.onnx.json").read_text()
+    sidecar = json.loads((run / "model.onnx.json").read_text())
+    assert sidecar["parity"]["images_from"] == "the run's test images"
+    assert str(tmp_path).encode() not in (run / "model.onnx").read_bytes()
+
+    # trained again in place: the old export is gone with the old model
+    assert main(["train", str(folder), "--out", str(run), "--overwrite", *TINY_ARGS]) == 0
+    assert not (run / "model.onnx").exists() and not (run / "model.onnx.json").exists()
+
+    # a moved data folder: said, and the bundled sample used instead
+    folder.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["export", str(run)]) == 0
+    assert f"the run's data {folder.resolve()} is no longer there" in capsys.readouterr().out
+    # and int8 refuses to calibrate on images unlike the model's own
+    assert main(["export", str(run), "--quantize", "int8"]) == 2
+    assert "int8 needs images like the model's own" in capsys.readouterr().err
+
+
+def test_a_stale_export_in_a_run_folder_is_refused(fitted, exported, tmp_path, capsys) -> None:
+    """model.onnx exported from weights the folder no longer holds answers as the old
+    model: --runtime onnx on the folder says so instead."""
+    run = tmp_path / "run"
+    fitted.save(run)
+    ImageClassifier.load(run).export(run / "model.onnx", images=colour_data(per_class=2, seed=4))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(image)
+    assert main(["predict", str(run), str(image), "--runtime", "onnx"]) == 0
+    retrained = ImageClassifier.load(run)
+    with torch.no_grad():
+        retrained.model_.head.weight.mul_(2)  # other weights, saved without ModelFolder
+    retrained.save(run)
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image), "--runtime", "onnx"]) == 2
+    assert "was exported from an earlier model" in capsys.readouterr().err
+
+
+def test_a_target_that_is_not_onnx_is_refused(fitted, tmp_path) -> None:
+    """--out model.safetensors would overwrite the model's own weights."""
+    from headstart.errors import OutputError
+
+    fitted.save(tmp_path / "run")
+    weights = tmp_path / "run" / "model.safetensors"
+    before = weights.read_bytes()
+    with pytest.raises(OutputError, match=r"must end in \.onnx"):
+        fitted.export(weights)
+    assert weights.read_bytes() == before
 
 
 def test_cli_export_errors_name_what_is_wrong(fitted, tmp_path, capsys) -> None:
@@ -306,6 +371,8 @@ def test_cli_export_errors_name_what_is_wrong(fitted, tmp_path, capsys) -> None:
 def test_runtime_flags_are_checked(exported, tmp_path, capsys) -> None:
     image = tmp_path / "x.png"
     Image.new("RGB", (8, 8)).save(image)
+    assert main(["predict", str(exported), str(image), "--device", "cpu"]) == 0  # it is
+    capsys.readouterr()
     assert main(["predict", str(exported), str(image), "--device", "cuda"]) == 2
     assert "--device cuda applies to --runtime torch" in capsys.readouterr().err
     assert main(["predict", str(exported), str(image), "--runtime", "torch"]) == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["printable"]
+__all__ = ["first_line", "printable"]
 
 
 def _escape(char: str) -> str:
@@ -31,3 +31,10 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first line, or its type's name when it has no message: for
+    quoting a third-party library's error (its later lines are stack details)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -64,15 +64,18 @@ class Preprocessing:
         same output sizes and rounding, the same Pillow resampling), before any tensor is
         made. An exported model takes these pixels as they are (uint8, normalised inside
         the graph), so predicting from it needs Pillow and numpy, not torch. Crop modes
-        "center" and "squash"; "border" (letterboxing) raises ValueError."""
+        "center" (square sizes, all headstart makes) and "squash"; "border"
+        (letterboxing) and a non-square "center" raise ValueError."""
         height, width = self.input_size[1], self.input_size[2]
         resample = _RESAMPLING.get(self.interpolation)
         if resample is None:
             raise ValueError(f"interpolation {self.interpolation!r} has no Pillow equivalent")
         scale = (math.floor(height / self.crop_pct), math.floor(width / self.crop_pct))
         w, h = image.size
-        if self.crop_mode == "squash" or (self.crop_mode == "center" and scale[0] != scale[1]):
+        if self.crop_mode == "squash":
             size = (scale[1], scale[0])  # both edges (torchvision's Resize((h, w)))
+        elif self.crop_mode == "center" and scale[0] != scale[1]:
+            raise ValueError("a non-square centre crop (timm's ResizeKeepRatio) is torch-only")
         elif self.crop_mode == "center":  # the shorter edge to scale, the ratio kept
             short, long = (w, h) if w <= h else (h, w)
             new_short, new_long = scale[0], int(scale[0] * long / short)

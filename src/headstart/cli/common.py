@@ -119,11 +119,12 @@ def load_model(args: argparse.Namespace, *, cached: bool = False) -> tuple[Any, 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be an int >= 1. Got {args.batch_size} instead.")
     if runtime == "onnx":
-        if args.device != "auto":
+        if args.device not in ("auto", "cpu"):
             raise ConfigError(
                 f"--device {args.device} applies to --runtime torch; ONNX Runtime runs the "
                 "model on the CPU here. Leave --device out."
             )
+        from headstart.export.contract import check_exported_from
         from headstart.export.runtime import OnnxClassifier
 
         if path.is_dir():
@@ -132,7 +133,9 @@ def load_model(args: argparse.Namespace, *, cached: bool = False) -> tuple[Any, 
                     f"--runtime onnx: {path} holds no model.onnx; write one with "
                     f"`headstart export {path}`, or give the .onnx file itself."
                 )
-            path = path / "model.onnx"
+            model = OnnxClassifier.load(path / "model.onnx")
+            check_exported_from(model.card, path, model.path)  # not a stale export
+            return model, {}
         return OnnxClassifier.load(path), {}
     if onnx_file:
         raise ConfigError(

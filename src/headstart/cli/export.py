@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from headstart._internal.text import printable
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from headstart.estimator.image_classifier import ImageClassifier
     from headstart.export.exporter import DEFAULT_OPSET, export_onnx
 
+    args.words["images"] = "--data DIR"  # the library's images= is this command's --data
     clf = ImageClassifier.load(args.model)
     out = args.out if args.out is not None else Path(args.model) / "model.onnx"
     images = calibration = None
@@ -83,6 +85,15 @@ def run(args: argparse.Namespace) -> int:
             f"{parity.max_probability_gap:.1e}, top-1 agreement {parity.top1_agreement:.1%}"
         )
     )
+    if "bundled" in parity.source:
+        print("  give --data DIR (labelled images like the model's own) to check on those")
+    if parity.near_ties:
+        print(f"  ({parity.near_ties} near-tie image(s) in PyTorch's own answers not counted)")
+    if parity.images < 100:
+        print(
+            f"  note: only {parity.images} images; the check says more with --data "
+            "DIR of a few hundred labelled images"
+        )
     if parity.accuracy is not None:
         print(f"accuracy: PyTorch {parity.reference_accuracy:.1%}, ONNX {parity.accuracy:.1%}")
     print(
@@ -98,5 +109,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             change = f"top-1 agreement with fp32 {q.agreement:.1%} (no labels to score)"
         print(printable(f"int8: wrote {q.path} ({q.bytes / 1e6:.1f} MB), {change}"))
-    print(printable(f"predict with: headstart predict {result.path} IMAGE..."))
+    print(printable(f"predict with: headstart predict {shlex.quote(str(result.path))} IMAGE..."))
     return 0

@@ -379,10 +379,7 @@ class ImageClassifier:
         clf.history_ = list(meta.get("history", []))
         clf.plan_ = None
         clf.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
-        options = dict(meta.get("decode_options") or {})
-        if "background" in options:
-            options["background"] = tuple(options["background"])
-        clf.decode_options_ = DecodeOptions(**options)
+        clf.decode_options_ = DecodeOptions(**(meta.get("decode_options") or {}))
         clf.weights_info_ = WeightsInfo(**meta["weights"])
         clf.fit_seconds_ = float(meta.get("fit_seconds", 0.0))
         clf.metrics_ = dict(meta.get("metrics", {}))

@@ -32,6 +32,7 @@ CHECKPOINTS = "checkpoints"
 MODEL_FILES = (META_FILE, WEIGHTS_FILE)  # what makes a folder a model folder
 # What `headstart evaluate --out` writes about a model: stale once the model is replaced.
 DESCRIBING_FILES = ("evaluation.json", "confusion_matrix.png")
+EXPORTED_FILES = ("*.onnx", "*.onnx.json")  # what `headstart export` writes into a run
 
 
 def check_writable(folder: Path) -> None:
@@ -110,6 +111,10 @@ class ModelFolder:
         for name in DESCRIBING_FILES:
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / name).unlink()
+        for pattern in EXPORTED_FILES:  # exported from the replaced model: they'd answer as it
+            for stale in self.folder.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
         return self.folder
 
     def _rescue(self, clf: Any, exc: OSError) -> str:

@@ -30,9 +30,11 @@ from headstart.errors import DataError
 
 __all__ = [
     "CARD_FORMAT",
+    "SOURCE_FIELD",
     "INPUT_NAME",
     "OUTPUT_NAMES",
     "card_from_props",
+    "check_exported_from",
     "image_pixels",
     "metadata_props",
     "read_card",
@@ -42,6 +44,10 @@ __all__ = [
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "probabilities")
 CARD_FORMAT = "headstart-onnx/1"
+# The field of a model folder's headstart.json holding its weights file's sha256
+# (estimator.model_checks.WEIGHTS_HASH_FIELD, spelt here so reading it needs no torch);
+# a card keeps the value it was exported from, so a stale export is told apart.
+SOURCE_FIELD = "weights_file_sha256"
 # Every card holds these; a file without them was not written by headstart export.
 _REQUIRED = ("format", "input", "classes", "preprocessing", "backbone", "strategy")
 
@@ -81,6 +87,23 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     session = open_session(Path(path))
     return card_from_props(dict(session.get_modelmeta().custom_metadata_map), path)
+
+
+def check_exported_from(card: dict[str, Any], folder: Path, onnx_file: Path) -> None:
+    """A DataError when ``onnx_file`` in a model ``folder`` was exported from other weights
+    than the folder holds now (it was retrained since): it would answer as the old model."""
+    meta = folder / "headstart.json"
+    try:
+        current = json.loads(meta.read_text()).get(SOURCE_FIELD)
+    except (OSError, ValueError, AttributeError):
+        return  # no readable model beside it: the file is on its own
+    exported = (card.get("source_model") or {}).get(SOURCE_FIELD)
+    if current and exported and exported != current:  # None: exported before saving
+        raise DataError(
+            f"{onnx_file} was exported from an earlier model than the one in {folder} now "
+            f"(the model was trained again since); export it again with "
+            f"`headstart export {folder}`."
+        )
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:

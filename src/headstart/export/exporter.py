@@ -27,7 +27,13 @@ from headstart._internal.validation import invalid
 from headstart._internal.version import __version__
 from headstart.data.dataset import ImageDataset
 from headstart.errors import DataError, ExportError, OutputError
-from headstart.export.contract import CARD_FORMAT, INPUT_NAME, OUTPUT_NAMES, sidecar_path
+from headstart.export.contract import (
+    CARD_FORMAT,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    SOURCE_FIELD,
+    sidecar_path,
+)
 from headstart.export.parity import (
     MAX_PROBABILITY_GAP,
     MIN_TOP1_AGREEMENT,
@@ -49,6 +55,9 @@ __all__ = [
 
 DEFAULT_OPSET = 18
 _MIN_OPSET = 18  # torch.onnx's exporter (dynamo) writes opset 18 and later
+# The highest opset measured to export and pass parity with this stack (torch 2.14,
+# onnxscript 0.7, onnxruntime 1.32): 26-28 are known to onnx but fail in the exporter.
+_MAX_OPSET = 25
 MAX_CHECK_IMAGES = 1000  # enough to resolve a 99.9 % agreement; fast on a laptop
 CALIBRATION_IMAGES = 128
 
@@ -62,11 +71,12 @@ class QuantizationReport:
     cost_points: float  # accuracy points lost (or, without labels, disagreeing share)
     measured_by: str  # "accuracy" or "agreement"
     bytes: int
+    calibrated_on_check_images: bool = False  # no separate calibration images were given
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
-        }
+        """For the sidecar: the file's name, not this machine's folder."""
+        fields = dataclasses.asdict(self)
+        return {k: v.name if isinstance(v, Path) else v for k, v in fields.items()}
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ def supported_opsets() -> range:
     """The opsets an export can be asked for: the exporter's floor to onnx's ceiling."""
     import onnx
 
-    return range(_MIN_OPSET, onnx.defs.onnx_opset_version() + 1)
+    return range(_MIN_OPSET, min(onnx.defs.onnx_opset_version(), _MAX_OPSET) + 1)
 
 
 def int8_path(path: str | os.PathLike[str]) -> Path:
@@ -126,6 +136,12 @@ def export_onnx(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise invalid(owner, "batch_size", "an int >= 1", batch_size)
     path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise OutputError(
+            f"{path}: an exported model's name must end in .onnx (such as "
+            f"{path.with_suffix('.onnx').name}); other names could overwrite a model's own "
+            "files, and `headstart predict` tells an exported file by it."
+        )
     targets = [path, sidecar_path(path)] + ([int8_path(path)] if quantize else [])
     for target in targets:
         _check_writable(target)
@@ -140,20 +156,28 @@ def export_onnx(
     if images is None:
         calibration_found, images, images_source = check_images(clf)
         calibration = calibration if calibration is not None else calibration_found
+        if quantize and "bundled" in images_source and not _sample_classes(clf.classes_):
+            raise ExportError(
+                f"int8 needs images like the model's own to calibrate and measure on, and "
+                f"only {images_source} were found; they are not what this model was "
+                "trained on.",
+                hint="Give {images} (labelled images of the model's classes).",
+            )
     if not len(images):
         raise DataError(f"No images to check the export on ({images_source}).")
 
     from headstart.export.graph import onnx_bytes
     from headstart.export.runtime import session_from_bytes
 
-    card = model_card(meta, opset)
+    saved = getattr(clf, "metadata_", None) or {}
+    card = model_card(meta, opset, saved.get(SOURCE_FIELD))
     data, folded = onnx_bytes(clf.model_, prep, card, opset)
     session = session_from_bytes(data, f"the exported graph (opset {opset})")
     reference = torch_probabilities(clf.model_, prep, images, batch_size)
     got = onnx_probabilities(session, prep, images, batch_size)
     report = compare_probabilities(reference, got, images, clf.classes_, images_source)
+    rejected = path.with_name(f"{path.stem}.rejected{path.suffix}")
     if not report.passed(MAX_PROBABILITY_GAP, MIN_TOP1_AGREEMENT):
-        rejected = path.with_name(f"{path.stem}.rejected{path.suffix or '.onnx'}")
         atomic_write(rejected, lambda f: f.write(data))
         kept = f" {path} is unchanged (an earlier export)." if path.exists() else ""
         raise ExportError(
@@ -164,8 +188,9 @@ def export_onnx(
             f"Not written as {path.name}; the failed file is {rejected} for inspection.{kept}"
         )
     sidecar = {**card, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
-               "parity": report.to_dict()}  # fmt: skip
+               "parity": _shippable(report)}  # fmt: skip
     _write_with_sidecar(path, data, sidecar)
+    rejected.unlink(missing_ok=True)  # an earlier failure's file no longer describes it
     result = ExportResult(path, sidecar_path(path), report, len(data), folded)
     if quantize:
         quantized = _quantize(data, card, path, clf, images, calibration, report, batch_size,
@@ -174,8 +199,9 @@ def export_onnx(
     return result
 
 
-def model_card(meta: dict[str, Any], opset: int) -> dict[str, Any]:
-    """What an exported file says about itself (its ONNX metadata and sidecar)."""
+def model_card(meta: dict[str, Any], opset: int, source_hash: str | None = None) -> dict[str, Any]:
+    """What an exported file says about itself (its ONNX metadata and sidecar);
+    ``source_hash``: the sha256 of the saved weights it was exported from, if saved."""
     import onnx
     import torch
 
@@ -199,8 +225,11 @@ def model_card(meta: dict[str, Any], opset: int) -> dict[str, Any]:
         "backbone": meta["backbone"],
         "strategy": meta["strategy"],
         "layers": meta["layers"],
-        "weights": meta["weights"],
-        "metrics": meta["metrics"],
+        # Where the backbone's weights came from, without this machine's paths: the
+        # file is made to be shipped.
+        "weights": {k: v for k, v in meta["weights"].items() if k != "location"},
+        "metrics": _without_paths(meta["metrics"]),
+        "source_model": {SOURCE_FIELD: source_hash},
         "opset": opset,
         "quantization": None,
         "headstart_version": __version__,
@@ -221,7 +250,10 @@ def check_images(clf: Any) -> tuple[ImageDataset, ImageDataset, str]:
 
     source = (clf.metrics_ or {}).get("test", {}).get("data") or {}
     where = source.get("path")
-    if where and Path(where).exists():
+    why = "the model does not record where its training images were"
+    if where and not Path(where).exists():
+        why = f"the run's data {where} is no longer there"
+    elif where:
         try:
             train, test = load_images(
                 where,
@@ -229,20 +261,41 @@ def check_images(clf: Any) -> tuple[ImageDataset, ImageDataset, str]:
                 seed=source.get("seed", 0),
                 options=clf.decode_options_,
             )
-        except DataError:
-            train = test = None
-        if test is not None and len(test):
-            return (
-                _some(train, CALIBRATION_IMAGES),
-                _some(test, MAX_CHECK_IMAGES),
-                (f"the run's test images from {where}"),
-            )
+        except DataError as exc:
+            why = f"the run's data {where} cannot be read again ({exc})"
+        else:
+            if len(test):
+                found = f"the run's test images from {where}"
+                return _some(train, CALIBRATION_IMAGES), _some(test, MAX_CHECK_IMAGES), found
+            why = f"the run's data {where} has no test images"
     train, test = load_sample()
-    return (
-        _some(train, CALIBRATION_IMAGES),
-        _some(test, MAX_CHECK_IMAGES),
-        ("the bundled Fashion-MNIST sample's test images"),
-    )
+    found = f"the bundled Fashion-MNIST sample's test images: {why}"
+    return _some(train, CALIBRATION_IMAGES), _some(test, MAX_CHECK_IMAGES), found
+
+
+def _shippable(report: ParityReport) -> dict[str, Any]:
+    """The report for the sidecar: which kind of images, not this machine's folders."""
+    out = report.to_dict()
+    source = out.pop("source")
+    kinds = ("the run's test images", "the bundled Fashion-MNIST sample's test images")
+    out["images_from"] = next((k for k in kinds if source.startswith(k)), "given images")
+    return out
+
+
+def _sample_classes(classes: list[str]) -> bool:
+    from headstart.data.idx import FASHION_MNIST_CLASSES
+
+    return set(classes) <= set(FASHION_MNIST_CLASSES)
+
+
+def _without_paths(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics without the local folder train records beside them (``test.data.path``)."""
+    out = {}
+    for name, value in (metrics or {}).items():
+        if isinstance(value, dict) and isinstance(value.get("data"), dict):
+            value = {**value, "data": {k: v for k, v in value["data"].items() if k != "path"}}
+        out[name] = value
+    return out
 
 
 def _some(dataset: ImageDataset, most: int) -> ImageDataset:
@@ -262,7 +315,10 @@ def _quantize(data: bytes, card: dict[str, Any], path: Path, clf: Any, images: I
 
     target = int8_path(path)
     int8_card = {**card, "quantization": QUANTIZATION}
-    int8 = with_card(quantize_int8(data, clf.preprocessing_, calibration or images), int8_card)
+    int8 = with_card(
+        quantize_int8(data, clf.preprocessing_, images if calibration is None else calibration),
+        int8_card,
+    )
     session = session_from_bytes(int8, "the int8 model")
     fp32_session = session_from_bytes(data, "the exported graph")
     reference = onnx_probabilities(fp32_session, clf.preprocessing_, images, batch_size)
@@ -280,9 +336,10 @@ def _quantize(data: bytes, card: dict[str, Any], path: Path, clf: Any, images: I
         cost_points=cost,
         measured_by=measured_by,
         bytes=len(int8),
+        calibrated_on_check_images=calibration is None,
     )
     if cost > max_drop:
-        what = "accuracy" if measured_by == "accuracy" else "answers changed (no labels to score)"
+        what = "of accuracy" if measured_by == "accuracy" else "of answers changed, no labels"
         raise ExportError(
             f"int8 costs {cost:.2f} points ({what}) on {versus.images} images "
             f"({fp32.source}), more than the {max_drop:g} allowed; not written. The fp32 "
@@ -290,7 +347,7 @@ def _quantize(data: bytes, card: dict[str, Any], path: Path, clf: Any, images: I
             hint="Allow more with {max_accuracy_drop}, or keep the fp32 model.",
         )
     sidecar = {**int8_card, "file": target.name, "sha256": hashlib.sha256(int8).hexdigest(),
-               "parity": fp32.to_dict(), "int8": report.to_dict()}  # fmt: skip
+               "parity": _shippable(fp32), "int8": report.to_dict()}  # fmt: skip
     _write_with_sidecar(target, int8, sidecar)
     return report
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from headstart._internal.text import first_line
 from headstart.errors import ExportError
 from headstart.export.contract import INPUT_NAME, OUTPUT_NAMES, metadata_props
 from headstart.features.fastpath import fold_batchnorm
@@ -73,10 +74,9 @@ def onnx_bytes(
                 verbose=False,
             )
     except Exception as exc:  # torch.export raises many types; the reason is what counts
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = "Try a lower {opset}: 18, the default, is the one every export is tested at."
         raise ExportError(
-            f"PyTorch could not export this model to ONNX (opset {opset}): {first}.",
+            f"PyTorch could not export this model to ONNX (opset {opset}): {first_line(exc)}.",
             hint=hint if opset > 18 else None,
         ) from exc
     return _stamped(program.model_proto, card).SerializeToString(), n_folded

@@ -2,13 +2,15 @@
 
 Static quantization fixes each activation's int8 range from calibration images, so
 convolutions run as int8 kernels (dynamic quantization would leave a CNN's
-convolutions in float). The calibration images come from the model's training side
-(never the images the accuracy change is then measured on).
+convolutions in float). By default the calibration images come from the model's
+training side, not the test images the accuracy change is then measured on (given
+only check images, the exporter calibrates on them and its report says so).
 
 Only the convolutions and their activations go to int8: the pooled multi-stage
 features a head reads have ranges far apart, and one int8 scale for their
-concatenation cost 3 points of accuracy on the bundled sample where this choice cost
-0.3 (docs/BENCHMARKS.md); pooling, concatenation and the head are a sliver of the work.
+concatenation is ruinous. On the bundled sample at 112 px (docs/BENCHMARKS.md,
+section 7) quantizing every op lost 18 points of accuracy, while this choice changed it
+by +0.3; pooling, concatenation and the head are a sliver of the work.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from headstart._internal.text import first_line
 from headstart.data.dataset import ImageDataset
 from headstart.errors import ExportError
 from headstart.export.contract import INPUT_NAME, image_pixels
@@ -85,8 +88,7 @@ def quantize_int8(data: bytes, preprocessing: Any, calibration: ImageDataset) ->
                     weight_type=QuantType.QInt8,
                 )
         except Exception as exc:  # onnxruntime's tooling raises many kinds
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"int8 quantization failed: {first}") from exc
+            raise ExportError(f"int8 quantization failed: {first_line(exc)}") from exc
         finally:
             logger.setLevel(level)
         return int8.read_bytes()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from headstart._internal.text import first_line
 from headstart._internal.validation import invalid
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.data.dataset import ImageDataset, SkippedFile
@@ -63,8 +64,7 @@ def _session(model: str | bytes, what: str, threads: int | None) -> Any:
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{what}: not a model ONNX Runtime can run ({first}).") from exc
+        raise DataError(f"{what}: not a model ONNX Runtime can run ({first_line(exc)}).") from exc
 
 
 class OnnxClassifier:
@@ -76,10 +76,7 @@ class OnnxClassifier:
         self.card = card
         self.classes_: list[str] = list(card["classes"])
         self.preprocessing_ = Preprocessing.from_dict(card["preprocessing"])
-        options = dict(card.get("decode_options") or {})
-        if "background" in options:
-            options["background"] = tuple(options["background"])
-        self.decode_options_ = DecodeOptions(**options)
+        self.decode_options_ = DecodeOptions(**(card.get("decode_options") or {}))
         self.backbone = card["backbone"]
         self.strategy = card["strategy"]
         self.metrics_ = dict(card.get("metrics") or {})

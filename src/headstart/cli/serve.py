@@ -1,0 +1,133 @@
+"""``headstart serve``: predictions over HTTP (FastAPI + uvicorn), with a web page.
+
+    headstart serve runs/photos                  # http://127.0.0.1:8000/
+    headstart serve --data photos/               # the page trains on photos/ first
+
+Binding beyond this machine needs ``--token`` (or ``--insecure``, on purpose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+from headstart.cli.arguments import add_max_pixels_argument, add_model_arguments
+from headstart.errors import ConfigError
+
+# What `headstart serve` needs beyond headstart's own dependencies: import name -> package.
+SERVER_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
+TOKEN_VARIABLE = "HEADSTART_TOKEN"  # a token from the environment stays out of `ps`
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("serve", help="serve a model over HTTP, with a web page")
+    parser.add_argument(
+        "model", nargs="?", help="a folder written by `headstart train` (or, with --runtime "
+        "onnx, an ONNX export); may be left out with --data, to train from the page first",
+    )  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    parser.add_argument(
+        "--token",
+        help=f"clients must send 'Authorization: Bearer TOKEN' (default: ${TOKEN_VARIABLE})",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a --host beyond this machine without a token",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="a folder of class folders the page may train on (the page also takes a zip)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("headstart-serve"),
+        help="where models trained from the page are written (./headstart-serve)",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--image-size", type=int, help="input size of models trained here")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-batch-size", type=int, default=32, help="images per pass (32)")
+    limits.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill (5 ms)"
+    )
+    limits.add_argument("--max-images", type=int, default=32, help="images per request (32)")
+    limits.add_argument("--max-body-mb", type=float, default=20.0, help="request body size (20 MB)")
+    limits.add_argument(
+        "--max-queued-images", type=int, default=256, help="beyond: 503 + Retry-After (256)"
+    )
+    limits.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds a request waits for the model (30)"
+    )
+    add_max_pixels_argument(limits)
+    parser.set_defaults(run=run)
+
+
+def missing_packages() -> list[str]:
+    return [
+        pkg for module, pkg in SERVER_PACKAGES.items() if importlib.util.find_spec(module) is None
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = missing_packages()
+    if missing:
+        raise ConfigError(
+            f"`headstart serve` needs {', '.join(missing)}, which are not installed.",
+            hint="Install the server extra: pip install 'headstart[serve]'.",
+        )
+    import uvicorn
+
+    from headstart.serve.app import check_bind, create_app
+    from headstart.serve.limits import ServeLimits
+    from headstart.serve.predictor import load_predictor
+
+    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    check_bind(args.host, token, args.insecure)
+    if args.model is None and args.data is None:
+        raise ConfigError("Nothing to serve: give a model folder, or --data DIR to train one.")
+    if args.data is not None and not args.data.is_dir():
+        raise ConfigError(f"--data {args.data}: not a folder.")
+    limits = ServeLimits(
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_images=args.max_images,
+        max_pixels=args.max_pixels,
+        request_timeout_s=args.timeout,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queued_images=args.max_queued_images,
+    )
+    predictor = load_predictor(args.model, args.runtime) if args.model is not None else None
+    training = None
+    if args.data is not None or args.model is None:
+        from headstart.serve.training import TrainingJobs, TrainingSettings
+
+        settings = TrainingSettings(
+            out=args.out,
+            data=args.data,
+            backbone=args.backbone,
+            weights=args.weights,
+            image_size=args.image_size,
+        )
+        training = TrainingJobs(settings, limits)
+    app = create_app(predictor, limits, token=token, training=training, words=args.words)
+    handler = logging.StreamHandler(sys.stderr)
+    log = logging.getLogger("headstart.serve")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    where = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}/"
+    print(f"headstart: serving on {where} (Ctrl-C to stop)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        log.removeHandler(handler)
+    return 0

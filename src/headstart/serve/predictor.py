@@ -1,0 +1,83 @@
+"""What the server predicts through: a small protocol, so the torch estimator and the
+ONNX runtime plug in the same way (one adapter over their shared public API)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from headstart.data.decode import DecodeOptions
+from headstart.errors import ConfigError
+
+__all__ = ["RUNTIMES", "EstimatorPredictor", "Predictor", "load_predictor"]
+
+RUNTIMES = ("torch", "onnx")
+
+# What /v1/model shows of a model's metadata (the rest, e.g. its history, stays home).
+_DESCRIBED = ("backbone", "strategy", "classes", "metrics", "preprocessing", "decode_options")
+
+
+class Predictor(Protocol):
+    """A fitted model the server can use from one worker thread."""
+
+    classes: list[str]
+    decode_options: DecodeOptions
+
+    def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Probabilities, shape (len(images), len(classes)), rows summing to 1."""
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` answers: classes, backbone, strategy, metrics, ..."""
+
+
+class EstimatorPredictor:
+    """Adapter for anything shaped like ``ImageClassifier``: ``classes_``,
+    ``predict_proba(images)``, ``metadata()`` and ``decode_options_`` (the ONNX runtime's
+    ``OnnxClassifier`` has the same four)."""
+
+    def __init__(self, estimator: Any, *, runtime: str = "torch", source: str = "") -> None:
+        self.estimator = estimator
+        self.runtime = runtime
+        self.source = source  # shown to the operator's logs only, never sent to clients
+        self.classes = list(estimator.classes_)
+        self.decode_options = estimator.decode_options_
+        self._metadata = estimator.metadata()
+
+    def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(list(images)), dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        described = {name: self._metadata.get(name) for name in _DESCRIBED}
+        # `headstart train` records where its test data was (metrics.test.data.path): the
+        # operator's folders are no business of a client's.
+        described["metrics"] = _without_paths(described["metrics"])
+        described["runtime"] = self.runtime
+        return described
+
+
+def _without_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if k != "path"}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    return value
+
+
+def load_predictor(path: str | os.PathLike[str], runtime: str = "torch") -> EstimatorPredictor:
+    """The model at ``path`` (a folder written by ``ImageClassifier.save``, or an ONNX
+    export for ``runtime="onnx"``), ready to serve."""
+    if runtime == "torch":
+        from headstart.estimator import ImageClassifier
+
+        return EstimatorPredictor(ImageClassifier.load(path), runtime=runtime, source=str(path))
+    if runtime == "onnx":  # without onnxruntime, OnnxClassifier.load says what to install
+        from headstart.export.runtime import OnnxClassifier
+
+        return EstimatorPredictor(OnnxClassifier.load(path), runtime=runtime, source=str(path))
+    raise ConfigError(
+        f"Unknown runtime {runtime!r}.", hint=f"{{runtime}} must be one of {', '.join(RUNTIMES)}."
+    )
