@@ -50,6 +50,7 @@ _EXPORTS = {
     "fit_folder": "headstart.estimator.quick",
     "OnnxClassifier": "headstart.export.runtime",
     "export_onnx": "headstart.export.exporter",
+    "logme": "headstart.rank.evidence",
     "FeatureCache": "headstart.features.cache",
     "extract_features": "headstart.features.extract",
     "STRATEGIES": "headstart.strategies",

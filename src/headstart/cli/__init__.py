@@ -18,7 +18,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from headstart._internal.text import printable
-from headstart.cli import backbones, cache, check, compare, evaluate, export, predict, serve, train
+from headstart.cli import (
+    backbones,
+    cache,
+    check,
+    compare,
+    evaluate,
+    export,
+    predict,
+    rank,
+    serve,
+    train,
+)
 from headstart.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, cli_words
 from headstart.errors import HeadstartError, TrainingInterrupted
 
@@ -39,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(sub)
     predict.add_parser(sub)
     export.add_parser(sub)
+    rank.add_parser(sub)
     serve.add_parser(sub)
     for command in sub.choices.values():  # its flags word the library's errors
         command.set_defaults(command_parser=command)

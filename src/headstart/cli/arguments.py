@@ -160,7 +160,10 @@ def add_labels_argument(parser: argparse.ArgumentParser, default: str, several: 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--backbone", default=DEFAULT_BACKBONE, help=f"a timm architecture ({DEFAULT_BACKBONE})"
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        help=f"a timm architecture ({DEFAULT_BACKBONE}); in train, 'auto' chooses by `headstart "
+        "rank` (so does --layers auto)",
     )
     parser.add_argument(
         "--weights", default="auto", help="auto, bundled, hub, or a .safetensors/.pth file"

@@ -74,6 +74,47 @@ def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     return train, test
 
 
+def choose_by_ranking(args: argparse.Namespace, config: Any, train: Any) -> tuple[str, Any]:
+    """(backbone, config) chosen by `headstart rank` on the training images: every
+    bundled backbone for --backbone auto (at --image-size if given, else each one's own
+    and half), every default layer set for --layers auto; the table and the reason print."""
+    from headstart.backbones.registry import list_backbones
+    from headstart.features.cache import FeatureCache
+    from headstart.rank.ranking import LAYER_SETS, candidates_for, rank
+
+    rows = {row.name: row for row in list_backbones()}
+    if args.auto_backbone:
+        names = [r.name for r in rows.values() if r.source == "bundled" and r.available]
+    else:
+        names = [args.backbone]
+    sizes = [config.image_size] if config.image_size else None
+    layer_sets = LAYER_SETS if args.auto_layers else [config.layers]
+    native = {name: row.input_size for name, row in rows.items() if row.input_size}
+    candidates = candidates_for(names, sizes, layer_sets, native)
+    print(f"ranking {len(candidates)} candidates on the {len(train)} training images:")
+    folder = cache_folder(args)
+    ranking = rank(
+        train,
+        candidates,
+        weights=args.weights,
+        cache=FeatureCache(folder) if folder is not None else None,
+        device=config.device,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        notice=lambda line: print(printable(f"  {line}")),
+    )
+    print(printable(ranking.format(top=8), keep_newlines=True))
+    best = ranking.best
+    runner_up = ranking.ranked[1] if len(ranking.ranked) > 1 else None
+    why = f"chosen: {best.candidate.name}: the highest cross-validated probe accuracy "
+    why += f"({best.predicted_accuracy:.1%})"
+    if runner_up is not None:
+        why += f", ahead of {runner_up.candidate.name} ({runner_up.predicted_accuracy:.1%})"
+    print(printable(why))
+    chosen = best.candidate
+    return chosen.backbone, config.replace(image_size=chosen.image_size, layers=chosen.layers)
+
+
 def run(args: argparse.Namespace) -> int:
     """Every check that takes seconds comes before the slow part: the flags, then the
     --out folder (writable, not holding a model, not in use), then the backbone with its
@@ -85,9 +126,19 @@ def run(args: argparse.Namespace) -> int:
     from headstart.strategies.registry import get_strategy
 
     check_weights_argument(args.weights)
-    check_backbone_name(args.backbone)
+    args.auto_backbone = args.backbone == "auto"
+    args.auto_layers = args.layers == ("auto",)
+    if not args.auto_backbone:
+        check_backbone_name(args.backbone)
     parse_labels_per_class(args.labels_per_class, several=False)  # a typo fails now
     strategy = get_strategy(args.strategy)
+    if (args.auto_backbone or args.auto_layers) and not strategy.pretrained:
+        raise ConfigError(
+            f"--backbone auto and --layers auto rank pretrained features; --strategy "
+            f"{args.strategy} trains from random weights. Name a --backbone instead."
+        )
+    if args.auto_layers:
+        args.layers = None  # chosen after the ranking
     changes = config_changes(args)
     config = strategy.default_config().replace(**changes)
     strategy.refuse_unused(config, changes)
@@ -113,6 +164,10 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
     from headstart.data.doctor import diagnose
     from headstart.estimator.image_classifier import ImageClassifier
 
+    auto = args.auto_backbone or args.auto_layers
+    if auto:  # the choice needs the training images: they are loaded first
+        train, test = load_training_data(args, config.seed)
+        args.backbone, config = choose_by_ranking(args, config, train)
     clf = ImageClassifier(
         backbone=args.backbone,
         strategy=args.strategy,
@@ -123,7 +178,8 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
         callback=PrintingCallback(args.words),
     )
     clf.prepare()  # weights offline, --layers or --freeze-groups it lacks: fail before data
-    train, test = load_training_data(args, config.seed)
+    if not auto:
+        train, test = load_training_data(args, config.seed)
     unlabelled = None
     if args.unlabelled:
         from headstart.data.loaders import load_unlabelled

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from headstart._internal.atomic import atomic_write
 
-__all__ = ["new_figure", "save_confusion_matrix", "save_figure"]
+__all__ = ["new_figure", "save_confusion_matrix", "save_figure", "save_pareto_plot"]
 
 
 def new_figure(width: float, height: float) -> tuple[Figure, object]:
@@ -47,5 +47,28 @@ def save_confusion_matrix(
             colour = "white" if shares[row, col] > 0.5 else "black"
             axes.text(col, row, str(counts[row, col]), ha="center", va="center", color=colour)
     figure.colorbar(image, ax=axes, fraction=0.046, label="share of true class")
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def save_pareto_plot(
+    points: Sequence[tuple[str, float, float, bool]], path: Path, title: str = ""
+) -> Path:
+    """Predicted accuracy against batch-1 latency, one point per (name, latency ms,
+    accuracy, on the front); the Pareto front joined by a line and labelled."""
+    figure, axes = new_figure(7.5, 4.8)
+    for name, latency, accuracy, front in points:
+        axes.scatter(latency, 100 * accuracy, s=28, color="tab:blue" if front else "0.65",
+                     zorder=3 if front else 2)  # fmt: skip
+        if front:
+            axes.annotate(name, (latency, 100 * accuracy), fontsize=7, xytext=(4, 3),
+                          textcoords="offset points")  # fmt: skip
+    front = sorted((p for p in points if p[3]), key=lambda p: p[1])
+    if front:
+        axes.plot([p[1] for p in front], [100 * p[2] for p in front], color="tab:blue", lw=1)
+    axes.set_xlabel("batch-1 latency of the backbone (ms, this machine)")
+    axes.set_ylabel("predicted accuracy (%, cross-validated probe)")
+    axes.set_title(title or "candidates: accuracy against latency (blue: Pareto front)")
+    axes.grid(alpha=0.3)
     figure.tight_layout()
     return save_figure(figure, path)

@@ -1,0 +1,124 @@
+"""``headstart rank``: which backbone, input size and feature layers suit these images,
+estimated from their training part without training every candidate."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from headstart._internal.text import printable
+from headstart.cli.arguments import (
+    add_cache_arguments,
+    add_data_arguments,
+    add_inference_arguments,
+    add_labels_argument,
+    add_out_argument,
+    cache_folder,
+    check_runtime,
+    check_weights_argument,
+    decode_options,
+    parse_ints,
+    parse_labels_per_class,
+    test_size,
+)
+from headstart.cli.common import print_reports
+from headstart.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "rank",
+        help="rank backbones, input sizes and feature layers for your images",
+        description="Score every candidate (backbone x input size x layer set) on the "
+        "training part of DATA by a cross-validated linear probe, LogME and kNN, from "
+        "features extracted once (and cached); the test part is not looked at.",
+    )
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--backbones",
+        default="bundled",
+        help="comma-separated timm names, or 'bundled' (the backbones shipped with headstart "
+        "that this machine has)",
+    )
+    parser.add_argument(
+        "--image-sizes",
+        help="comma-separated input sizes (default: each backbone's own and half of it)",
+    )
+    parser.add_argument(
+        "--layers",
+        default="auto",
+        help="'auto' (final; stage-2,final; stage-3..final) or one comma-separated layer set",
+    )
+    parser.add_argument("--weights", default="auto", help="auto, bundled or hub")
+    add_labels_argument(parser, "all", several=False)
+    parser.add_argument("--seed", type=int, default=0, help="the split and the folds (0)")
+    add_cache_arguments(parser)
+    add_inference_arguments(parser)
+    add_out_argument(parser, "rank", makes_files=False)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from headstart.backbones.registry import check_backbone_name, list_backbones
+    from headstart.data.layout import load_images
+    from headstart.data.split import sample_per_class
+    from headstart.features.cache import FeatureCache
+    from headstart.rank.ranking import LAYER_SETS, candidates_for, rank, save_ranking
+
+    check_weights_argument(args.weights)
+    check_runtime(args.device, args.batch_size)
+    sizes = parse_ints("--image-sizes", args.image_sizes) if args.image_sizes else None
+    if sizes and min(sizes) < 16:
+        raise ConfigError(f"--image-sizes takes sizes of 16 px or more. Got {args.image_sizes}.")
+    layer_sets = LAYER_SETS if args.layers == "auto" else [tuple(args.layers.split(","))]
+    (per_class,) = parse_labels_per_class(args.labels_per_class, several=False)
+    known = {row.name: row for row in list_backbones()}
+    if args.backbones == "bundled":
+        names = [r.name for r in known.values() if r.source == "bundled" and r.available]
+        for row in known.values():
+            if row.source == "bundled" and not row.available:
+                print(printable(f"note: {row.name} is not installed here ({row.note})"))
+    else:
+        names = [name.strip() for name in args.backbones.split(",") if name.strip()]
+        for name in names:
+            check_backbone_name(name)
+    native = {name: row.input_size for name, row in known.items() if row.input_size}
+    candidates = candidates_for(names, sizes, layer_sets, native)
+    train, test = load_images(
+        args.data,
+        test_size=test_size(args),
+        seed=args.seed,
+        strict=args.strict,
+        options=decode_options(args),
+    )
+    print_reports(train, test, args.words)
+    if per_class is not None:
+        train = sample_per_class(train, per_class, seed=args.seed)
+    print(
+        f"ranking {len(candidates)} candidates on {len(train)} training images "
+        f"({len(train.classes)} classes); the test part is not looked at"
+    )
+    folder = cache_folder(args)
+    ranking = rank(
+        train,
+        candidates,
+        weights=args.weights,
+        cache=FeatureCache(folder) if folder is not None else None,
+        device=args.device,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        notice=lambda line: print(printable(line)),
+    )
+    print(printable(ranking.format(), keep_newlines=True))
+    best = ranking.best
+    print(
+        printable(
+            f"best: {best.candidate.name}, predicted accuracy {best.predicted_accuracy:.1%} "
+            f"(cross-validated linear probe on the training images); ranked in "
+            f"{ranking.seconds:.0f}s"
+        )
+    )
+    if args.out is not None:
+        for path in save_ranking(ranking, Path(args.out)):
+            print(printable(f"wrote {path}"))
+    return 0

@@ -1,0 +1,317 @@
+"""Rank candidate configurations (backbone x input size x feature layers) without
+training them: each (backbone, size) runs over the labelled training images once
+(features cached), and every layer set is scored from those features by LogME, a
+cross-validated linear probe and kNN.
+
+The predicted accuracy is the cross-validated probe's: it is an accuracy (LogME is a
+score on its own scale), and it estimates exactly the model feature extraction would
+train. Ties go to LogME, then to the cheaper candidate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart._internal.validation import invalid
+from headstart.data.dataset import ImageDataset
+from headstart.errors import DataError, HeadstartError
+from headstart.rank.evidence import logme
+from headstart.rank.scores import knn_accuracy, probe_accuracy
+
+__all__ = [
+    "LAYER_SETS",
+    "Candidate",
+    "CandidateScore",
+    "Ranking",
+    "candidates_for",
+    "rank",
+]
+
+# The layer sets tried by default: the pooled output alone, with the stage before it,
+# and the four-stage set feature extraction uses by default (far from ImageNet, earlier
+# stages carry more of what transfers).
+LAYER_SETS: tuple[tuple[str, ...], ...] = (
+    ("final",),
+    ("stage-2", "final"),
+    ("stage-3", "stage-2", "stage-1", "final"),
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    backbone: str
+    image_size: int
+    layers: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone} {self.image_size}px {'+'.join(self.layers)}"
+
+
+@dataclass
+class CandidateScore:
+    candidate: Candidate
+    predicted_accuracy: float | None = None  # the cross-validated probe's
+    logme: float | None = None
+    knn_accuracy: float | None = None
+    feature_width: int | None = None
+    extraction_seconds: float | None = None  # this run's, for its (backbone, size)
+    images_from_cache: int = 0
+    parameters: int | None = None
+    latency_ms: float | None = None  # batch-1 forward pass of the backbone, median
+    error: str | None = None  # why it could not be scored
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["candidate"] = {**asdict(self.candidate), "name": self.candidate.name}
+        return out
+
+
+@dataclass
+class Ranking:
+    """Candidates best first (those that failed last, with their reason)."""
+
+    scores: list[CandidateScore]
+    images: int
+    classes: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ranked(self) -> list[CandidateScore]:
+        return [s for s in self.scores if s.error is None]
+
+    @property
+    def failed(self) -> list[CandidateScore]:
+        return [s for s in self.scores if s.error is not None]
+
+    @property
+    def best(self) -> CandidateScore:
+        if not self.ranked:
+            reasons = "; ".join(f"{s.candidate.name}: {s.error}" for s in self.failed)
+            raise DataError(f"No candidate could be scored ({reasons}).")
+        return self.ranked[0]
+
+    def pareto(self) -> list[CandidateScore]:
+        """The candidates no other beats on both predicted accuracy and latency."""
+        rows = [s for s in self.ranked if s.latency_ms is not None]
+        return [s for s in rows if not any(_dominates(o, s) for o in rows)]
+
+    def format(self, top: int | None = None) -> str:
+        """The ranking as a text table."""
+        rows = self.ranked[:top] if top else self.ranked
+        width = max([len(s.candidate.name) for s in self.scores] + [9])
+        lines = [
+            f"{'#':>2}  {'candidate':<{width}}  {'probe CV':>8}  {'LogME':>7}  {'kNN':>6}  "
+            f"{'params':>6}  {'batch-1':>8}  {'extract':>8}"
+        ]
+        for i, s in enumerate(rows, start=1):
+            lines.append(
+                f"{i:>2}  {s.candidate.name:<{width}}  {_pct(s.predicted_accuracy):>8}  "
+                f"{s.logme:>7.3f}  {_pct(s.knn_accuracy):>6}  {s.parameters / 1e6:>5.1f}M  "
+                f"{s.latency_ms:>6.1f}ms  {_seconds(s):>8}"
+            )
+        for s in self.failed:
+            lines.append(f" -  {s.candidate.name:<{width}}  failed: {s.error}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "classes": self.classes,
+            "seconds": self.seconds,
+            "notes": self.notes,
+            "scores": [s.to_dict() for s in self.scores],
+            "pareto": [s.candidate.name for s in self.pareto()],
+        }
+
+
+def _dominates(a: CandidateScore, b: CandidateScore) -> bool:
+    """``a`` is at least as accurate and as fast as ``b``, and better at one of them."""
+    at_least = a.predicted_accuracy >= b.predicted_accuracy and a.latency_ms <= b.latency_ms
+    better = a.predicted_accuracy > b.predicted_accuracy or a.latency_ms < b.latency_ms
+    return at_least and better
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _seconds(score: CandidateScore) -> str:
+    if score.extraction_seconds is None:
+        return "-"
+    if score.images_from_cache and score.extraction_seconds < 0.5:
+        return "cached"
+    return f"{score.extraction_seconds:.1f}s"
+
+
+def candidates_for(
+    backbones: Sequence[str],
+    image_sizes: Sequence[int] | None = None,
+    layer_sets: Sequence[Sequence[str]] | None = None,
+    native_sizes: dict[str, int] | None = None,
+) -> list[Candidate]:
+    """Every (backbone, size, layer set). Without ``image_sizes``, each backbone at its
+    own input size and at half of it (small images often transfer as well at half the
+    cost); ``native_sizes`` gives those own sizes."""
+    layer_sets = [tuple(s) for s in (layer_sets or LAYER_SETS)]
+    out = []
+    for name in backbones:
+        if image_sizes:
+            sizes = list(dict.fromkeys(image_sizes))
+        else:
+            own = (native_sizes or {}).get(name, 224)
+            sizes = [own, own // 2]
+        out += [Candidate(name, size, layers) for size in sizes for layers in layer_sets]
+    return out
+
+
+def rank(
+    dataset: ImageDataset,
+    candidates: Sequence[Candidate],
+    *,
+    weights: str = "auto",
+    cache: Any = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    folds: int = 5,
+    seed: int = 0,
+    notice: Callable[[str], None] | None = None,
+) -> Ranking:
+    """Score ``candidates`` on a labelled ``dataset`` (training images only), best first.
+
+    A candidate that cannot be built (weights not on this machine, a layer the model
+    lacks, a size it refuses) is kept with its reason, and the others go on.
+    ``cache``: a ``FeatureCache`` the features are kept in (a second ranking, or the
+    training that follows, extracts nothing again). ``notice`` hears progress lines.
+    """
+    from headstart.backbones.registry import create_backbone
+    from headstart.features.cache import cached_features
+
+    if not candidates:
+        raise invalid("rank", "candidates", "at least one candidate", candidates)
+    counts = np.bincount(dataset.labels, minlength=len(dataset.classes))
+    present = int((counts > 0).sum())
+    if present < 2:
+        raise DataError(
+            f"Ranking needs labelled images of at least 2 classes; {dataset.report.source} "
+            f"has {present}."
+        )
+    tell = notice or (lambda text: None)
+    start = time.perf_counter()
+    scores: list[CandidateScore] = []
+    groups: dict[tuple[str, int], list[Candidate]] = {}
+    for candidate in candidates:
+        groups.setdefault((candidate.backbone, candidate.image_size), []).append(candidate)
+    for (name, size), members in groups.items():
+        try:
+            backbone = create_backbone(name, weights, image_size=size)
+            members = _with_known_layers(members, backbone.model, scores)
+            if not members:
+                continue
+            layers = list(dict.fromkeys(layer for c in members for layer in c.layers))
+            tell(f"{name} at {size} px: features of {len(dataset)} images")
+            began = time.perf_counter()
+            features, use = cached_features(
+                backbone, dataset, cache, layers=layers, device=device, batch_size=batch_size,
+                notice=tell,
+            )  # fmt: skip
+            seconds = time.perf_counter() - began
+            latency = _latency_ms(backbone, device)
+            parameters = sum(p.numel() for p in backbone.model.parameters())
+        except HeadstartError as exc:
+            scores += [CandidateScore(c, error=str(exc)) for c in members]
+            tell(f"{name} at {size} px: skipped ({exc})")
+            continue
+        for candidate in members:
+            x = np.concatenate([features[layer] for layer in candidate.layers], axis=1)
+            scores.append(
+                CandidateScore(
+                    candidate,
+                    predicted_accuracy=probe_accuracy(x, dataset.labels, folds=folds, seed=seed),
+                    logme=logme(x, dataset.labels),
+                    knn_accuracy=knn_accuracy(x, dataset.labels),
+                    feature_width=int(x.shape[1]),
+                    extraction_seconds=seconds,
+                    images_from_cache=use.from_cache,
+                    parameters=parameters,
+                    latency_ms=latency,
+                )
+            )
+    ranked = sorted(
+        (s for s in scores if s.error is None),
+        key=lambda s: (-(s.predicted_accuracy or 0.0), -s.logme, s.latency_ms),
+    )
+    return Ranking(
+        scores=ranked + [s for s in scores if s.error is not None],
+        images=len(dataset),
+        classes=present,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _with_known_layers(
+    members: list[Candidate], model: Any, scores: list[CandidateScore]
+) -> list[Candidate]:
+    """The candidates whose layers ``model`` has; the others go to ``scores`` failed."""
+    from headstart.features.layers import parse_layer
+
+    kept = []
+    for candidate in members:
+        try:
+            for layer in candidate.layers:
+                parse_layer(layer, model)
+        except HeadstartError as exc:
+            scores.append(CandidateScore(candidate, error=str(exc)))
+        else:
+            kept.append(candidate)
+    return kept
+
+
+def _latency_ms(backbone: Any, device: str) -> float:
+    """The median batch-1 forward pass of the backbone on the fast path, in ms."""
+    import torch
+
+    from headstart.backbones.device import select_device
+    from headstart.features.fastpath import inference_model, numerics
+
+    where = select_device(device)
+    model = backbone.model.to(where).eval()
+    run = inference_model(model, where, True, backbone.preprocessing.input_size)
+    x = torch.randn(1, *backbone.preprocessing.input_size, device=where)
+    times = []
+    try:
+        with torch.inference_mode(), numerics(run, where, True):
+            for i in range(13):
+                began = time.perf_counter()
+                run(x)
+                if i >= 3:  # the first passes warm up oneDNN
+                    times.append(time.perf_counter() - began)
+    finally:
+        backbone.model.to(memory_format=torch.contiguous_format).cpu()
+    return 1000 * float(np.median(times))
+
+
+def save_ranking(ranking: Ranking, folder: Path) -> list[Path]:
+    """``ranking.json`` and the accuracy-against-latency plot into ``folder``."""
+    import json
+
+    from headstart._internal.atomic import atomic_write
+    from headstart.evaluation.plots import save_pareto_plot
+
+    text = json.dumps(ranking.to_dict(), indent=2).encode()
+    atomic_write(folder / "ranking.json", lambda handle: handle.write(text))
+    rows = ranking.ranked
+    front = {s.candidate.name for s in ranking.pareto()}
+    png = save_pareto_plot(
+        [(s.candidate.name, s.latency_ms, s.predicted_accuracy, s.candidate.name in front)
+         for s in rows],
+        folder / "ranking.png",
+    )  # fmt: skip
+    return [folder / "ranking.json", png]

@@ -1,0 +1,58 @@
+"""Cheap estimates of how well features will do, from labelled training features only:
+a cross-validated linear probe (the head feature extraction would train) and
+leave-one-out kNN accuracy. LogME is in ``logme``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from headstart.train.probe import fit_linear_probe
+
+__all__ = ["knn_accuracy", "probe_accuracy"]
+
+
+def probe_accuracy(
+    features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0
+) -> float | None:
+    """Mean held-out accuracy of the linear probe over stratified ``folds`` (fewer when
+    a class has fewer images); None when a class has a single image."""
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    folds = min(folds, int(counts.min()))
+    if folds < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for k in classes:  # each class dealt round-robin over the folds, in a seeded order
+        members = rng.permutation(np.flatnonzero(labels == k))
+        fold_of[members] = np.arange(len(members)) % folds
+    index = {k: i for i, k in enumerate(classes)}
+    y = np.array([index[k] for k in labels])
+    correct = 0
+    for fold in range(folds):
+        held = fold_of == fold
+        probe = fit_linear_probe(features[~held], y[~held], len(classes), seed=seed)
+        correct += int((probe.predict_proba(features[held]).argmax(1) == y[held]).sum())
+    return correct / len(labels)
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, *, k: int = 5) -> float:
+    """Leave-one-out accuracy of a cosine kNN (majority of the ``k`` nearest, ties to
+    the nearer) on standardised features."""
+    labels = np.asarray(labels)
+    x = np.asarray(features, dtype=np.float32)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    k = max(1, min(k, len(x) - 1))
+    correct = 0
+    for start in range(0, len(x), 1024):  # a 1024 x N block of similarities at a time
+        sims = x[start : start + 1024] @ x.T
+        rows = np.arange(len(sims))
+        sims[rows, start + rows] = -np.inf  # not itself
+        nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        for i, idx in enumerate(nearest):
+            votes: dict[int, float] = {}
+            for rank, j in enumerate(idx):  # ties go to the class with the nearer vote
+                votes[labels[j]] = votes.get(labels[j], 0) + 1 - rank * 1e-6
+            correct += int(max(votes, key=votes.get) == labels[start + i])
+    return correct / len(x)
