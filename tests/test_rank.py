@@ -133,3 +133,13 @@ def test_auto_choice_is_refused_for_scratch(tmp_path, capsys):
                  "--out", str(tmp_path / "run")])  # fmt: skip
     assert code == 2
     assert "trains from random weights" in capsys.readouterr().err
+
+
+def test_cli_words_a_failed_candidate_as_its_flags(tmp_path, capsys):
+    folder = colour_folder(tmp_path / "imgs", per_class=4)
+    code = main(["rank", str(folder), "--backbones", "test_efficientnet", "--weights", "none",
+                 "--image-sizes", "32", "--layers", "stage9", "--no-cache"])  # fmt: skip
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "failed: --layers must be" in captured.out  # not the library's extract_features
+    assert "each one's reason is listed above" in captured.err

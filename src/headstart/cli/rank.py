@@ -22,7 +22,7 @@ from headstart.cli.arguments import (
     test_size,
 )
 from headstart.cli.common import print_reports
-from headstart.errors import ConfigError
+from headstart.errors import ConfigError, DataError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         notice=lambda line: print(printable(line)),
     )
-    print(printable(ranking.format(), keep_newlines=True))
+    print(printable(ranking.format(words=args.words), keep_newlines=True))
+    if not ranking.ranked:  # the table above gave each one's reason, in these words
+        raise DataError("No candidate could be scored; each one's reason is listed above.")
     best = ranking.best
     print(
         printable(

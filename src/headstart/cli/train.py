@@ -103,7 +103,9 @@ def choose_by_ranking(args: argparse.Namespace, config: Any, train: Any) -> tupl
         seed=config.seed,
         notice=lambda line: print(printable(f"  {line}")),
     )
-    print(printable(ranking.format(top=8), keep_newlines=True))
+    print(printable(ranking.format(top=8, words=args.words), keep_newlines=True))
+    if not ranking.ranked:  # the table above gave each one's reason, in these words
+        raise DataError("No candidate could be scored; each one's reason is listed above.")
     best = ranking.best
     runner_up = ranking.ranked[1] if len(ranking.ranked) > 1 else None
     why = f"chosen: {best.candidate.name}: the highest cross-validated probe accuracy "

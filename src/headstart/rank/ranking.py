@@ -66,9 +66,15 @@ class CandidateScore:
     parameters: int | None = None
     latency_ms: float | None = None  # batch-1 forward pass of the backbone, median
     error: str | None = None  # why it could not be scored
+    exception: HeadstartError | None = field(default=None, repr=False, compare=False)
+
+    def reason(self, words: dict[str, str] | None = None) -> str | None:
+        """Why it failed, in a face's own words (``--layers`` on the command line)."""
+        return self.exception.render(words) if self.exception is not None else self.error
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out.pop("exception")
         out["candidate"] = {**asdict(self.candidate), "name": self.candidate.name}
         return out
 
@@ -94,7 +100,7 @@ class Ranking:
     @property
     def best(self) -> CandidateScore:
         if not self.ranked:
-            reasons = "; ".join(f"{s.candidate.name}: {s.error}" for s in self.failed)
+            reasons = "; ".join(f"{s.candidate.name}: {s.reason()}" for s in self.failed)
             raise DataError(f"No candidate could be scored ({reasons}).")
         return self.ranked[0]
 
@@ -103,8 +109,8 @@ class Ranking:
         rows = [s for s in self.ranked if s.latency_ms is not None]
         return [s for s in rows if not any(_dominates(o, s) for o in rows)]
 
-    def format(self, top: int | None = None) -> str:
-        """The ranking as a text table."""
+    def format(self, top: int | None = None, words: dict[str, str] | None = None) -> str:
+        """The ranking as a text table; ``words`` spell failures as a face's flags."""
         rows = self.ranked[:top] if top else self.ranked
         width = max([len(s.candidate.name) for s in self.scores] + [9])
         lines = [
@@ -118,7 +124,7 @@ class Ranking:
                 f"{s.latency_ms:>6.1f}ms  {_seconds(s):>8}"
             )
         for s in self.failed:
-            lines.append(f" -  {s.candidate.name:<{width}}  failed: {s.error}")
+            lines.append(f" -  {s.candidate.name:<{width}}  failed: {s.reason(words)}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,7 +232,7 @@ def rank(
             latency = _latency_ms(backbone, device)
             parameters = sum(p.numel() for p in backbone.model.parameters())
         except HeadstartError as exc:
-            scores += [CandidateScore(c, error=str(exc)) for c in members]
+            scores += [CandidateScore(c, error=str(exc), exception=exc) for c in members]
             tell(f"{name} at {size} px: skipped ({exc})")
             continue
         for candidate in members:
@@ -268,7 +274,7 @@ def _with_known_layers(
             for layer in candidate.layers:
                 parse_layer(layer, model)
         except HeadstartError as exc:
-            scores.append(CandidateScore(candidate, error=str(exc)))
+            scores.append(CandidateScore(candidate, error=str(exc), exception=exc))
         else:
             kept.append(candidate)
     return kept
