@@ -85,6 +85,13 @@ def test_ranking_is_deterministic_and_a_failing_candidate_leaves_the_others(tmp_
     assert "failed:" in first.format() and "test_efficientnet 32px final" in first.format()
 
 
+def test_a_class_of_one_image_is_refused_before_any_extraction():
+    data = colour_data(per_class=4, seed=0)
+    keep = np.r_[np.flatnonzero(data.labels != 2), np.flatnonzero(data.labels == 2)[:1]]
+    with pytest.raises(DataError, match="each class needs at least 2.*red has 1"):
+        rank(data.subset(keep), [Candidate("test_efficientnet", 32, ("final",))], weights="none")
+
+
 def test_one_class_is_refused_before_any_extraction():
     data = colour_data(per_class=4, seed=0)
     one = data.subset(np.flatnonzero(data.labels == 0))
@@ -103,6 +110,7 @@ def test_cli_rank_prints_the_table_and_writes_the_report(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "on 14 training images" in text and "the test part is not looked at" in text
     assert "best: test_" in text and "probe CV" in text
+    assert "probe accuracy" in text.split("best: ")[1]  # and why it won
     saved = json.loads((out / "ranking.json").read_text())
     assert len(saved["scores"]) == 2 and saved["pareto"]
     assert (out / "ranking.png").stat().st_size > 1000

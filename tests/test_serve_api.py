@@ -314,3 +314,17 @@ def test_a_body_that_stops_coming_is_408_and_streams_are_left_alone():
     assert asyncio.run(call(stalled)) == 408
     whole = [{"type": "http.request", "body": b"abc", "more_body": False}]
     assert asyncio.run(call(whole, after_body_delay=0.2)) == 200  # waited past the timeout
+
+
+def test_a_post_from_another_sites_page_is_refused(predictor):
+    """A page the user visits must not reach a server on their machine: a POST with a
+    foreign Origin is 403, and with allowed_hosts a foreign Host (DNS rebinding) is 400."""
+    app = create_app(predictor, allowed_hosts=["testserver", "127.0.0.1"])
+    with TestClient(app) as c:
+        image = colour_png("red")
+        foreign = {**_png, "origin": "http://evil.example"}
+        assert c.post("/v1/predict", content=image, headers=foreign).status_code == 403
+        own = c.post("/v1/predict", content=image, headers={**_png, "origin": "http://testserver"})
+        assert own.status_code == 200
+        assert c.get("/v1/model", headers={"host": "evil.example:8000"}).status_code == 400
+        assert c.get("/v1/model").status_code == 200

@@ -192,3 +192,34 @@ def test_an_announced_request_that_gives_up_wakes_the_gathering_batch():
         assert model.batch_sizes == [1]
     finally:
         batcher.stop()
+
+
+class ChokesOnSmall:
+    """Fails any pass that holds a 7x7 image: one client's bad image."""
+
+    classes = ["a"]
+
+    def predict_proba(self, images):  # noqa: ANN001, ANN201
+        if any(image.size == (7, 7) for image in images):
+            raise RuntimeError("model choked on a 7x7 image")
+        return np.ones((len(images), 1), np.float32)
+
+
+def test_one_requests_failing_image_does_not_fail_the_others_in_its_batch():
+    model = GatedModel()
+    batcher = batcher_for(model)
+    try:
+        blocker = batcher.submit([IMAGE])
+        assert model.entered.wait(10)
+        batcher._model_of = lambda: ChokesOnSmall()  # the next batch meets the choking model
+        good = batcher.submit([IMAGE, IMAGE])
+        bad = batcher.submit([Image.new("RGB", (7, 7))])
+        _wait_pending(batcher, 4)
+        model.release.set()
+        blocker.result(10)
+        assert good.result(10)[1].shape == (2, 1)  # retried alone after the shared pass failed
+        with pytest.raises(RuntimeError, match="7x7"):
+            bad.result(10)
+    finally:
+        model.release.set()
+        batcher.stop()

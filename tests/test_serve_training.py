@@ -217,3 +217,24 @@ def test_one_job_at_a_time(tmp_path, monkeypatch):
         assert read_events(client, first.json()["id"])[-1]["status"] == "done"
         assert client.post("/v1/train").status_code == 202  # free again
         assert client.get("/v1/train").json()["job"]["status"] in ("running", "done")
+
+
+def test_a_zip_with_a_file_and_a_folder_of_one_name_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("cat", "x")
+        bundle.writestr("cat/1.png", "y")
+    with pytest.raises(DataError, match="cat"):
+        unpack_zip(io.BytesIO(buffer.getvalue()), tmp_path / "out", ServeLimits())
+
+
+def test_an_uploaded_zip_is_removed_once_its_job_ends(tmp_path):
+    archive = zip_of(colour_folder(tmp_path / "colours", per_class=8))
+    limits = ServeLimits()
+    jobs = TrainingJobs(tiny_settings(tmp_path, None), limits)
+    with TestClient(create_app(None, limits, training=jobs)) as client:
+        started = client.post("/v1/train?source=upload&epochs=1", content=archive,
+                              headers={"content-type": "application/zip"})  # fmt: skip
+        assert started.status_code == 202
+        read_events(client, started.json()["id"])
+        assert list(jobs._uploads.iterdir()) == []  # nothing unpacked stays behind

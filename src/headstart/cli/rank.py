@@ -113,13 +113,8 @@ def run(args: argparse.Namespace) -> int:
     if not ranking.ranked:  # the table above gave each one's reason, in these words
         raise DataError("No candidate could be scored; each one's reason is listed above.")
     best = ranking.best
-    print(
-        printable(
-            f"best: {best.candidate.name}, predicted accuracy {best.predicted_accuracy:.1%} "
-            f"(cross-validated linear probe on the training images); ranked in "
-            f"{ranking.seconds:.0f}s"
-        )
-    )
+    print(printable(f"best: {best.candidate.name}: {ranking.why_best()}"))
+    print(f"ranked in {ranking.seconds:.0f}s")
     if args.out is not None:
         for path in save_ranking(ranking, Path(args.out)):
             print(printable(f"wrote {path}"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -78,6 +79,15 @@ def missing_packages() -> list[str]:
     ]
 
 
+def _is_local(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower().rstrip(".") == "localhost"
+
+
 def run(args: argparse.Namespace) -> int:
     missing = missing_packages()
     if missing:
@@ -93,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     check_bind(args.host, token, args.insecure)
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535. Got {args.port} instead.")
+    if not math.isfinite(args.max_body_mb) or args.max_body_mb <= 0:
+        raise ConfigError(f"--max-body-mb must be a number > 0. Got {args.max_body_mb} instead.")
     if args.model is None and args.data is None:
         raise ConfigError("Nothing to serve: give a model folder, or --data DIR to train one.")
     if args.data is not None and not args.data.is_dir():
@@ -119,7 +133,14 @@ def run(args: argparse.Namespace) -> int:
             image_size=args.image_size,
         )
         training = TrainingJobs(settings, limits)
-    app = create_app(predictor, limits, token=token, training=training, words=args.words)
+    # On this machine only, the Host must be one of its own names: a page of another site
+    # whose DNS was re-pointed at 127.0.0.1 (rebinding) is refused. Bound wider (a token
+    # is then required), the names it is reached by are not known here.
+    local = _is_local(args.host)
+    hosts = [args.host, "localhost", "127.0.0.1", "::1"] if local else None
+    app = create_app(
+        predictor, limits, token=token, training=training, words=args.words, allowed_hosts=hosts
+    )
     handler = logging.StreamHandler(sys.stderr)
     log = logging.getLogger("headstart.serve")
     log.addHandler(handler)

@@ -107,12 +107,7 @@ def choose_by_ranking(args: argparse.Namespace, config: Any, train: Any) -> tupl
     if not ranking.ranked:  # the table above gave each one's reason, in these words
         raise DataError("No candidate could be scored; each one's reason is listed above.")
     best = ranking.best
-    runner_up = ranking.ranked[1] if len(ranking.ranked) > 1 else None
-    why = f"chosen: {best.candidate.name}: the highest cross-validated probe accuracy "
-    why += f"({best.predicted_accuracy:.1%})"
-    if runner_up is not None:
-        why += f", ahead of {runner_up.candidate.name} ({runner_up.predicted_accuracy:.1%})"
-    print(printable(why))
+    print(printable(f"chosen: {best.candidate.name}: {ranking.why_best()}"))
     chosen = best.candidate
     return chosen.backbone, config.replace(image_size=chosen.image_size, layers=chosen.layers)
 

@@ -5,7 +5,9 @@ cross-validated linear probe and kNN.
 
 The predicted accuracy is the cross-validated probe's: it is an accuracy (LogME is a
 score on its own scale), and it estimates exactly the model feature extraction would
-train. Ties go to LogME, then to the cheaper candidate.
+train. Ties (accuracies move in steps of 1/N) go to LogME, then to the narrower
+features; latency is measured for the table and the Pareto front, not for the order
+(it is the noisiest number here).
 """
 
 from __future__ import annotations
@@ -127,6 +129,22 @@ class Ranking:
             lines.append(f" -  {s.candidate.name:<{width}}  failed: {s.reason(words)}")
         return "\n".join(lines)
 
+    def why_best(self) -> str:
+        """Why the first candidate leads, in one sentence."""
+        best = self.best
+        text = f"the highest cross-validated probe accuracy ({best.predicted_accuracy:.1%})"
+        if len(self.ranked) > 1:
+            second = self.ranked[1]
+            if second.predicted_accuracy == best.predicted_accuracy:
+                text = (
+                    f"tied with {second.candidate.name} on probe accuracy "
+                    f"({best.predicted_accuracy:.1%}); LogME decided ({best.logme:.3f} against "
+                    f"{second.logme:.3f})"
+                )
+            else:
+                text += f", ahead of {second.candidate.name} ({second.predicted_accuracy:.1%})"
+        return text
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "images": self.images,
@@ -209,6 +227,12 @@ def rank(
             f"Ranking needs labelled images of at least 2 classes; {dataset.report.source} "
             f"has {present}."
         )
+    few = [dataset.classes[k] for k in np.flatnonzero((counts > 0) & (counts < 2))]
+    if few:
+        raise DataError(
+            f"Ranking cross-validates on the labelled images, so each class needs at least 2; "
+            f"{', '.join(few[:5])} {'has' if len(few) == 1 else 'have'} 1."
+        )
     tell = notice or (lambda text: None)
     start = time.perf_counter()
     scores: list[CandidateScore] = []
@@ -252,7 +276,7 @@ def rank(
             )
     ranked = sorted(
         (s for s in scores if s.error is None),
-        key=lambda s: (-(s.predicted_accuracy or 0.0), -s.logme, s.latency_ms),
+        key=lambda s: (-s.predicted_accuracy, -s.logme, s.feature_width),
     )
     return Ranking(
         scores=ranked + [s for s in scores if s.error is not None],
@@ -297,6 +321,8 @@ def _latency_ms(backbone: Any, device: str) -> float:
             for i in range(13):
                 began = time.perf_counter()
                 run(x)
+                if where.type == "cuda":  # the pass itself, not its launch
+                    torch.cuda.synchronize(where)
                 if i >= 3:  # the first passes warm up oneDNN
                     times.append(time.perf_counter() - began)
     finally:

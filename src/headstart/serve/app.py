@@ -17,9 +17,10 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -81,12 +82,19 @@ def create_app(
     token: str | None = None,
     training: Any = None,
     words: Mapping[str, str] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """The app serving ``predictor`` (None: no model until one is trained from the page).
 
     ``token``: clients must send ``Authorization: Bearer <token>`` to ``/v1/``;
     ``training``: a ``TrainingJobs`` that lets the page train; ``words``: how a face
-    spells settings in decode reasons (the CLI's ``--max-pixels``).
+    spells settings in decode reasons (the CLI's ``--max-pixels``); ``allowed_hosts``:
+    the Host names a request may carry (None: any), so a web page of another site
+    re-pointed at 127.0.0.1 by its DNS (rebinding) is refused.
+
+    A request that changes state (POST) from a web page of another origin is refused
+    with 403 whatever the token: without it, any site the user visits could post to a
+    server on their machine (train a model, replace the served one).
     """
     limits = limits or ServeLimits()
     state = ServerState(predictor, limits)
@@ -111,6 +119,7 @@ def create_app(
         EdgeMiddleware,
         limit_for=lambda path: limits.max_zip_bytes if path == zip_route else limits.max_body_bytes,
         read_timeout_s=limits.request_timeout_s,
+        allowed_hosts=allowed_hosts,
     )
     require_token = _token_check(token)
 
@@ -170,6 +179,11 @@ def create_app(
             except TimeoutError:
                 raise HTTPException(
                     504, f"No answer from the model within {limits.request_timeout_s:g} s."
+                ) from None
+            except Exception:  # the model failed on these images: JSON, logged, server lives
+                LOG.exception("prediction failed")
+                raise HTTPException(
+                    500, "The model failed on this request's images; the server logged why."
                 ) from None
         rows = iter(proba)
         results = []
@@ -286,10 +300,18 @@ class EdgeMiddleware:
     (408 after ``read_timeout_s`` without a byte: a slow client cannot hold a request
     open for ever), and one structured log line per request."""
 
-    def __init__(self, app: Any, *, limit_for: Callable[[str], int], read_timeout_s: float) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        limit_for: Callable[[str], int],
+        read_timeout_s: float,
+        allowed_hosts: Sequence[str] | None = None,
+    ) -> None:
         self.app = app
         self.limit_for = limit_for  # the body limit of a request path
         self.read_timeout_s = read_timeout_s
+        self.allowed_hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -320,6 +342,13 @@ class EdgeMiddleware:
             await send(message)
 
         try:
+            refused = self._refused(scope)
+            if refused is not None:
+                status, detail = refused
+                await JSONResponse({"detail": detail}, status_code=status)(
+                    scope, receive, watched_send
+                )
+                return
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 raise _BodyTooLarge
@@ -348,6 +377,29 @@ class EdgeMiddleware:
                     }
                 )
             )
+
+    def _refused(self, scope: dict) -> tuple[int, str] | None:
+        """(status, why) for a request from where it must not come, else None."""
+        headers = {key.lower(): value.decode("latin-1") for key, value in scope.get("headers", ())}
+        host = headers.get(b"host", "")
+        if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
+            return 400, "Unknown Host header; this server answers to its own address only."
+        origin = headers.get(b"origin")
+        unsafe = scope.get("method") not in _SAFE_METHODS and origin is not None
+        if unsafe and (origin == "null" or urlsplit(origin).netloc.lower() != host.lower()):
+            return 403, "Requests from another site's page are refused."
+        return None
+
+
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _host_name(host: str) -> str:
+    """``example:8000`` -> ``example``; ``[::1]:8000`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _content_length(scope: dict) -> int | None:

@@ -197,6 +197,19 @@ class MicroBatcher:
                 count += len(job.images)
             self._run(jobs)
 
+    def _run_alone(self, job: _Job) -> None:
+        """One request's images in a pass of their own (after a shared pass failed)."""
+        try:
+            model = self._model_of()
+            rows = [
+                model.predict_proba(job.images[start : start + self.max_batch_size])
+                for start in range(0, len(job.images), self.max_batch_size)
+            ]
+            proba = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+            job.future.set_result((list(model.classes), proba))
+        except Exception as error:
+            job.future.set_exception(error)
+
     def _run(self, jobs: list[_Job]) -> None:
         live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
         try:
@@ -215,10 +228,15 @@ class MicroBatcher:
             for job in live:
                 job.future.set_result((list(model.classes), proba[start : start + len(job.images)]))
                 start += len(job.images)
-        except Exception as error:  # the requests get the error; the worker lives on
-            for job in live:
-                if not job.future.done():
-                    job.future.set_exception(error)
+        except Exception as error:  # the worker lives on
+            if len(live) > 1:  # one request's image must not fail the others: each alone
+                for job in live:
+                    if not job.future.done():
+                        self._run_alone(job)
+            else:
+                for job in live:
+                    if not job.future.done():
+                        job.future.set_exception(error)
         finally:
             with self._lock:
                 self._pending -= sum(len(job.images) for job in jobs)

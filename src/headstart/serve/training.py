@@ -99,6 +99,10 @@ class TrainingJobs:
 
         return [s for s in strategy_names() if not get_strategy(s).uses_unlabelled]
 
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running is not None and self._running.status == "running"
+
     def start(
         self,
         strategy: str,
@@ -138,13 +142,15 @@ class TrainingJobs:
             self._train(job, epochs, data, on_model)
             job.status = "done"
         except HeadstartError as error:
-            job.emit("error", message=str(error))
+            job.emit("error", message=_without_root(str(error), data))
             job.status = "failed"
-        except Exception as error:  # a bug or out of memory: said, logged, the server lives
+        except Exception:  # a bug or out of memory: logged here, said without its details
             LOG.exception("training job %s failed", job.id)
-            job.emit("error", message=f"{type(error).__name__}: {error}")
+            job.emit("error", message="Training failed unexpectedly; the server logged why.")
             job.status = "failed"
         finally:
+            if data.parent == self._uploads:  # an unpacked upload: used, then gone
+                remove_tree(data)
             job.emit("end", status=job.status)
 
     def _train(
@@ -244,8 +250,15 @@ class TrainingJobs:
                     raise HTTPException(400, "This server has no data folder; upload a zip.")
                 data, label = jobs.settings.data, "server folder"
             else:
+                if jobs.busy():  # before a 200 MB body is read and unpacked for nothing
+                    raise HTTPException(409, "A model is being trained already; wait for it.")
                 data, label = await jobs._receive_zip(request), "uploaded zip"
-            job = jobs.start(strategy, epochs, data, label, swap)
+            try:
+                job = jobs.start(strategy, epochs, data, label, swap)
+            except BaseException:
+                if source == "upload":
+                    remove_tree(data)
+                raise
             return job.summary()
 
         @app.get("/v1/train/{job_id}", tags=["training"], dependencies=auth)
@@ -290,7 +303,19 @@ class TrainingJobs:
                 return await asyncio.to_thread(unpack_zip, spool, target, self.limits)
             except HeadstartError as error:
                 remove_tree(target)
-                raise HTTPException(400, str(error)) from None
+                raise HTTPException(400, _without_root(str(error), target)) from None
+            except Exception:  # an OSError while unpacking: said without server paths
+                remove_tree(target)
+                LOG.exception("unpacking an upload failed")
+                raise HTTPException(400, "The zip could not be unpacked on the server.") from None
+
+
+def _without_root(text: str, root: Path) -> str:
+    """A message for the page, with the server's folder of the data written as words:
+    no server path reaches a client."""
+    for form in (str(root.resolve()), str(root)):
+        text = text.replace(form + "/", "").replace(form, "the training data")
+    return text
 
 
 def _int_or(text: str | None, default: int) -> int:

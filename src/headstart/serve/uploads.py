@@ -51,8 +51,8 @@ def unpack_zip(archive: BinaryIO, folder: Path, limits: ServeLimits) -> Path:
                     f"{limits.max_zip_ratio} to 1; refused as a possible zip bomb."
                 )
             target = folder.joinpath(*relative.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)  # a file of that name: refused
                 with bundle.open(member) as source, target.open("xb") as sink:
                     # Counted as read, not as declared: a header can lie about sizes.
                     while chunk := source.read(_CHUNK):
@@ -62,8 +62,12 @@ def unpack_zip(archive: BinaryIO, folder: Path, limits: ServeLimits) -> Path:
                         sink.write(chunk)
             except FileExistsError:
                 raise DataError(f"{member.filename}: the zip holds this file twice.") from None
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as e:
+            except (FileNotFoundError, NotADirectoryError):
+                raise DataError(f"{member.filename}: a file and a folder share its path.") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
                 raise DataError(f"{member.filename}: cannot unpack ({e}).") from None
+            except OSError as e:  # the server's own path stays out of the message
+                raise DataError(f"{member.filename}: cannot unpack ({e.strerror}).") from None
     return _class_root(folder)
 
 
