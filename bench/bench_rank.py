@@ -47,7 +47,7 @@ from headstart.rank import candidates_for, rank
 from headstart.train.probe import fit_linear_probe
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
-NATIVE = dict(zip(BACKBONES, (224, 240, 260)))
+NATIVE = dict(zip(BACKBONES, (224, 240, 260), strict=True))
 
 
 def load(name: str, test_per_class: int):
@@ -118,9 +118,12 @@ def run(name: str, work: Path, sizes: list[int] | None, test_per_class: int) -> 
         "weighted_tau": float(weightedtau(true, predicted)[0]),
         "kendall_tau": float(kendalltau(true, predicted)[0]),
         # the test set's own noise: the truth on its even rows against its odd rows
-        "weighted_tau_test_halves": float(weightedtau(
-            [r["true_accuracy_halves"][0] for r in scored],
-            [r["true_accuracy_halves"][1] for r in scored])[0]),  # fmt: skip
+        "weighted_tau_test_halves": float(
+            weightedtau(
+                [r["true_accuracy_halves"][0] for r in scored],
+                [r["true_accuracy_halves"][1] for r in scored],
+            )[0]
+        ),  # fmt: skip
         "weighted_tau_logme": float(weightedtau(true, [r["logme"] for r in scored])[0]),
         "weighted_tau_knn": float(weightedtau(true, [r["knn_accuracy"] for r in scored])[0]),
         "chosen": chosen["candidate"]["name"],
@@ -138,15 +141,83 @@ def run(name: str, work: Path, sizes: list[int] | None, test_per_class: int) -> 
     return out
 
 
+def short(name: str) -> str:
+    return name.replace("tf_efficientnet_lite", "Lite").replace(
+        "stage-3+stage-2+stage-1+final", "4 stages"
+    )
+
+
+def markdown(results: dict) -> str:
+    """The summary table and each dataset's rows, as Markdown."""
+    lines = [
+        "| dataset | train / test | weighted τ | Kendall τ | test halves wτ | wτ LogME | wτ kNN "
+        "| chosen (true) | best (true) | gap | ranking | train all probes |",
+        "| --- | --- | --: | --: | --: | --: | --: | --- | --- | --: | --: | --: |",
+    ]
+    for r in results["datasets"]:
+        halves = r.get("weighted_tau_test_halves", float("nan"))
+        chosen = f"{short(r['chosen'])} ({r['chosen_true']:.1%})"
+        best = f"{short(r['best'])} ({r['best_true']:.1%})"
+        lines.append(
+            f"| {r['dataset']} | {r['train_images']} / {r['test_images']} "
+            f"| {r['weighted_tau']:.2f} | {r['kendall_tau']:.2f} | {halves:.2f} "
+            f"| {r['weighted_tau_logme']:.2f} | {r['weighted_tau_knn']:.2f} | {chosen} | {best} "
+            f"| {r['gap_points']:.1f} pt | {r['ranking_seconds']:.0f} s "
+            f"| {r['train_all_probes_seconds']:.0f} s |"
+        )
+    draws: dict[str, list[dict]] = {}  # fmnist<k> -> its seeded draws
+    for r in results["datasets"]:
+        if r["dataset"].startswith("fmnist"):
+            draws.setdefault(r["dataset"].partition(":")[0], []).append(r)
+    for k, runs in draws.items():
+        if len(runs) < 2:
+            continue
+        truths = [
+            {row["candidate"]["name"]: row["true_accuracy"] for row in r["rows"]} for r in runs
+        ]
+        names = sorted(truths[0])
+        pairs = []
+        for i in range(len(runs)):
+            for j in range(i + 1, len(runs)):
+                tau = weightedtau([truths[i][n] for n in names], [truths[j][n] for n in names])[0]
+                pairs.append(f"{runs[i]['dataset']} vs {runs[j]['dataset']} {tau:.2f}")
+        lines += [
+            "",
+            f"{k}: weighted τ between the true accuracies of two draws: " + ", ".join(pairs),
+        ]
+    for r in results["datasets"]:
+        lines += [
+            "",
+            f"{r['dataset']}: predicted (CV probe) against true, best true first",
+            "",
+            "| candidate | predicted | true | LogME | kNN |",
+            "| --- | --: | --: | --: | --: |",
+        ]
+        for row in sorted(r["rows"], key=lambda row: -row["true_accuracy"]):
+            lines.append(
+                f"| {short(row['candidate']['name'])} | {row['predicted_accuracy']:.1%} "
+                f"| {row['true_accuracy']:.1%} | {row['logme']:.3f} | {row['knn_accuracy']:.1%} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="fmnist10,digits,sample,fmnist100")
-    parser.add_argument("--fmnist-test-per-class", type=int, default=100,
-                        help="Fashion-MNIST test images per class (1000: the whole test split)")
+    parser.add_argument(
+        "--fmnist-test-per-class",
+        type=int,
+        default=100,
+        help="Fashion-MNIST test images per class (1000: the whole test split)",
+    )
     parser.add_argument("--sizes", default="", help="comma-separated; default native+half")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-rank"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-rank.json"))
+    parser.add_argument("--table", type=Path, help="only print the Markdown of a saved --out")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return
     shutil.rmtree(args.work, ignore_errors=True)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
     results = {"machine": f"{platform.processor() or platform.machine()}, "
@@ -158,6 +229,7 @@ def main() -> None:
         print(f"{r['dataset']:>9}  wtau {r['weighted_tau']:+.3f}  tau {r['kendall_tau']:+.3f}  "
               f"gap {r['gap_points']:.1f} pt  rank {r['ranking_seconds']:.0f}s  "
               f"train-all-probes {r['train_all_probes_seconds']:.0f}s")  # fmt: skip
+    print(markdown(results))
 
 
 if __name__ == "__main__":
