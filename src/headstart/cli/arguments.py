@@ -136,9 +136,15 @@ def check_runtime(device: str | None, batch_size: int | None = None) -> None:
     loaded, not after."""
     from headstart.backbones.device import select_device
 
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"--batch-size must be an int >= 1. Got {batch_size} instead.")
+    if batch_size is not None:
+        check_batch_size(batch_size)
     select_device(device or "auto")
+
+
+def check_batch_size(batch_size: int) -> None:
+    """A batch of no images is refused before any image is loaded (no torch needed)."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be an int >= 1. Got {batch_size} instead.")
 
 
 def add_strict_argument(parser: argparse.ArgumentParser) -> None:

@@ -111,13 +111,13 @@ def load_model(args: argparse.Namespace, *, cached: bool = False) -> tuple[Any, 
     the PyTorch model may use the feature cache (``--cache-dir``, ``--no-cache``)."""
     from pathlib import Path
 
+    from headstart.cli.arguments import check_batch_size
     from headstart.errors import ConfigError
 
     path = Path(args.model)
     onnx_file = path.suffix.lower() == ".onnx" and not path.is_dir()
     runtime = args.runtime if args.runtime != "auto" else ("onnx" if onnx_file else "torch")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be an int >= 1. Got {args.batch_size} instead.")
+    check_batch_size(args.batch_size)
     if runtime == "onnx":
         if args.device not in ("auto", "cpu"):
             raise ConfigError(

@@ -4,7 +4,9 @@ estimated from their training part without training every candidate."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from headstart._internal.text import printable
 from headstart.cli.arguments import (
@@ -59,11 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from headstart.backbones.registry import check_backbone_name, list_backbones
     from headstart.data.layout import load_images
     from headstart.data.split import sample_per_class
-    from headstart.features.cache import FeatureCache
-    from headstart.rank.ranking import LAYER_SETS, candidates_for, rank, save_ranking
+    from headstart.rank.ranking import LAYER_SETS, save_ranking
 
     check_weights_argument(args.weights)
     check_runtime(args.device, args.batch_size)
@@ -72,18 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--image-sizes takes sizes of 16 px or more. Got {args.image_sizes}.")
     layer_sets = LAYER_SETS if args.layers == "auto" else [tuple(args.layers.split(","))]
     (per_class,) = parse_labels_per_class(args.labels_per_class, several=False)
-    known = {row.name: row for row in list_backbones()}
-    if args.backbones == "bundled":
-        names = [r.name for r in known.values() if r.source == "bundled" and r.available]
-        for row in known.values():
-            if row.source == "bundled" and not row.available:
-                print(printable(f"note: {row.name} is not installed here ({row.note})"))
-    else:
-        names = [name.strip() for name in args.backbones.split(",") if name.strip()]
-        for name in names:
-            check_backbone_name(name)
-    native = {name: row.input_size for name, row in known.items() if row.input_size}
-    candidates = candidates_for(names, sizes, layer_sets, native)
+    named = None if args.backbones == "bundled" else args.backbones.split(",")
+    candidates = candidates_from(named, sizes, layer_sets)
     train, test = load_images(
         args.data,
         test_size=test_size(args),
@@ -98,20 +88,9 @@ def run(args: argparse.Namespace) -> int:
         f"ranking {len(candidates)} candidates on {len(train)} training images "
         f"({len(train.classes)} classes); the test part is not looked at"
     )
-    folder = cache_folder(args)
-    ranking = rank(
-        train,
-        candidates,
-        weights=args.weights,
-        cache=FeatureCache(folder) if folder is not None else None,
-        device=args.device,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        notice=lambda line: print(printable(line)),
+    ranking = run_ranking(
+        args, train, candidates, device=args.device, batch_size=args.batch_size, seed=args.seed
     )
-    print(printable(ranking.format(words=args.words), keep_newlines=True))
-    if not ranking.ranked:  # the table above gave each one's reason, in these words
-        raise DataError("No candidate could be scored; each one's reason is listed above.")
     best = ranking.best
     print(printable(f"best: {best.candidate.name}: {ranking.why_best()}"))
     print(f"ranked in {ranking.seconds:.0f}s")
@@ -119,3 +98,59 @@ def run(args: argparse.Namespace) -> int:
         for path in save_ranking(ranking, Path(args.out)):
             print(printable(f"wrote {path}"))
     return 0
+
+
+def candidates_from(
+    names: Sequence[str] | None, sizes: Sequence[int] | None, layer_sets: Sequence[Sequence[str]]
+) -> list[Any]:
+    """The candidates of ``names`` (None: the bundled backbones this machine has, with a
+    note for each it lacks) at ``sizes`` (None: each one's own and half) and layer sets."""
+    from headstart.backbones.registry import check_backbone_name, list_backbones
+    from headstart.rank.ranking import candidates_for
+
+    known = {row.name: row for row in list_backbones()}
+    if names is None:
+        names = [r.name for r in known.values() if r.source == "bundled" and r.available]
+        for row in known.values():
+            if row.source == "bundled" and not row.available:
+                print(printable(f"note: {row.name} is not installed here ({row.note})"))
+    else:
+        names = [name.strip() for name in names if name.strip()]
+        for name in names:
+            check_backbone_name(name)
+    native = {name: row.input_size for name, row in known.items() if row.input_size}
+    return candidates_for(names, sizes, layer_sets, native)
+
+
+def run_ranking(
+    args: argparse.Namespace,
+    train: Any,
+    candidates: list[Any],
+    *,
+    device: str,
+    batch_size: int,
+    seed: int,
+    top: int | None = None,
+    indent: str = "",
+) -> Any:
+    """Rank ``candidates`` on ``train`` with the command's cache, printing progress and
+    the table (its failures in the command's words); a DataError when none could be
+    scored. ``train --backbone auto`` ranks through here too."""
+    from headstart.features.cache import FeatureCache
+    from headstart.rank.ranking import rank
+
+    folder = cache_folder(args)
+    ranking = rank(
+        train,
+        candidates,
+        weights=args.weights,
+        cache=FeatureCache(folder) if folder is not None else None,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+        notice=lambda line: print(printable(f"{indent}{line}")),
+    )
+    print(printable(ranking.format(top=top, words=args.words), keep_newlines=True))
+    if not ranking.ranked:  # the table above gave each one's reason, in these words
+        raise DataError("No candidate could be scored; each one's reason is listed above.")
+    return ranking

@@ -79,15 +79,6 @@ def missing_packages() -> list[str]:
     ]
 
 
-def _is_local(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host.lower().rstrip(".") == "localhost"
-
-
 def run(args: argparse.Namespace) -> int:
     missing = missing_packages()
     if missing:
@@ -97,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         )
     import uvicorn
 
-    from headstart.serve.app import check_bind, create_app
+    from headstart.serve.app import check_bind, create_app, is_loopback
     from headstart.serve.limits import ServeLimits
     from headstart.serve.predictor import load_predictor
 
@@ -136,8 +127,7 @@ def run(args: argparse.Namespace) -> int:
     # On this machine only, the Host must be one of its own names: a page of another site
     # whose DNS was re-pointed at 127.0.0.1 (rebinding) is refused. Bound wider (a token
     # is then required), the names it is reached by are not known here.
-    local = _is_local(args.host)
-    hosts = [args.host, "localhost", "127.0.0.1", "::1"] if local else None
+    hosts = [args.host, "localhost", "127.0.0.1", "::1"] if is_loopback(args.host) else None
     app = create_app(
         predictor, limits, token=token, training=training, words=args.words, allowed_hosts=hosts
     )

@@ -78,34 +78,17 @@ def choose_by_ranking(args: argparse.Namespace, config: Any, train: Any) -> tupl
     """(backbone, config) chosen by `headstart rank` on the training images: every
     bundled backbone for --backbone auto (at --image-size if given, else each one's own
     and half), every default layer set for --layers auto; the table and the reason print."""
-    from headstart.backbones.registry import list_backbones
-    from headstart.features.cache import FeatureCache
-    from headstart.rank.ranking import LAYER_SETS, candidates_for, rank
+    from headstart.cli.rank import candidates_from, run_ranking
+    from headstart.rank.ranking import LAYER_SETS
 
-    rows = {row.name: row for row in list_backbones()}
-    if args.auto_backbone:
-        names = [r.name for r in rows.values() if r.source == "bundled" and r.available]
-    else:
-        names = [args.backbone]
     sizes = [config.image_size] if config.image_size else None
     layer_sets = LAYER_SETS if args.auto_layers else [config.layers]
-    native = {name: row.input_size for name, row in rows.items() if row.input_size}
-    candidates = candidates_for(names, sizes, layer_sets, native)
+    candidates = candidates_from(None if args.auto_backbone else [args.backbone], sizes, layer_sets)
     print(f"ranking {len(candidates)} candidates on the {len(train)} training images:")
-    folder = cache_folder(args)
-    ranking = rank(
-        train,
-        candidates,
-        weights=args.weights,
-        cache=FeatureCache(folder) if folder is not None else None,
-        device=config.device,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        notice=lambda line: print(printable(f"  {line}")),
-    )
-    print(printable(ranking.format(top=8, words=args.words), keep_newlines=True))
-    if not ranking.ranked:  # the table above gave each one's reason, in these words
-        raise DataError("No candidate could be scored; each one's reason is listed above.")
+    ranking = run_ranking(
+        args, train, candidates, device=config.device, batch_size=config.batch_size,
+        seed=config.seed, top=8, indent="  ",
+    )  # fmt: skip
     best = ranking.best
     print(printable(f"chosen: {best.candidate.name}: {ranking.why_best()}"))
     chosen = best.candidate

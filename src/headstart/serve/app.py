@@ -44,15 +44,19 @@ _RAW_MEDIA = "application/octet-stream"
 _MAX_NAME = 200  # characters of a client's file name echoed back (a label, never a path)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` reaches this machine only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def check_bind(host: str, token: str | None, insecure: bool) -> None:
     """Refuse to listen beyond this machine without a token, unless told ``insecure``."""
     if token or insecure:
         return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    if not is_loopback(host):
         raise ConfigError(
             f"Refusing to serve on {host} without a token: anyone who reaches it could "
             "use the model.",

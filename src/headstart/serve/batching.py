@@ -197,16 +197,19 @@ class MicroBatcher:
                 count += len(job.images)
             self._run(jobs)
 
+    def _predict(self, model: Any, images: list[Any]) -> tuple[np.ndarray, int]:
+        """(probabilities, forward passes): ``images`` at most ``max_batch_size`` a pass."""
+        rows = [
+            model.predict_proba(images[start : start + self.max_batch_size])
+            for start in range(0, len(images), self.max_batch_size)
+        ]
+        return (np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)), len(rows)
+
     def _run_alone(self, job: _Job) -> None:
         """One request's images in a pass of their own (after a shared pass failed)."""
         try:
             model = self._model_of()
-            rows = [
-                model.predict_proba(job.images[start : start + self.max_batch_size])
-                for start in range(0, len(job.images), self.max_batch_size)
-            ]
-            proba = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
-            job.future.set_result((list(model.classes), proba))
+            job.future.set_result((list(model.classes), self._predict(model, job.images)[0]))
         except Exception as error:
             job.future.set_exception(error)
 
@@ -217,12 +220,8 @@ class MicroBatcher:
                 return
             images = [image for job in live for image in job.images]
             model = self._model_of()
-            rows = [
-                model.predict_proba(images[start : start + self.max_batch_size])
-                for start in range(0, len(images), self.max_batch_size)
-            ]
-            proba = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
-            self.batches += len(rows)
+            proba, passes = self._predict(model, images)
+            self.batches += passes
             self.images += len(images)
             start = 0
             for job in live:
