@@ -38,6 +38,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="folder of unlabelled images for --strategy semi-supervised (searched recursively)",
     )
     add_out_argument(parser, "train", makes_files=True)
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        metavar="K",
+        help="combine the top K candidates of `headstart rank` (distinct backbone and size "
+        "pairs; every bundled backbone unless --backbone names one) into one model",
+    )
+    parser.add_argument(
+        "--combine",
+        choices=("auto", "average", "concat"),
+        default="auto",
+        help="how --ensemble joins its members: averaged probabilities, one head on the "
+        "concatenated features, or auto (the better by cross-validation on training)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument(
         "--overwrite",
@@ -46,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_cache_arguments(parser)
     add_config_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, backbone=None)  # None: not given (--ensemble ranks them all)
 
 
 def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
@@ -106,12 +120,18 @@ def run(args: argparse.Namespace) -> int:
     from headstart.strategies.registry import get_strategy
 
     check_weights_argument(args.weights)
+    _check_ensemble_arguments(args)
     args.auto_backbone = args.backbone == "auto"
     args.auto_layers = args.layers == ("auto",)
     if not args.auto_backbone:
         check_backbone_name(args.backbone)
     parse_labels_per_class(args.labels_per_class, several=False)  # a typo fails now
     strategy = get_strategy(args.strategy)
+    if args.ensemble and args.strategy != "feature-extraction":
+        raise ConfigError(
+            f"--ensemble K joins frozen pretrained bodies under linear heads (feature "
+            f"extraction); --strategy {args.strategy} trains the body. Leave --strategy out."
+        )
     if (args.auto_backbone or args.auto_layers) and not strategy.pretrained:
         raise ConfigError(
             f"--backbone auto and --layers auto rank pretrained features; --strategy "
@@ -139,12 +159,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
-    from pathlib import Path
-
     from headstart.data.doctor import diagnose
     from headstart.estimator.image_classifier import ImageClassifier
 
     auto = args.auto_backbone or args.auto_layers
+    if args.ensemble:
+        return _train_ensemble(args, config, out)
     if auto:  # the choice needs the training images: they are loaded first
         train, test = load_training_data(args, config.seed)
         args.backbone, config = choose_by_ranking(args, config, train)
@@ -182,6 +202,12 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
     for line in diagnose(train, test).brief(args.data, skip=skip, words=args.words):
         print(line)  # the load report above already named skipped files and imbalance
     clf.fit(train, unlabelled=unlabelled, resume=args.resume)
+    return _evaluate_and_save(args, config, out, clf, test)
+
+
+def _evaluate_and_save(args: argparse.Namespace, config: Any, out: Any, clf: Any, test: Any) -> int:
+    from pathlib import Path
+
     print(f"trained in {clf.fit_seconds_:.1f}s")
     metrics = clf.evaluate(test, batch_size=config.batch_size, device=config.device)
     measured = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}
@@ -195,3 +221,62 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
     )
     print(f"model saved to {out.folder}/ (model.safetensors, headstart.json)")
     return 0
+
+
+def _check_ensemble_arguments(args: argparse.Namespace) -> None:
+    """--ensemble K ranks candidates: with no --backbone, every bundled one."""
+    from headstart.cli.arguments import DEFAULT_BACKBONE
+
+    if args.ensemble is None:
+        if args.combine != "auto":
+            raise ConfigError("--combine joins the members of --ensemble K; give --ensemble too")
+        args.backbone = args.backbone or DEFAULT_BACKBONE
+        return
+    if args.ensemble < 2:
+        raise ConfigError(f"--ensemble takes 2 or more members. Got {args.ensemble}.")
+    if args.resume:
+        raise ConfigError("--ensemble has no checkpoints to --resume: its heads fit in seconds")
+    args.backbone = args.backbone or "auto"
+
+
+def _train_ensemble(args: argparse.Namespace, config: Any, out: Any) -> int:
+    """Rank, keep the top K distinct (backbone, size) candidates, fit them as one model."""
+    from headstart.cli.rank import candidates_from, run_ranking
+    from headstart.data.doctor import diagnose
+    from headstart.estimator.ensemble import EnsembleMember, fit_ensemble
+    from headstart.rank.ranking import LAYER_SETS
+
+    train, test = load_training_data(args, config.seed)
+    sizes = [config.image_size] if config.image_size else None
+    layer_sets = LAYER_SETS if args.auto_layers else [config.layers]
+    names = None if args.auto_backbone else [args.backbone]
+    candidates = candidates_from(names, sizes, layer_sets)
+    print(f"ranking {len(candidates)} candidates on the {len(train)} training images:")
+    ranking = run_ranking(
+        args, train, candidates, device=config.device, batch_size=config.batch_size,
+        seed=config.seed, top=12, indent="  ",
+    )  # fmt: skip
+    members, taken = [], set()
+    for score in ranking.ranked:  # best first; one member per backbone and input size
+        c = score.candidate
+        if (c.backbone, c.image_size) not in taken and len(members) < args.ensemble:
+            taken.add((c.backbone, c.image_size))
+            members.append(EnsembleMember(c.backbone, c.image_size, tuple(c.layers)))
+    if len(members) < 2:
+        raise ConfigError(
+            f"--ensemble {args.ensemble}: the ranking has {len(members)} distinct backbone and "
+            "size pair(s); an ensemble needs 2. Rank more with --backbone auto or --image-size."
+        )
+    if len(members) < args.ensemble:
+        print(f"note: only {len(members)} distinct backbone and size pairs were ranked")
+    chosen = ", ".join(f"{m.name} ({','.join(m.layers)})" for m in members)
+    print(printable(f"ensemble of the top {len(members)}: {chosen}"))
+    for line in diagnose(train, test).brief(args.data, skip=("unreadable", "imbalance"),
+                                            words=args.words):  # fmt: skip
+        print(line)
+    clf = fit_ensemble(
+        train, members, combine=args.combine, weights=args.weights,
+        config=config,
+        callback=PrintingCallback(args.words),
+    )  # fmt: skip
+    return _evaluate_and_save(args, config, out, clf, test)

@@ -254,6 +254,8 @@ class ImageClassifier:
     def _features_cached(self) -> bool:
         """Whether predictions may come from the feature cache: a cache is set and the
         strategy never trains the body, so cached body features are the model's own."""
+        if getattr(self, "ensemble_", None) is not None:  # its members see resized inputs
+            return False
         return self.cache_dir is not None and get_strategy(self.strategy).frozen_body
 
     def _inference_model(self, model: Classifier, device: torch.device, fast: bool) -> Classifier:
@@ -343,6 +345,7 @@ class ImageClassifier:
             "history": self.history_,
             "fit_seconds": self.fit_seconds_,
             "metrics": self.metrics_,
+            **({"ensemble": self.ensemble_} if getattr(self, "ensemble_", None) else {}),
         }
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
@@ -385,5 +388,6 @@ class ImageClassifier:
         clf.metrics_ = dict(meta.get("metrics", {}))
         clf._head_spec = HeadSpec(**meta["head"])
         clf.metadata_ = meta
+        clf.ensemble_ = meta.get("ensemble")
         clf._folder = Path(folder)  # named by errors about what the model does
         return clf

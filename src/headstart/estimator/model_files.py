@@ -18,6 +18,7 @@ import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
+from torch import nn
 
 from headstart._internal.atomic import atomic_write_files
 from headstart._internal.version import __version__
@@ -30,7 +31,13 @@ from headstart.estimator.model_checks import (
     check_weights_hash,
     weights_hash,
 )
-from headstart.train.network import Classifier, HeadSpec, build_head
+from headstart.train.network import (
+    Classifier,
+    EnsembleNetwork,
+    HeadSpec,
+    MemberInput,
+    build_head,
+)
 
 __all__ = ["META_FILE", "WEIGHTS_FILE", "ModelFiles", "load_model", "save_model"]
 
@@ -88,6 +95,22 @@ def save_model(folder: Path, model: Classifier, metadata: dict[str, Any]) -> Pat
     return folder
 
 
+def _ensemble(description: dict[str, Any], spec: HeadSpec) -> EnsembleNetwork:
+    """An ensemble's network rebuilt from its description (weights loaded after)."""
+    combine = description["combine"]
+    members, inputs = [], []
+    for member in description["members"]:
+        check_backbone_name(member["backbone"])
+        body = timm.create_model(member["backbone"], pretrained=False, num_classes=0)
+        head = nn.Linear(member["width"], spec.num_classes) if combine == "average" else None
+        members.append(Classifier(body, member["layers"], head or nn.Identity()))
+        given = member["input"]
+        size, scale, shift = (tuple(given[k]) for k in ("size", "scale", "shift"))
+        inputs.append(MemberInput(size, scale, shift))
+    head = build_head(spec) if combine == "concat" else None
+    return EnsembleNetwork(members, inputs, combine, head=head)
+
+
 def load_model(folder: Path) -> ModelFiles:
     """Rebuild a saved model from its JSON description and safetensors weights."""
     folder = Path(folder)
@@ -112,9 +135,12 @@ def load_model(folder: Path) -> ModelFiles:
     check_description(meta_path, meta)
     try:
         spec = HeadSpec(**meta["head"])
-        check_backbone_name(meta["backbone"])
-        body = timm.create_model(meta["backbone"], pretrained=False, num_classes=0)
-        model = Classifier(body, meta["layers"], build_head(spec))
+        if "ensemble" in meta:
+            model = _ensemble(meta["ensemble"], spec)
+        else:
+            check_backbone_name(meta["backbone"])
+            body = timm.create_model(meta["backbone"], pretrained=False, num_classes=0)
+            model = Classifier(body, meta["layers"], build_head(spec))
     except HeadstartError as exc:
         raise DataError(f"{meta_path}: {exc}") from exc
     except (TypeError, ValueError, KeyError) as exc:

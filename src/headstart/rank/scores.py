@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from headstart.train.probe import fit_linear_probe
+from headstart.train.probe import fit_linear_probe, stratified_folds
 
 __all__ = ["knn_accuracy", "probe_accuracy"]
 
@@ -17,15 +17,11 @@ def probe_accuracy(
     """Mean held-out accuracy of the linear probe over stratified ``folds`` (fewer when
     a class has fewer images); None when a class has a single image."""
     labels = np.asarray(labels)
-    classes, counts = np.unique(labels, return_counts=True)
-    folds = min(folds, int(counts.min()))
-    if folds < 2:
+    fold_of = stratified_folds(labels, folds, seed)
+    if fold_of is None:
         return None
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(labels), dtype=np.int64)
-    for k in classes:  # each class dealt round-robin over the folds, in a seeded order
-        members = rng.permutation(np.flatnonzero(labels == k))
-        fold_of[members] = np.arange(len(members)) % folds
+    classes = np.unique(labels)
+    folds = int(fold_of.max()) + 1
     index = {k: i for i, k in enumerate(classes)}
     y = np.array([index[k] for k in labels])
     correct = 0

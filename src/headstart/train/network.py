@@ -9,10 +9,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from headstart.features.layers import parse_layer, pooled_features
 
-__all__ = ["Classifier", "HeadSpec", "build_head", "head_output_layer"]
+__all__ = [
+    "Classifier",
+    "EnsembleNetwork",
+    "HeadSpec",
+    "MemberInput",
+    "build_head",
+    "head_output_layer",
+]
 
 
 @dataclass(frozen=True)
@@ -64,3 +72,84 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
+
+
+@dataclass(frozen=True)
+class MemberInput:
+    """How one ensemble member sees the ensemble's input: resized to its own size and
+    normalised with its own mean and std (the ensemble's input is normalised with the
+    largest member's)."""
+
+    size: tuple[int, int]  # (height, width) the member's body takes
+    scale: tuple[float, float, float]  # per channel: member input = x * scale + shift
+    shift: tuple[float, float, float]
+
+    @classmethod
+    def between(cls, ensemble: object, member: object) -> MemberInput:
+        """The input of ``member`` (a Preprocessing) from ``ensemble``'s (another)."""
+        scale = tuple(e / m for e, m in zip(ensemble.std, member.std, strict=True))
+        shift = tuple(
+            (em - mm) / ms
+            for em, mm, ms in zip(ensemble.mean, member.mean, member.std, strict=True)
+        )
+        return cls(tuple(member.input_size[1:]), scale, shift)
+
+
+class EnsembleNetwork(nn.Module):
+    """Several frozen-body classifiers as one network with one image input.
+
+    The input is the largest member's (its size, crop and normalisation); every other
+    member gets it resized (bilinear, antialiased) to its own size and renormalised with
+    its own mean and std, so the ensemble is one graph: one forward pass to predict, to
+    save and to export. ``combine`` is "average" (each member's own head; the logits
+    are the log of the members' mean probability, so softmax gives that mean) or
+    "concat" (the members' features concatenated under one ``head``).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Classifier],
+        inputs: Sequence[MemberInput],
+        combine: str,
+        head: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if combine not in ("average", "concat") or len(members) != len(inputs):
+            raise ValueError(f"EnsembleNetwork: combine {combine!r}, {len(members)} members")
+        if (combine == "concat") != (head is not None):
+            raise ValueError("EnsembleNetwork: a head for concat, and only for concat")
+        self.members = nn.ModuleList(members)
+        self.inputs = tuple(inputs)
+        self.combine = combine
+        self.head = head if head is not None else nn.Identity()
+
+    def member_inputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) at the ensemble's size -> each member's (B, 3, h, w)."""
+        out = []
+        for spec in self.inputs:
+            x = images
+            if (spec.scale, spec.shift) != ((1.0,) * 3, (0.0,) * 3):
+                scale = x.new_tensor(spec.scale).view(1, 3, 1, 1)
+                x = x * scale + x.new_tensor(spec.shift).view(1, 3, 1, 1)
+            if tuple(x.shape[-2:]) != spec.size:
+                x = F.interpolate(
+                    x, size=spec.size, mode="bilinear", align_corners=False, antialias=True
+                )
+            out.append(x)
+        return out
+
+    def member_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's pooled features, (B, D_k)."""
+        inputs = self.member_inputs(images)
+        return [m.features(x) for m, x in zip(self.members, inputs, strict=True)]
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.member_features(images), dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.combine == "concat":
+            return self.head(self.features(images))
+        inputs = self.member_inputs(images)
+        logits = [m(x).float() for m, x in zip(self.members, inputs, strict=True)]
+        mean = torch.stack([torch.softmax(z, dim=1) for z in logits]).mean(0)
+        return torch.log(mean.clamp_min(1e-30))  # softmax of this is the mean probability

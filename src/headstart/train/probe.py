@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from headstart._internal.validation import check_finite, check_int
 
-__all__ = ["LinearProbe", "fit_linear_probe"]
+__all__ = ["LinearProbe", "fit_linear_probe", "stratified_folds"]
 
 
 @dataclass
@@ -85,3 +85,20 @@ def fit_linear_probe(
         head.weight.copy_(layer.weight / std)
         head.bias.copy_(layer.bias - (layer.weight * (mean / std)).sum(1))
     return LinearProbe(head=head, train_loss=final_loss, iterations=iterations)
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray | None:
+    """Each image's fold (0..folds-1, fewer folds when a class has fewer images): every
+    class dealt round-robin over the folds in a seeded order. None when some class has a
+    single image, so no fold can hold one out and still train on it."""
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    folds = min(folds, int(counts.min()))
+    if folds < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for k in classes:
+        members = rng.permutation(np.flatnonzero(labels == k))
+        fold_of[members] = np.arange(len(members)) % folds
+    return fold_of

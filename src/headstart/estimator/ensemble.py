@@ -1,0 +1,338 @@
+"""Several feature-extraction models as one: ``fit_ensemble``.
+
+Each member is a frozen pretrained body (a backbone at an input size, read at a set of
+layers). The members become one ``EnsembleNetwork`` with one image input (the largest
+member's; the others resize it inside the network), so the fitted ensemble is an
+ordinary ``ImageClassifier``: one model to evaluate, predict, save, load, serve and
+export as one ONNX graph.
+
+Its training features are computed once, through that same network (so training and
+prediction see the same pixels), and both ways of combining the members are scored by
+stratified cross-validation on them: each member's own linear probe with the
+probabilities averaged, or one probe on the features concatenated. The better one is
+kept, and the plan says what each scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from headstart._internal.validation import invalid
+from headstart.backbones.device import select_device
+from headstart.backbones.weights import WeightsInfo
+from headstart.data.dataset import ImageDataset, TorchImageDataset
+from headstart.errors import ConfigError, DataError
+from headstart.estimator.fitting import checked_backbone
+from headstart.estimator.image_classifier import ImageClassifier
+from headstart.features.fastpath import inference_model, inference_transforms, numerics
+from headstart.strategies.base import Plan, PlanRow
+from headstart.strategies.registry import get_strategy
+from headstart.train.callbacks import Callback
+from headstart.train.config import TrainConfig
+from headstart.train.network import Classifier, EnsembleNetwork, HeadSpec, MemberInput
+from headstart.train.probe import fit_linear_probe, stratified_folds
+
+__all__ = ["COMBINE_CHOICES", "EnsembleMember", "EnsembleFit", "fit_ensemble"]
+
+COMBINE_CHOICES = ("auto", "average", "concat")
+_STRATEGY = "feature-extraction"  # every member is a frozen body with a probe on top
+
+
+@dataclass(frozen=True)
+class EnsembleMember:
+    """One member: a backbone, its input size (None: its own) and the layers read."""
+
+    backbone: str
+    image_size: int | None = None
+    layers: tuple[str, ...] | None = None  # None: feature extraction's default
+
+    @property
+    def name(self) -> str:
+        size = f"@{self.image_size}" if self.image_size else ""
+        return f"{self.backbone}{size}"
+
+
+@dataclass
+class EnsembleFit:
+    """How the combination was chosen: cross-validated accuracy of each way tried."""
+
+    combine: str
+    scores: dict[str, float | None] = field(default_factory=dict)
+    folds: int = 0
+
+
+def fit_ensemble(
+    train: ImageDataset,
+    members: Sequence[EnsembleMember],
+    *,
+    combine: str = "auto",
+    weights: str = "auto",
+    config: TrainConfig | None = None,
+    folds: int = 5,
+    callback: Callback | None = None,
+) -> ImageClassifier:
+    """A fitted ``ImageClassifier`` whose network is the ``members`` as one ensemble.
+
+    ``combine``: "average" (each member's probe, probabilities averaged), "concat" (one
+    probe on the members' features side by side) or "auto" (the one with the better
+    ``folds``-fold cross-validated accuracy on ``train``; ties go to "average").
+    ``config``: feature extraction's (its ``seed``, ``probe_l2``, ``class_weights``,
+    ``device``, ``fast`` and ``batch_size`` are used; ``image_size`` and ``layers`` are
+    each member's).
+    """
+    owner = "fit_ensemble"
+    started = time.perf_counter()
+    members = _checked_members(members, owner)
+    if combine not in COMBINE_CHOICES:
+        raise invalid(owner, "combine", " or ".join(map(repr, COMBINE_CHOICES)), combine)
+    if not isinstance(train, ImageDataset):
+        raise invalid(owner, "train", "an ImageDataset", type(train).__name__)
+    if len(train.classes) < 2:
+        raise DataError(f"{owner}: training needs at least 2 classes; got {train.classes}.")
+    strategy = get_strategy(_STRATEGY)
+    config = strategy.default_config() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise invalid(owner, "config", "a TrainConfig or None", config)
+    if config.head != "linear" or config.augment:
+        raise ConfigError(
+            f"{owner}: an ensemble's heads are linear probes on features computed once; "
+            f"got head={config.head!r}, augment={config.augment}.",
+            hint="Leave {head} and {augment} at their defaults for an ensemble.",
+        )
+    callback = callback or Callback()
+    device = select_device(config.device, owner="TrainConfig")
+    backbones = [
+        checked_backbone(
+            m.backbone,
+            weights,
+            strategy,
+            config.replace(image_size=m.image_size, layers=m.layers or config.layers),
+        )
+        for m in members
+    ]
+    layers = [m.layers or config.layers for m in members]
+    # The largest member's input is the ensemble's: the others are resized down from it.
+    lead = max(range(len(members)), key=lambda i: backbones[i].preprocessing.input_size[1:])
+    prep = backbones[lead].preprocessing
+    bodies = [
+        Classifier(b.model, ls, nn.Identity()) for b, ls in zip(backbones, layers, strict=True)
+    ]
+    inputs = [MemberInput.between(prep, b.preprocessing) for b in backbones]
+    # Headless for extraction: its output is every member's features side by side.
+    extractor = EnsembleNetwork(bodies, inputs, "concat", head=nn.Identity())
+    features = _member_features(extractor, train, prep, config, device, callback)
+    labels = train.labels
+    num_classes = len(train.classes)
+    class_weights = _class_weights(labels, num_classes, config)
+
+    def probe(x: np.ndarray, y: np.ndarray) -> Any:
+        return fit_linear_probe(
+            x, y, num_classes, l2=config.probe_l2, class_weights=class_weights, seed=config.seed
+        )
+
+    chosen = _choose(features, labels, combine, folds, config.seed, probe, callback)
+    widths = [f.shape[1] for f in features]
+    if chosen.combine == "concat":
+        fitted = probe(np.concatenate(features, axis=1), labels)
+        network = EnsembleNetwork(bodies, inputs, "concat", head=fitted.head)
+        spec = HeadSpec("linear", sum(widths), num_classes)
+    else:
+        for body, x in zip(bodies, features, strict=True):
+            body.head = probe(x, labels).head
+        network = EnsembleNetwork(bodies, inputs, "average")
+        spec = HeadSpec("linear", max(widths), num_classes)
+    network = network.eval()
+    plan = _plan(members, backbones, layers, widths, chosen, prep, num_classes)
+    callback.on_plan(plan)
+    return _as_classifier(
+        network, train, config, weights, backbones, layers, widths, spec, plan, chosen, started
+    )
+
+
+def _checked_members(members: Any, owner: str) -> list[EnsembleMember]:
+    if isinstance(members, str | bytes) or not isinstance(members, Sequence):
+        raise invalid(owner, "members", "a list of EnsembleMember", members)
+    members = list(members)
+    if not all(isinstance(m, EnsembleMember) for m in members):
+        raise invalid(owner, "members", "a list of EnsembleMember", members)
+    if len(members) < 2:
+        raise ConfigError(
+            f"{owner}: an ensemble needs at least 2 members; got {len(members)}.",
+            hint="Train a single model instead, or give {ensemble} 2 or more.",
+        )
+    if len({(m.backbone, m.image_size, m.layers) for m in members}) != len(members):
+        raise invalid(owner, "members", "distinct members", [m.name for m in members])
+    return members
+
+
+def _member_features(
+    network: EnsembleNetwork,
+    train: ImageDataset,
+    prep: Any,
+    config: TrainConfig,
+    device: torch.device,
+    callback: Callback,
+) -> list[np.ndarray]:
+    """Every member's features of every training image, in one pass over the images
+    through the network itself (so prediction later sees exactly these inputs)."""
+    transform, collate = inference_transforms(prep, config.fast)
+    loader = DataLoader(
+        TorchImageDataset(train, transform),
+        batch_size=max(config.batch_size, 64),
+        shuffle=False,
+        collate_fn=collate,
+    )
+    network = network.to(device).eval()
+    run = inference_model(network, device, config.fast, prep.input_size)
+    chunks: list[list[np.ndarray]] = [[] for _ in network.members]
+    done = 0
+    try:
+        with torch.inference_mode(), numerics(run, device, config.fast):
+            for batch, _ in loader:
+                for k, x in enumerate(run.member_features(batch.to(device))):
+                    chunks[k].append(x.float().cpu().numpy())
+                done += len(batch)
+                callback.on_progress("features train (every member)", done, len(train))
+    finally:
+        network.to(memory_format=torch.contiguous_format).cpu()
+    return [np.concatenate(c) for c in chunks]
+
+
+def _choose(
+    features: list[np.ndarray],
+    labels: np.ndarray,
+    combine: str,
+    folds: int,
+    seed: int,
+    probe: Callable[[np.ndarray, np.ndarray], Any],
+    callback: Callback,
+) -> EnsembleFit:
+    if combine != "auto":
+        return EnsembleFit(combine)
+    fold_of = stratified_folds(labels, folds, seed)
+    if fold_of is None:
+        callback.on_stage("ensemble", "a class has 1 image: no cross-validation, average")
+        return EnsembleFit("average", {"average": None, "concat": None})
+    n_folds = int(fold_of.max()) + 1
+    callback.on_stage(
+        "ensemble", f"{n_folds}-fold cross-validation of averaged and concatenated probes"
+    )
+    correct = {"average": 0, "concat": 0}
+    for fold in range(n_folds):
+        held = fold_of == fold
+        y = labels[~held]
+        mean = np.mean([probe(x[~held], y).predict_proba(x[held]) for x in features], axis=0)
+        correct["average"] += int((mean.argmax(1) == labels[held]).sum())
+        wide = np.concatenate(features, axis=1)
+        guess = probe(wide[~held], y).predict_proba(wide[held]).argmax(1)
+        correct["concat"] += int((guess == labels[held]).sum())
+    scores = {k: v / len(labels) for k, v in correct.items()}
+    best = "concat" if scores["concat"] > scores["average"] else "average"
+    return EnsembleFit(best, scores, n_folds)
+
+
+def _class_weights(labels: np.ndarray, num_classes: int, config: TrainConfig) -> Any:
+    if config.class_weights != "balanced":
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return (counts.sum() / (len(counts) * np.maximum(counts, 1))).astype(np.float32)
+
+
+def _plan(
+    members: list[EnsembleMember],
+    backbones: list[Any],
+    layers: list[tuple[str, ...]],
+    widths: list[int],
+    chosen: EnsembleFit,
+    prep: Any,
+    num_classes: int,
+) -> Plan:
+    rows = []
+    for m, b in zip(members, backbones, strict=True):
+        size = b.preprocessing.input_size[1]
+        params = sum(p.numel() for p in b.model.parameters())
+        rows.append(PlanRow(f"{m.backbone}@{size}", params, False, None))
+    notes = [
+        f"input: {prep.input_size[1]}x{prep.input_size[2]} px; smaller members get it "
+        "resized (bilinear, antialiased) inside the network",
+        *(
+            f"member {i + 1} reads {', '.join(ls)} ({w:,} features)"
+            for i, (ls, w) in enumerate(zip(layers, widths, strict=True))
+        ),
+    ]
+    if chosen.scores and None not in chosen.scores.values():
+        tried = ", ".join(f"{k} {v:.1%}" for k, v in chosen.scores.items())
+        notes.append(f"combine: {chosen.combine} ({chosen.folds}-fold CV on training: {tried})")
+    else:
+        notes.append(f"combine: {chosen.combine}")
+    if chosen.combine == "concat":
+        head = "new head (linear, all features)"
+    else:
+        head = f"new heads ({len(widths)} linear, averaged)"
+    heads = sum(widths) * num_classes + num_classes * (
+        1 if chosen.combine == "concat" else len(widths)
+    )
+    heads = [PlanRow(head, heads, True, None)]
+    stages = ["features (every member, one pass)", "cross-validated combine", "linear probes"]
+    return Plan("ensemble", rows + heads, "frozen (running statistics kept)", stages, notes)
+
+
+def _as_classifier(
+    network: EnsembleNetwork,
+    train: ImageDataset,
+    config: TrainConfig,
+    weights: str,
+    backbones: list[Any],
+    layers: list[tuple[str, ...]],
+    widths: list[int],
+    spec: HeadSpec,
+    plan: Plan,
+    chosen: EnsembleFit,
+    started: float,
+) -> ImageClassifier:
+    """An ``ImageClassifier`` holding the ensemble, fitted as ``fit`` would leave it."""
+    lead = network.inputs.index(max(network.inputs, key=lambda i: i.size))
+    prep = backbones[lead].preprocessing
+    name = "ensemble:" + "+".join(f"{b.name}@{b.preprocessing.input_size[1]}" for b in backbones)
+    clf = ImageClassifier(backbone=name, strategy=_STRATEGY, config=config, weights=weights)
+    clf.model_ = network.cpu().eval()
+    clf.classes_ = list(train.classes)
+    clf.history_ = []
+    clf.plan_ = plan
+    clf.config_ = config.replace(image_size=prep.input_size[1])
+    clf.preprocessing_ = prep
+    clf.decode_options_ = train.options
+    digests = "".join((b.weights.sha256 or b.weights.location) for b in backbones)
+    clf.weights_info_ = WeightsInfo(
+        source="+".join(sorted({b.weights.source for b in backbones})),
+        location="",
+        sha256=hashlib.sha256(digests.encode()).hexdigest(),
+    )
+    clf.fit_seconds_ = time.perf_counter() - started
+    clf.validation_images_ = 0
+    clf.metrics_ = {}
+    clf._head_spec = spec
+    clf.ensemble_ = {
+        "combine": chosen.combine,
+        "cross_validation": chosen.scores,
+        "members": [
+            {
+                "backbone": b.name,
+                "weights": {"source": b.weights.source, "sha256": b.weights.sha256},
+                "layers": list(ls),
+                "input": {"size": list(i.size), "scale": list(i.scale), "shift": list(i.shift)},
+                "width": w,
+            }
+            for b, ls, i, w in zip(backbones, layers, network.inputs, widths, strict=True)
+        ],
+    }
+    return clf

@@ -1,0 +1,142 @@
+"""Ensembles: several frozen bodies as one model that saves, loads, predicts and exports
+as one, with the combination chosen by cross-validation and bad members named."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from fixtures_images import colour_data, colour_folder, tiny_weights_file
+
+from headstart.cli import main
+from headstart.errors import ConfigError, HeadstartError
+from headstart.estimator import ImageClassifier
+from headstart.estimator.ensemble import EnsembleMember, fit_ensemble
+from headstart.train.config import TrainConfig
+from headstart.train.network import EnsembleNetwork
+
+MEMBERS = [
+    EnsembleMember("test_efficientnet", 32, ("final",)),
+    EnsembleMember("test_efficientnet", 24, ("stage-2", "final")),
+]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return colour_data(per_class=8, seed=0, size=20)
+
+
+@pytest.mark.parametrize("combine", ["average", "concat"])
+def test_an_ensemble_saves_and_loads_as_one_model_with_identical_predictions(
+    tmp_path, data, combine
+):
+    weights = tiny_weights_file(tmp_path, seed=1)
+    clf = fit_ensemble(data, MEMBERS, combine=combine, weights=weights)
+    assert isinstance(clf.model_, EnsembleNetwork) and clf.model_.combine == combine
+    proba = clf.predict_proba(data)
+    assert proba.shape == (len(data), 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert clf.score(data) > 0.9  # the colours are easy: the heads did learn
+    loaded = ImageClassifier.load(clf.save(tmp_path / "model"))
+    assert np.array_equal(loaded.predict_proba(data), proba)
+    assert list(loaded.predict(data)) == list(clf.predict(data))
+    meta = json.loads((tmp_path / "model" / "headstart.json").read_text())
+    assert meta["ensemble"]["combine"] == combine
+    assert [m["input"]["size"] for m in meta["ensemble"]["members"]] == [[32, 32], [24, 24]]
+    assert meta["preprocessing"]["input_size"] == [3, 32, 32]  # the largest member's
+
+
+def test_the_smaller_member_sees_the_ensemble_input_resized_inside_the_network(tmp_path, data):
+    clf = fit_ensemble(data, MEMBERS, combine="average", weights="none")
+    x = torch.zeros(2, 3, 32, 32)
+    shapes = [tuple(t.shape) for t in clf.model_.member_inputs(x)]
+    assert shapes == [(2, 3, 32, 32), (2, 3, 24, 24)]
+    # averaged: softmax of the output is the mean of the members' probabilities
+    with torch.no_grad():
+        members = [torch.softmax(m(t), 1) for m, t in zip(clf.model_.members,
+                   clf.model_.member_inputs(x), strict=True)]  # fmt: skip
+        together = torch.softmax(clf.model_(x), 1)
+    assert torch.allclose(together, torch.stack(members).mean(0), atol=1e-6)
+
+
+def test_auto_keeps_the_combination_with_the_better_cross_validated_accuracy(data):
+    clf = fit_ensemble(data, MEMBERS, combine="auto", weights="none", folds=3)
+    scores = clf.ensemble_["cross_validation"]
+    assert set(scores) == {"average", "concat"} and all(0 <= v <= 1 for v in scores.values())
+    best = "concat" if scores["concat"] > scores["average"] else "average"
+    assert clf.ensemble_["combine"] == clf.model_.combine == best
+    assert f"combine: {best} (3-fold CV" in clf.plan_.format()
+
+
+def test_an_ensemble_exports_as_one_onnx_graph_that_matches_it(tmp_path, data):
+    pytest.importorskip("onnxruntime")
+    from headstart.export.runtime import OnnxClassifier
+
+    clf = fit_ensemble(data, MEMBERS, combine="average", weights="none")
+    result = clf.export(tmp_path / "ensemble.onnx", images=data)
+    assert result.parity.max_probability_gap <= 1e-4
+    onnx = OnnxClassifier.load(tmp_path / "ensemble.onnx")
+    images = [data.image(i) for i in range(6)]
+    assert np.allclose(onnx.predict_proba(images), clf.predict_proba(images), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "members, combine, error, words",
+    [
+        (MEMBERS[:1], "auto", ConfigError, "at least 2 members"),
+        ([MEMBERS[0], MEMBERS[0]], "auto", ConfigError, "distinct members"),
+        (MEMBERS, "vote", ConfigError, "'combine'"),
+        (
+            [MEMBERS[0], EnsembleMember("test_efficientnet", 32, ("stage9",))],
+            "auto",
+            ConfigError,
+            "stage9",
+        ),  # fmt: skip
+        ([MEMBERS[0], EnsembleMember("no_such_net", 32)], "auto", HeadstartError, "no_such_net"),
+    ],
+)
+def test_bad_members_are_named(data, members, combine, error, words):
+    with pytest.raises(error, match=words):
+        fit_ensemble(data, members, combine=combine, weights="none")
+
+
+def test_an_ensemble_refuses_a_head_it_would_not_train(data):
+    with pytest.raises(ConfigError, match="linear probes"):
+        fit_ensemble(data, MEMBERS, weights="none", config=TrainConfig(head="mlp"))
+
+
+def test_cli_train_ensemble_ranks_then_saves_one_model_that_predicts(tmp_path, capsys):
+    folder = colour_folder(tmp_path / "imgs", per_class=6)
+    weights = tiny_weights_file(tmp_path, seed=2)
+    run = tmp_path / "run"
+    code = main([
+        "train", str(folder), "--out", str(run), "--backbone", "test_efficientnet",
+        "--weights", weights, "--ensemble", "2", "--no-cache",
+    ])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "ranking 2 candidates" in out  # its own size (160) and half (80)
+    assert "ensemble of the top 2: test_efficientnet@" in out
+    assert out.index("ensemble of the top 2") < out.index("plan: ensemble") < out.index("trained")
+    meta = json.loads((run / "headstart.json").read_text())
+    assert len(meta["ensemble"]["members"]) == 2 and meta["metrics"]["test"]["accuracy"] >= 0
+    image = next(folder.rglob("*.png"))
+    assert main(["predict", str(run), str(image)]) == 0
+    assert str(image) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--ensemble", "1"], "2 or more members"),
+        (["--combine", "concat"], "give --ensemble too"),
+        (["--ensemble", "2", "--strategy", "fine-tune"], "Leave --strategy out"),
+        (["--ensemble", "2", "--resume"], "no checkpoints"),
+    ],
+)
+def test_cli_refuses_ensemble_flags_that_cannot_work(tmp_path, capsys, flags, words):
+    folder = colour_folder(tmp_path / "imgs", per_class=3)
+    code = main(["train", str(folder), "--out", str(tmp_path / "run"), *flags])
+    assert code == 2
+    assert words in capsys.readouterr().err
