@@ -106,7 +106,8 @@ def run(name: str, work: Path, sizes: list[int] | None, test_per_class: int) -> 
             print(f"   {c.name}: predicted {rows[c]['predicted_accuracy']:.3f} "
                   f"true {rows[c]['true_accuracy']:.3f}", flush=True)  # fmt: skip
     scored = [rows[c] for c in order]
-    predicted = np.array([r["predicted_accuracy"] for r in scored])
+    # The ranking's own order: its score (probe, LogME and input size; SCORE_WEIGHTS).
+    predicted = np.array([r["score"] for r in scored])
     true = np.array([r["true_accuracy"] for r in scored])
     chosen = scored[0]
     train_all = sum(extraction.values()) + fit_seconds
@@ -124,6 +125,9 @@ def run(name: str, work: Path, sizes: list[int] | None, test_per_class: int) -> 
                 [r["true_accuracy_halves"][1] for r in scored],
             )[0]
         ),  # fmt: skip
+        "weighted_tau_probe": float(
+            weightedtau(true, [r["predicted_accuracy"] for r in scored])[0]
+        ),
         "weighted_tau_logme": float(weightedtau(true, [r["logme"] for r in scored])[0]),
         "weighted_tau_knn": float(weightedtau(true, [r["knn_accuracy"] for r in scored])[0]),
         "chosen": chosen["candidate"]["name"],

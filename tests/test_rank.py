@@ -110,7 +110,7 @@ def test_cli_rank_prints_the_table_and_writes_the_report(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "on 14 training images" in text and "the test part is not looked at" in text
     assert "best: test_" in text and "probe CV" in text
-    assert "probe accuracy" in text.split("best: ")[1]  # and why it won
+    assert "cross-validated probe" in text.split("best: ")[1]  # and why it won
     saved = json.loads((out / "ranking.json").read_text())
     assert len(saved["scores"]) == 2 and saved["pareto"]
     assert (out / "ranking.png").stat().st_size > 1000
@@ -151,3 +151,22 @@ def test_cli_words_a_failed_candidate_as_its_flags(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "failed: --layers must be" in captured.out  # not the library's extract_features
     assert "each one's reason is listed above" in captured.err
+
+
+def test_the_order_weighs_probe_logme_and_input_size_as_documented():
+    from headstart.rank.ranking import SCORE_WEIGHTS, CandidateScore, _score
+
+    def scored(size, probe, evidence):
+        return CandidateScore(Candidate("m", size, ("final",)), probe, logme=evidence)
+
+    small_but_probed_higher = scored(112, 0.86, 0.50)
+    large = scored(224, 0.85, 0.52)
+    _score([small_but_probed_higher, large])
+    # z-scores of two values are -1 and +1: probe +1 for the small one, LogME and size +1
+    # for the large one, so the large one leads by 2 * (0.5 + 1.0 - 1.0).
+    assert large.score - small_but_probed_higher.score == pytest.approx(
+        2 * (SCORE_WEIGHTS["logme"] + SCORE_WEIGHTS["log_image_size"] - SCORE_WEIGHTS["probe"])
+    )
+    same_size = [scored(64, 0.9, 0.1), scored(64, 0.8, 0.1)]
+    _score(same_size)  # no spread in size or LogME: only the probe counts
+    assert same_size[0].score == pytest.approx(SCORE_WEIGHTS["probe"]) == -same_size[1].score
