@@ -45,6 +45,8 @@ def test_an_ensemble_saves_and_loads_as_one_model_with_identical_predictions(
     assert meta["ensemble"]["combine"] == combine
     assert [m["input"]["size"] for m in meta["ensemble"]["members"]] == [[32, 32], [24, 24]]
     assert meta["preprocessing"]["input_size"] == [3, 32, 32]  # the largest member's
+    with pytest.raises(ConfigError, match="fit_ensemble"):
+        loaded.fit(data)  # refit says how, rather than failing on the name "ensemble:..."
 
 
 def test_the_smaller_member_sees_the_ensemble_input_resized_inside_the_network(tmp_path, data):
@@ -76,6 +78,12 @@ def test_an_ensemble_exports_as_one_onnx_graph_that_matches_it(tmp_path, data):
     clf = fit_ensemble(data, MEMBERS, combine="average", weights="none")
     result = clf.export(tmp_path / "ensemble.onnx", images=data)
     assert result.parity.max_probability_gap <= 1e-4
+    card = json.loads((tmp_path / "ensemble.onnx.json").read_text())
+    assert [m["input_size"] for m in card["ensemble"]["members"]] == [[32, 32], [24, 24]]
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "ensemble.onnx")).graph
+    assert len(graph.input) == 1  # one image input: the members' resizing is inside
     onnx = OnnxClassifier.load(tmp_path / "ensemble.onnx")
     images = [data.image(i) for i in range(6)]
     assert np.allclose(onnx.predict_proba(images), clf.predict_proba(images), atol=1e-4)

@@ -48,6 +48,8 @@ _EXPORTS = {
     "WeightsError": "headstart.errors",
     "ImageClassifier": "headstart.estimator.image_classifier",
     "fit_folder": "headstart.estimator.quick",
+    "EnsembleMember": "headstart.estimator.ensemble",
+    "fit_ensemble": "headstart.estimator.ensemble",
     "OnnxClassifier": "headstart.export.runtime",
     "export_onnx": "headstart.export.exporter",
     "logme": "headstart.rank.evidence",

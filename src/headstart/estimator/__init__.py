@@ -6,6 +6,8 @@ from headstart._internal.lazy import lazy_exports
 _EXPORTS = {
     "ImageClassifier": ".image_classifier",
     "fit_folder": ".quick",
+    "EnsembleMember": ".ensemble",
+    "fit_ensemble": ".ensemble",
     "Prediction": ".results",
     "META_FILE": ".model_files",
     "WEIGHTS_FILE": ".model_files",

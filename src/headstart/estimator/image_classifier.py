@@ -27,7 +27,7 @@ from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.backbones.weights import WeightsInfo
 from headstart.data.dataset import ImageDataset, SkippedFile, TorchImageDataset
 from headstart.data.decode import DecodeOptions
-from headstart.errors import DataError, NotFittedError
+from headstart.errors import ConfigError, DataError, NotFittedError
 from headstart.estimator.fitting import (
     MIN_PER_CLASS_FOR_HOLDOUT,
     carve_validation,
@@ -134,6 +134,11 @@ class ImageClassifier:
         """
         if not isinstance(train, ImageDataset):
             raise invalid("ImageClassifier.fit", "train", "an ImageDataset", type(train).__name__)
+        if getattr(self, "ensemble_", None) is not None:
+            raise ConfigError(
+                f"ImageClassifier.fit: this model is an ensemble ({self.backbone}); fit cannot "
+                "train one. Use headstart.fit_ensemble(train, members) instead."
+            )
         if len(train.classes) < 2:
             raise DataError(f"Training needs at least 2 classes; got {train.classes}.")
         strategy = get_strategy(self.strategy)

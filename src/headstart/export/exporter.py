@@ -199,6 +199,16 @@ def export_onnx(
     return result
 
 
+def _ensemble_summary(ensemble: dict[str, Any]) -> dict[str, Any]:
+    """What an ensemble's card says of its members: each one's backbone, input size
+    (resized inside the graph) and layers, and how they are combined."""
+    members = [
+        {"backbone": m["backbone"], "input_size": m["input"]["size"], "layers": m["layers"]}
+        for m in ensemble["members"]
+    ]
+    return {"combine": ensemble["combine"], "members": members}
+
+
 def model_card(meta: dict[str, Any], opset: int, source_hash: str | None = None) -> dict[str, Any]:
     """What an exported file says about itself (its ONNX metadata and sidecar);
     ``source_hash``: the sha256 of the saved weights it was exported from, if saved."""
@@ -225,6 +235,7 @@ def model_card(meta: dict[str, Any], opset: int, source_hash: str | None = None)
         "backbone": meta["backbone"],
         "strategy": meta["strategy"],
         "layers": meta["layers"],
+        **({"ensemble": _ensemble_summary(meta["ensemble"])} if meta.get("ensemble") else {}),
         # Where the backbone's weights came from, without this machine's paths: the
         # file is made to be shipped.
         "weights": {k: v for k, v in meta["weights"].items() if k != "location"},
