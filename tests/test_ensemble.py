@@ -18,7 +18,7 @@ from headstart.train.config import TrainConfig
 from headstart.train.network import EnsembleNetwork
 
 MEMBERS = [
-    EnsembleMember("test_efficientnet", 32, ("final",)),
+    EnsembleMember("test_efficientnet", 32, ("final", "stage-2_2x2")),  # a grid layer too
     EnsembleMember("test_efficientnet", 24, ("stage-2", "final")),
 ]
 

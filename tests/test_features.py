@@ -267,7 +267,11 @@ def test_layer_names_count_from_either_end(backbone, layer, stage):
     assert parse_layer(layer, backbone.model) == stage
 
 
-@pytest.mark.parametrize("layer", ["stage5", "stage-6", "stage-0", "stage--1", "stage01", "stage²"])
+@pytest.mark.parametrize(
+    "layer",
+    ["stage5", "stage-6", "stage-0", "stage--1", "stage01", "stage²", "final_2x3", "final_5x5",
+     "stage-1_", "final2x2"],
+)  # fmt: skip
 def test_bad_layer_names_are_config_errors(backbone, layer):
     from headstart.features.layers import parse_layer
     from headstart.train.config import TrainConfig
@@ -367,3 +371,27 @@ def test_either_spelling_of_a_stage_is_served_by_one_cache_entry(
     np.testing.assert_array_equal(again["stage3"], first["stage-2"])
     (entry,) = cache.entries()
     assert entry.layers == ("final", "stage3", "stage4")
+
+
+def test_a_grid_layer_pools_regions_as_adaptive_pooling_does(backbone, images):
+    from torch.nn import functional as F
+
+    from headstart.features.layers import grid_pool, parse_layer, stored_layer_name
+
+    for shape in [(2, 5, 7, 9), (1, 3, 2, 2), (2, 4, 8, 8)]:
+        x = torch.randn(*shape)
+        for grid in (1, 2, 3):
+            expected = F.adaptive_avg_pool2d(x, grid).flatten(1)
+            torch.testing.assert_close(grid_pool(x, grid), expected, rtol=1e-6, atol=1e-6)
+    assert parse_layer("stage-1_2x2", backbone.model) == 4
+    assert stored_layer_name("stage-1_2x2", backbone.model) == "stage4_2x2"
+    features = extract_features(
+        backbone, images, layers=("final", "final_2x2", "stage-1_3x3"), fast=False
+    )
+    width = features["final"].shape[1]
+    assert features["final_2x2"].shape == (12, 4 * width)
+    # the mean of the four regions is the global mean when the map splits evenly
+    regions = features["final_2x2"].reshape(12, width, 4)
+    np.testing.assert_allclose(regions.mean(2), features["final"], rtol=1e-4, atol=1e-5)
+    channels = backbone.model.feature_info[4]["num_chs"]
+    assert features["stage-1_3x3"].shape == (12, 9 * channels)

@@ -12,6 +12,28 @@ from headstart.errors import ConfigError
 # Feature layer names besides "final": stage<i> counts from the input, stage-<j> from the end.
 LAYER_PATTERN = re.compile(r"stage(0|[1-9][0-9]*|-[1-9][0-9]*)", re.ASCII)
 
+# A layer pooled over a g x g grid instead of globally: "final_2x2", "stage-1_3x3".
+GRID_SUFFIX = re.compile(r"_([1-4])x\1", re.ASCII)
+
+
+def split_layer(layer: str) -> tuple[str, int]:
+    """(base layer, grid side): "stage-1_2x2" -> ("stage-1", 2); "final" -> ("final", 1).
+    The base is returned as given, unchecked; a suffix that is not a grid stays on it."""
+    match = GRID_SUFFIX.search(layer)
+    if match is None or match.end() != len(layer):
+        return layer, 1
+    return layer[: match.start()], int(match.group(1))
+
+
+def is_layer_name(layer: object) -> bool:
+    """Whether ``layer`` is spelled as a feature layer ("final", "stage2", "stage-1",
+    each optionally with a grid suffix such as "_2x2"), whatever the model."""
+    if not isinstance(layer, str):
+        return False
+    base, _ = split_layer(layer)
+    return base == "final" or LAYER_PATTERN.fullmatch(base) is not None
+
+
 # The input resolution a model may be asked for, in pixels per side. Below 16 px the
 # strided stages of a CNN leave nothing to pool. Above 2048 px no backbone has been
 # trained (timm's largest pretrained inputs are 800 px), and the cost grows with the

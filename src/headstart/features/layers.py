@@ -1,7 +1,9 @@
 """Feature layers by name: ``"final"`` is the pooled input of the classifier head;
 ``"stage<i>"`` (or ``"stage-<j>"``, counted from the last) is the global-average-pooled
 output of intermediate stage i (timm's ``forward_intermediates``), which can transfer
-better to data far from ImageNet."""
+better to data far from ImageNet. A grid suffix (``"final_2x2"``, ``"stage-1_3x3"``)
+averages the layer's map over a g x g grid of regions instead of the whole image,
+keeping where things are (a collar from a hem): g * g times the width."""
 
 from __future__ import annotations
 
@@ -10,18 +12,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from headstart._internal.validation import LAYER_PATTERN, invalid
+from headstart._internal.validation import LAYER_PATTERN, invalid, split_layer
 
 __all__ = ["layer_names", "parse_layer", "pooled_features", "stored_layer_name"]
 
 
 def parse_layer(layer: str, model: nn.Module) -> int | None:
     """``"final"`` -> None; ``"stage<i>"`` -> i; ``"stage-<j>"`` counts from the last stage
-    (``stage-1`` is the last), so one setting suits models with any number of stages."""
-    if layer == "final":
+    (``stage-1`` is the last), so one setting suits models with any number of stages. A
+    grid suffix (``"_2x2"``) does not change the stage it reads."""
+    base, _ = split_layer(layer) if isinstance(layer, str) else (layer, 1)
+    if base == "final":
         return None
     stages = len(getattr(model, "feature_info", []) or [])
-    match = LAYER_PATTERN.fullmatch(layer) if isinstance(layer, str) else None
+    match = LAYER_PATTERN.fullmatch(base) if isinstance(base, str) else None
     if match:
         index = int(match.group(1))
         if 0 <= index < stages or (index < 0 and -index <= stages):
@@ -29,9 +33,31 @@ def parse_layer(layer: str, model: nn.Module) -> int | None:
     raise invalid(
         "extract_features",
         "layers",
-        f"'final', 'stage0'..'stage{stages - 1}' or 'stage-1'..'stage-{stages}'",
+        f"'final', 'stage0'..'stage{stages - 1}' or 'stage-1'..'stage-{stages}' "
+        "(each may end in a grid: '_2x2', '_3x3', '_4x4')",
         layer,
     )
+
+
+def grid_pool(feature_map: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C * grid * grid): the mean of each of grid x grid regions, with
+    the bounds adaptive average pooling uses (equal to it), written as slices so that
+    the ONNX exporter gets fixed shapes. Channels vary slowest: [c0 r0, c0 r1, ...]."""
+    if feature_map.ndim != 4:
+        raise invalid(
+            "extract_features", "layers", "a grid only on a layer with a (B, C, H, W) map",
+            f"a map of shape {tuple(feature_map.shape)}",
+        )  # fmt: skip
+    if grid == 1:
+        return feature_map.float().mean(dim=(2, 3))
+    height, width = feature_map.shape[-2:]
+    cells = []
+    for i in range(grid):
+        top, bottom = (i * height) // grid, -(-((i + 1) * height) // grid)
+        for j in range(grid):
+            left, right = (j * width) // grid, -(-((j + 1) * width) // grid)
+            cells.append(feature_map[:, :, top:bottom, left:right].float().mean(dim=(2, 3)))
+    return torch.stack(cells, dim=2).flatten(1)
 
 
 def pooled_features(model: nn.Module, images: torch.Tensor, stages: dict[str, int | None]) -> dict:
@@ -43,19 +69,27 @@ def pooled_features(model: nn.Module, images: torch.Tensor, stages: dict[str, in
         by_stage = dict(zip(wanted, intermediates, strict=True))
         for layer, index in stages.items():
             if index is not None:
-                out[layer] = by_stage[index].float().mean(dim=(2, 3))
+                out[layer] = grid_pool(by_stage[index], split_layer(layer)[1])
     else:
         final = model.forward_features(images)
-    if "final" in stages:
-        out["final"] = model.forward_head(final, pre_logits=True).float()
+    for layer, index in stages.items():
+        if index is None:
+            grid = split_layer(layer)[1]
+            if grid == 1:
+                out[layer] = model.forward_head(final, pre_logits=True).float()
+            else:
+                out[layer] = grid_pool(final, grid)
     return out
 
 
 def stored_layer_name(layer: str, model: nn.Module) -> str:
     """The one spelling of a layer once the model is known: ``stage-1`` of a five-stage
-    model is ``stage4``. Plans, cache entries and listings all print this spelling."""
+    model is ``stage4`` (``stage-1_2x2``: ``stage4_2x2``). Plans, cache entries and
+    listings all print this spelling."""
     index = parse_layer(layer, model)
-    return "final" if index is None else f"stage{index}"
+    _, grid = split_layer(layer)
+    base = "final" if index is None else f"stage{index}"
+    return base if grid == 1 else f"{base}_{grid}x{grid}"
 
 
 def layer_names(layers: Sequence[str], model: nn.Module) -> str:

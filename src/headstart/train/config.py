@@ -8,10 +8,10 @@ from typing import Any
 
 from headstart._internal.validation import (
     IMAGE_SIZE_RANGE,
-    LAYER_PATTERN,
     image_size_fits,
     invalid,
     is_finite_number,
+    is_layer_name,
 )
 
 __all__ = ["BN_POLICIES", "HEADS", "SCHEDULES", "TrainConfig"]
@@ -143,11 +143,11 @@ class TrainConfig:
         ):
             raise invalid(owner, "device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", self.device)
         for layer in self.layers:
-            is_stage = isinstance(layer, str) and LAYER_PATTERN.fullmatch(layer) is not None
-            if layer != "final" and not is_stage:
+            if not is_layer_name(layer):
                 raise invalid(
-                    owner, "layers", "names such as 'final', 'stage4' or 'stage-1'", layer
-                )
+                    owner, "layers", "names such as 'final', 'stage4', 'stage-1' or 'final_2x2'",
+                    layer,
+                )  # fmt: skip
         if not isinstance(self.freeze_groups, int) or isinstance(self.freeze_groups, bool):
             raise invalid(owner, "freeze_groups", "an int", self.freeze_groups)
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
