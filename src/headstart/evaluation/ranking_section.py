@@ -100,7 +100,8 @@ def ranking_lines(ranking: dict[str, Any], runs: list[dict[str, Any]], plot: boo
         )
     lines.append("")
     if len(scored) > TOP:
-        lines += [f"{len(scored) - TOP} more candidates are in {RANKING_FILE}.", ""]
+        more = len(scored) - TOP
+        lines += [f"{more} more candidate{' is' if more == 1 else 's are'} in {RANKING_FILE}.", ""]
     for s in failed:
         lines.append(f"- Not scored: {s['candidate']['name']}: {s['error']}")
     if failed:
