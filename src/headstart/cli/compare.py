@@ -71,6 +71,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "does in train; the first also seeds the train/test split, shared by every run",
     )
     add_model_arguments(comparison)
+    comparison.set_defaults(backbone=None)  # so that --backbone with --backbones is seen
+    comparison.add_argument(
+        "--backbones",
+        help="comma-separated timm names, or 'bundled': every run repeated per backbone, "
+        "side by side on the same curves (instead of --backbone); ranks them too",
+    )
+    comparison.add_argument(
+        "--rank",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rank backbone x input size x layers on the largest training draw and add a "
+        "Ranking section to the report, predicted beside measured accuracy (default: on "
+        "with --backbones, off otherwise)",
+    )
     add_out_argument(comparison, "compare", makes_files=True)
     add_cache_arguments(comparison)
     add_config_arguments(
@@ -135,12 +149,22 @@ def run_comparison(
 
 def run_compare(args: argparse.Namespace) -> int:
     from headstart.backbones.registry import check_backbone_name
+    from headstart.cli.rank import backbone_names
     from headstart.data.doctor import diagnose
     from headstart.data.layout import load_images
     from headstart.evaluation.comparison import CompareSettings, shared_overrides
 
     check_weights_argument(args.weights)
-    check_backbone_name(args.backbone)
+    if args.backbones is not None and args.backbone is not None:
+        raise ConfigError(
+            "--backbone and --backbones both say which backbones to compare.",
+            hint="Give one: {backbones} A,B puts several side by side, {backbone} A runs one.",
+        )
+    backbones = tuple(backbone_names(args.backbones)) if args.backbones is not None else ()
+    if args.backbones is not None and not backbones:
+        raise ConfigError(f"--backbones names no backbone this machine has: {args.backbones!r}.")
+    backbone = backbones[0] if backbones else (args.backbone or DEFAULT_BACKBONE)
+    check_backbone_name(backbone)
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     unknown = [name for name in strategies if name not in strategy_names()]
     if unknown or not strategies:
@@ -158,7 +182,8 @@ def run_compare(args: argparse.Namespace) -> int:
         strategies=strategies,
         labels_per_class=parse_labels_per_class(args.labels_per_class, several=True),
         seeds=seeds,
-        backbone=args.backbone,
+        backbone=backbone,
+        backbones=backbones,
         weights=args.weights,
         image_size=image_size,
         overrides=overrides,
@@ -178,7 +203,46 @@ def run_compare(args: argparse.Namespace) -> int:
     shown = ("unreadable", "imbalance")  # the load reports above named them
     for line in diagnose(train, test).brief(args.data, skip=shown, words=args.words):
         print(line)
+    # With --backbones the question is "which backbone?": the ranking's prediction
+    # belongs beside the measurement unless --no-rank says otherwise.
+    if args.rank if args.rank is not None else bool(backbones):
+        rank_for_report(train, settings, changes, args)
     return run_comparison(train, test, args.out, settings, args, f"{args.data}")
+
+
+def rank_for_report(
+    train: Any, settings: Any, changes: dict[str, Any], args: argparse.Namespace
+) -> None:
+    """Rank the compared backbones (each input size and layer set) on the largest
+    training draw of the first seed, the images the largest runs train on, never the
+    test part; writes ranking.json and ranking.png for the report. A ranking that cannot
+    be made is said, and the comparison goes on."""
+    from headstart.cli.rank import candidates_from, run_ranking
+    from headstart.errors import DataError
+    from headstart.evaluation.comparison import largest_draw
+    from headstart.rank.ranking import LAYER_SETS, save_ranking
+
+    k, draw = largest_draw(train, settings)
+    sizes = [settings.image_size] if settings.image_size else None
+    candidates = candidates_from(settings.compared_backbones, sizes, LAYER_SETS)
+    size = "all" if k is None else k
+    print(
+        f"\nranking {len(candidates)} candidates on the {len(draw)} training images of the "
+        f"largest draw ({size} per class, seed {settings.seeds[0]}); the test part is not "
+        "looked at"
+    )
+    try:
+        ranking = run_ranking(
+            args, draw, candidates, device=changes.get("device", "auto"),
+            batch_size=changes.get("batch_size", 64), seed=settings.seeds[0], top=8,
+        )  # fmt: skip
+    except DataError as exc:
+        print(f"compare: no ranking in the report: {exc.render(args.words)}")
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_ranking(
+        ranking, args.out, extra={"draw": {"labels_per_class": size, "seed": settings.seeds[0]}}
+    )
 
 
 def run_demo(args: argparse.Namespace) -> int:

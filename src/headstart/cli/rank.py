@@ -105,21 +105,31 @@ def candidates_from(
 ) -> list[Any]:
     """The candidates of ``names`` (None: the bundled backbones this machine has, with a
     note for each it lacks) at ``sizes`` (None: each one's own and half) and layer sets."""
-    from headstart.backbones.registry import check_backbone_name, list_backbones
+    from headstart.backbones.registry import list_backbones
     from headstart.rank.ranking import candidates_for
 
-    known = {row.name: row for row in list_backbones()}
+    native = {row.name: row.input_size for row in list_backbones() if row.input_size}
+    return candidates_for(backbone_names(names), sizes, layer_sets, native)
+
+
+def backbone_names(names: Sequence[str] | str | None) -> list[str]:
+    """The backbones ``names`` means: comma-separated or listed timm names, each checked;
+    None or 'bundled': the bundled ones this machine has, with a note for each it lacks
+    (as ``rank --backbones`` and ``compare --backbones`` take them)."""
+    from headstart.backbones.registry import check_backbone_name, list_backbones
+
+    if isinstance(names, str):
+        names = None if names.strip() == "bundled" else names.split(",")
     if names is None:
-        names = [r.name for r in known.values() if r.source == "bundled" and r.available]
-        for row in known.values():
+        known = list_backbones()
+        for row in known:
             if row.source == "bundled" and not row.available:
                 print(printable(f"note: {row.name} is not installed here ({row.note})"))
-    else:
-        names = [name.strip() for name in names if name.strip()]
-        for name in names:
-            check_backbone_name(name)
-    native = {name: row.input_size for name, row in known.items() if row.input_size}
-    return candidates_for(names, sizes, layer_sets, native)
+        return [r.name for r in known if r.source == "bundled" and r.available]
+    names = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+    for name in names:
+        check_backbone_name(name)
+    return names
 
 
 def run_ranking(

@@ -38,7 +38,7 @@ from headstart.estimator.image_classifier import ImageClassifier
 from headstart.strategies.registry import get_strategy, strategy_names
 from headstart.train.callbacks import Callback
 
-__all__ = ["CompareSettings", "compare", "load_results"]
+__all__ = ["CompareSettings", "compare", "largest_draw", "load_results"]
 
 RESULTS_FILE = "results.json"
 DEFAULT_STRATEGIES = ("scratch", "feature-extraction", "fine-tune")
@@ -52,6 +52,9 @@ class CompareSettings:
     labels_per_class: tuple[int | None, ...] = (10, 30, 100, None)
     seeds: tuple[int, ...] = (0,)
     backbone: str = DEFAULT_BACKBONE
+    # Several backbones side by side: every run repeated per backbone (empty: just
+    # ``backbone``). Runs are then named "backbone:strategy/k=../seed=..".
+    backbones: tuple[str, ...] = ()
     weights: str = "auto"
     # One resolution for every strategy, for a fair race; None: the backbone's own, as
     # `train` uses by default, so the comparison measures what training would do.
@@ -73,8 +76,15 @@ class CompareSettings:
         for k in self.labels_per_class:
             if k is not None and (not isinstance(k, int) or k < 1):
                 raise invalid(owner, "labels_per_class", "ints >= 1 or None (all)", k)
+        if len(set(self.backbones)) != len(self.backbones):
+            raise invalid(owner, "backbones", "distinct names", self.backbones)
         if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
             raise invalid(owner, "seeds", "one or more ints >= 0", self.seeds)
+
+    @property
+    def compared_backbones(self) -> tuple[str, ...]:
+        """The backbones every run is repeated for, in the order given."""
+        return self.backbones or (self.backbone,)
 
     def config_for(self, strategy: str, seed: int) -> Any:
         config = get_strategy(strategy).default_config()
@@ -114,16 +124,32 @@ def shared_overrides(
     return overrides, notes
 
 
-def run_id(strategy: str, labels_per_class: int | None, seed: int) -> str:
+def run_id(
+    strategy: str, labels_per_class: int | None, seed: int, backbone: str | None = None
+) -> str:
+    """``strategy/k=../seed=..``, prefixed by ``backbone:`` when several are compared."""
     size = "all" if labels_per_class is None else str(labels_per_class)
-    return f"{strategy}/k={size}/seed={seed}"
+    return f"{backbone + ':' if backbone else ''}{strategy}/k={size}/seed={seed}"
 
 
-def _fingerprint(settings: CompareSettings, strategy: str, seed: int, data_key: str) -> str:
+def _run_key(record: dict[str, Any], backbone: str) -> tuple[str, str, str, int]:
+    """What a run is, whatever its id says: results of older versions have no backbone
+    field (they compared one, ``backbone``: the one their settings name)."""
+    return (
+        record.get("backbone", backbone),
+        record["strategy"],
+        str(record["labels_per_class"]),
+        record["seed"],
+    )
+
+
+def _fingerprint(
+    settings: CompareSettings, strategy: str, seed: int, data_key: str, backbone: str
+) -> str:
     """Changes when anything that shapes a run's result changes."""
     parts = {
         "config": settings.config_for(strategy, seed).to_dict(),
-        "backbone": settings.backbone,
+        "backbone": backbone,
         "weights": settings.weights,
         "data": data_key,
     }
@@ -156,6 +182,29 @@ class CompareCallback(Callback):
         """A run finished (or failed, or was reused)."""
 
 
+def drawn_sizes(
+    train: ImageDataset, labels_per_class: Sequence[int | None]
+) -> tuple[list[int | None], list[int], int]:
+    """(the sizes a comparison draws, smallest first and None for all; those dropped;
+    the smallest class's count). A size above the smallest class cannot be drawn for
+    every class, so it is dropped and the report says so."""
+    smallest = min(train.class_counts().values())
+    sizes = sorted(
+        {k for k in labels_per_class if k is None or k <= smallest},
+        key=lambda k: float("inf") if k is None else k,
+    )
+    dropped = sorted(k for k in labels_per_class if k is not None and k > smallest)
+    return sizes or [None], dropped, smallest
+
+
+def largest_draw(train: ImageDataset, settings: CompareSettings) -> tuple[int | None, Any]:
+    """(labels per class, images) of the largest labelled draw of the first seed: the
+    very images that comparison's largest runs train on (the ranking scores these)."""
+    k = drawn_sizes(train, settings.labels_per_class)[0][-1]
+    seed = settings.seeds[0]
+    return k, train if k is None else sample_per_class(train, k, seed=seed)
+
+
 def compare(
     train: ImageDataset,
     test: ImageDataset,
@@ -166,24 +215,20 @@ def compare(
     callback: CompareCallback | None = None,
     data_description: str = "",
 ) -> dict[str, Any]:
-    """Run every (size, seed, strategy) once; returns the results (also in results.json)."""
+    """Run every (size, seed, strategy, backbone) once; returns the results (also in
+    results.json)."""
     settings = settings or CompareSettings()
     callback = callback or CompareCallback()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    smallest = min(train.class_counts().values())
-    # A size above the smallest class cannot be drawn for every class, so it is
-    # dropped and the report says so.
-    sizes = sorted(
-        {k for k in settings.labels_per_class if k is None or k <= smallest},
-        key=lambda k: float("inf") if k is None else k,
-    )
-    dropped = sorted(k for k in settings.labels_per_class if k is not None and k > smallest)
-    if not sizes:
-        sizes = [None]
+    sizes, dropped, smallest = drawn_sizes(train, settings.labels_per_class)
     data_key = f"{train.fingerprint()}:{test.fingerprint()}"
     loaded = load_results(folder)
-    previous = {r["id"]: r for r in [*loaded.get("earlier_runs", []), *loaded.get("runs", [])]}
+    old_backbone = loaded.get("settings", {}).get("backbone", settings.backbone)
+    previous = {}
+    for r in [*loaded.get("earlier_runs", []), *loaded.get("runs", [])]:
+        key = _run_key(r, old_backbone)
+        previous[key] = {**r, "backbone": key[0]}  # named, should the settings change
     results: dict[str, Any] = {
         "data": {
             "description": data_description,
@@ -196,7 +241,8 @@ def compare(
             "strategies": list(settings.strategies),
             "labels_per_class": [k if k is not None else "all" for k in sizes],
             "seeds": list(settings.seeds),
-            "backbone": settings.backbone,
+            "backbone": settings.compared_backbones[0],
+            "backbones": list(settings.compared_backbones),
             "image_size": settings.image_size,
             "configs": {s: settings.config_for(s, 0).to_dict() for s in settings.strategies},
         },
@@ -206,12 +252,21 @@ def compare(
             for k in dropped
         ],
     }
-    plan = [(k, seed, s) for k in sizes for seed in settings.seeds for s in settings.strategies]
-    for index, (k, seed, strategy) in enumerate(plan, start=1):
-        rid = run_id(strategy, k, seed)
-        fingerprint = _fingerprint(settings, strategy, seed, data_key)
-        old = previous.get(rid)
+    several = len(settings.compared_backbones) > 1
+    plan = [
+        (k, seed, s, b)
+        for k in sizes
+        for seed in settings.seeds
+        for b in settings.compared_backbones
+        for s in settings.strategies
+    ]
+    for index, (k, seed, strategy, backbone) in enumerate(plan, start=1):
+        rid = run_id(strategy, k, seed, backbone if several else None)
+        fingerprint = _fingerprint(settings, strategy, seed, data_key, backbone)
+        key = (backbone, strategy, "all" if k is None else str(k), seed)
+        old = previous.get(key)
         if old and old.get("status") == "ok" and old.get("fingerprint") == fingerprint:
+            old = {**old, "id": rid, "backbone": backbone}  # named as this comparison names it
             results["runs"].append(old)
             callback.on_run_end(old, reused=True)
             continue
@@ -227,9 +282,12 @@ def compare(
                     results["notes"].append(note)
                 continue
         callback.on_run_start(rid, index, len(plan))
-        record = _one_run(subset, test, settings, strategy, seed, cache_dir, callback, unlabelled)
+        record = _one_run(
+            subset, test, settings, backbone, strategy, seed, cache_dir, callback, unlabelled
+        )
         record.update(
             id=rid,
+            backbone=backbone,
             strategy=strategy,
             labels_per_class=k if k is not None else "all",
             train_images=len(subset),
@@ -252,14 +310,16 @@ def compare(
 
 def _pending(previous: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]:
     """Earlier finished runs not yet reached in this pass: kept, so a crash loses nothing."""
-    done = {r["id"] for r in results["runs"]}
-    return [r for rid, r in previous.items() if rid not in done and r.get("status") == "ok"]
+    backbone = results["settings"]["backbone"]
+    done = {_run_key(r, backbone) for r in results["runs"]}
+    return [r for key, r in previous.items() if key not in done and r.get("status") == "ok"]
 
 
 def _one_run(
     subset: ImageDataset,
     test: ImageDataset,
     settings: CompareSettings,
+    backbone: str,
     strategy: str,
     seed: int,
     cache_dir: str | Path | None,
@@ -270,7 +330,7 @@ def _one_run(
     started = time.perf_counter()
     try:
         clf = ImageClassifier(
-            settings.backbone,
+            backbone,
             strategy,
             config,
             weights=settings.weights,
@@ -297,22 +357,28 @@ def _one_run(
         "epochs": len([h for h in clf.history_ if h["stage"] != "head"]) or None,
         "confusion_matrix": metrics["confusion_matrix"],
         "test_images": metrics["n"],
+        "image_size": int(clf.preprocessing_.input_size[-1]),
+        **({"layers": list(config.layers)} if getattr(config, "layers", None) else {}),
         **({"unlabelled_images": len(unlabelled)} if unlabelled is not None else {}),
     }
 
 
 def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per (strategy, size): mean/min/max accuracy and mean training time over seeds."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """Per (strategy, backbone, size): mean/min/max accuracy and mean training time over
+    seeds."""
+    default = results.get("settings", {}).get("backbone", DEFAULT_BACKBONE)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for run in results["runs"]:
-        groups.setdefault((run["strategy"], str(run["labels_per_class"])), []).append(run)
+        key = (run["strategy"], run.get("backbone", default), str(run["labels_per_class"]))
+        groups.setdefault(key, []).append(run)
     rows = []
-    for (strategy, k), runs in groups.items():
+    for (strategy, backbone, k), runs in groups.items():
         ok = [r for r in runs if r.get("status") == "ok"]
         accuracies = [r["accuracy"] for r in ok]
         rows.append(
             {
                 "strategy": strategy,
+                "backbone": backbone,
                 "labels_per_class": k,
                 "runs": len(runs),
                 "failed": len(runs) - len(ok),

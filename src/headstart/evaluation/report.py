@@ -15,6 +15,7 @@ from typing import Any
 from headstart._internal.atomic import atomic_write
 from headstart.evaluation.comparison import load_results, sizes_in_order, summarise
 from headstart.evaluation.plots import new_figure, save_confusion_matrix, save_figure
+from headstart.evaluation.ranking_section import RANKING_PLOT, load_ranking, ranking_lines
 
 __all__ = ["build_report", "summary_sentences"]
 
@@ -26,16 +27,39 @@ COLOURS = {
 }
 
 
+# One line style per backbone when several are compared: colour says strategy, style
+# says backbone, so both read off the same axes.
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 def _size_label(k: str) -> str:
     return "all" if k == "all" else f"{k}"
+
+
+def _backbones(items: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["backbone"] for r in items if r.get("backbone")))
+
+
+def _label(item: dict[str, Any], several: bool) -> str:
+    """A curve's or a row's name: the strategy, with its backbone when several compete."""
+    return f"{item['strategy']} ({item['backbone']})" if several else item["strategy"]
 
 
 def _plot_accuracy_vs_labels(rows: list[dict[str, Any]], path: Path) -> Path:
     figure, axes = new_figure(6.4, 4.2)
     sizes = sizes_in_order(r["labels_per_class"] for r in rows)
     positions = {k: i for i, k in enumerate(sizes)}
-    for strategy in dict.fromkeys(r["strategy"] for r in rows):
-        ok = [r for r in rows if r["strategy"] == strategy and r["accuracy_mean"] is not None]
+    backbones = _backbones(rows)
+    several = len(backbones) > 1
+    curves = dict.fromkeys((r["strategy"], r.get("backbone")) for r in rows)
+    for strategy, backbone in curves:
+        ok = [
+            r
+            for r in rows
+            if (r["strategy"], r.get("backbone")) == (strategy, backbone)
+            and r["accuracy_mean"] is not None
+        ]
         ok.sort(key=lambda r: positions[str(r["labels_per_class"])])
         if not ok:
             continue
@@ -44,7 +68,11 @@ def _plot_accuracy_vs_labels(rows: list[dict[str, Any]], path: Path) -> Path:
         low = [100 * r["accuracy_min"] for r in ok]
         high = [100 * r["accuracy_max"] for r in ok]
         colour = COLOURS.get(strategy)
-        axes.plot(x, mean, marker="o", label=strategy, color=colour)
+        which = backbones.index(backbone) if several else 0
+        axes.plot(
+            x, mean, marker=MARKERS[which % len(MARKERS)], label=_label(ok[0], several),
+            color=colour, linestyle=LINE_STYLES[which % len(LINE_STYLES)],
+        )  # fmt: skip
         axes.fill_between(x, low, high, alpha=0.2, color=colour)  # spread across seeds
     axes.set_xticks(range(len(sizes)), labels=[_size_label(k) for k in sizes])
     axes.set_xlabel("labelled training images per class")
@@ -58,15 +86,24 @@ def _plot_accuracy_vs_labels(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def _plot_accuracy_vs_time(runs: list[dict[str, Any]], path: Path) -> Path:
     figure, axes = new_figure(6.4, 4.2)
-    for strategy in dict.fromkeys(r["strategy"] for r in runs):
-        ok = [r for r in runs if r["strategy"] == strategy and r.get("status") == "ok"]
+    backbones = _backbones(runs)
+    several = len(backbones) > 1
+    for strategy, backbone in dict.fromkeys((r["strategy"], r.get("backbone")) for r in runs):
+        ok = [
+            r
+            for r in runs
+            if (r["strategy"], r.get("backbone")) == (strategy, backbone)
+            and r.get("status") == "ok"
+        ]
         if not ok:
             continue
+        which = backbones.index(backbone) if several else 0
         axes.scatter(
             [r["train_seconds"] for r in ok],
             [100 * r["accuracy"] for r in ok],
-            label=strategy,
+            label=_label(ok[0], several),
             color=COLOURS.get(strategy),
+            marker=MARKERS[which % len(MARKERS)],
         )
         for r in ok:
             axes.annotate(
@@ -94,6 +131,7 @@ def _best_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
 def summary_sentences(results: dict[str, Any]) -> list[str]:
     """What the numbers say, in plain language, one sentence per data size."""
     rows = summarise(results)
+    several = len(_backbones(rows)) > 1
     sentences = []
     for k in sizes_in_order(r["labels_per_class"] for r in rows):
         at_k = [
@@ -105,10 +143,17 @@ def summary_sentences(results: dict[str, Any]) -> list[str]:
         best = max(at_k, key=lambda r: r["accuracy_mean"])
         head = "With all training images" if k == "all" else f"With {k} labels per class"
         text = (
-            f"{head}, {best['strategy']} is best at {best['accuracy_mean']:.1%} "
+            f"{head}, {_label(best, several)} is best at {best['accuracy_mean']:.1%} "
             f"({best['train_seconds_mean']:.0f} s of training)"
         )
-        scratch = next((r for r in at_k if r["strategy"] == "scratch"), None)
+        scratch = next(
+            (
+                r
+                for r in at_k
+                if r["strategy"] == "scratch" and r.get("backbone") == best.get("backbone")
+            ),
+            None,
+        )
         if scratch is not None and best["strategy"] != "scratch":
             gap = best["accuracy_mean"] - scratch["accuracy_mean"]
             ratio = scratch["train_seconds_mean"] / max(best["train_seconds_mean"], 1e-9)
@@ -123,10 +168,12 @@ def summary_sentences(results: dict[str, Any]) -> list[str]:
             )
         elif scratch is not None:
             text += "; training from scratch wins here: transfer does not pay at this size"
-        others = [r for r in at_k if r["strategy"] not in (best["strategy"], "scratch")]
+        others = [r for r in at_k if r is not best and r is not scratch]
+        if not several:  # as before: scratch is named once, in its own clause
+            others = [r for r in others if r["strategy"] != "scratch"]
         for other in others:
             text += (
-                f"; {other['strategy']} {other['accuracy_mean']:.1%} in "
+                f"; {_label(other, several)} {other['accuracy_mean']:.1%} in "
                 f"{other['train_seconds_mean']:.0f} s"
             )
         sentences.append(text + ".")
@@ -156,18 +203,29 @@ def _held_out_sentence(runs: list[dict[str, Any]]) -> str:
 
 
 def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    """One row per (size, strategy), and per backbone when several were compared (then a
+    backbone column follows the strategy's)."""
+    backbones = _backbones(rows)
+    several = len(backbones) > 1
     lines = [
-        "| labels/class | strategy | accuracy (mean, min–max) | balanced acc. | train time (s) "
-        "| trainable params | runs |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| labels/class | strategy | "
+        + ("backbone | " if several else "")
+        + "accuracy (mean, min–max) | balanced acc. | train time (s) | trainable params | runs |",
+        "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if several else ""),
     ]
     order = sizes_in_order(r["labels_per_class"] for r in rows)
-    rows = sorted(rows, key=lambda r: (order.index(str(r["labels_per_class"])), r["strategy"]))
+    rows = sorted(
+        rows,
+        key=lambda r: (
+            order.index(str(r["labels_per_class"])),
+            r["strategy"],
+            backbones.index(r["backbone"]) if several else 0,
+        ),
+    )
     for r in rows:
+        name = f"{r['strategy']} | {r['backbone']}" if several else r["strategy"]
         if r["accuracy_mean"] is None:
-            lines.append(
-                f"| {r['labels_per_class']} | {r['strategy']} | failed | – | – | – | {r['runs']} |"
-            )
+            lines.append(f"| {r['labels_per_class']} | {name} | failed | – | – | – | {r['runs']} |")
             continue
         spread = (
             f" ({100 * r['accuracy_min']:.1f}–{100 * r['accuracy_max']:.1f})"
@@ -175,7 +233,7 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
             else ""
         )
         lines.append(
-            f"| {r['labels_per_class']} | {r['strategy']} | {100 * r['accuracy_mean']:.1f} %"
+            f"| {r['labels_per_class']} | {name} | {100 * r['accuracy_mean']:.1f} %"
             f"{spread} | {100 * r['balanced_accuracy_mean']:.1f} % | "
             f"{r['train_seconds_mean']:.1f} | {r['trainable_parameters']:,} | "
             f"{r['runs'] - r['failed']}/{r['runs']} |"
@@ -183,8 +241,16 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _backbone_sentence(settings: dict[str, Any]) -> str:
+    names = settings.get("backbones") or [settings.get("backbone")]
+    if len(names) == 1:
+        return f"Backbone: {names[0]}"
+    return f"Backbones (each with every strategy, on the same draws): {', '.join(names)}, each"
+
+
 def build_report(folder: str | Path, title: str = "headstart comparison") -> dict[str, Path]:
-    """Write report.md, report.html and the PNGs from the folder's results.json."""
+    """Write report.md, report.html and the PNGs from the folder's results.json (and a
+    Ranking section from its ranking.json, when there is one)."""
     folder = Path(folder)
     results = load_results(folder)
     runs = results.get("runs", [])
@@ -210,7 +276,7 @@ def build_report(folder: str | Path, title: str = "headstart comparison") -> dic
     md += [
         f"Training pool: {data.get('train_images')} images; test set: "
         f"{data.get('test_images')} images; {len(data.get('classes', []))} classes. "
-        f"Backbone: {settings.get('backbone')} at {settings.get('image_size') or 'its own'} px. "
+        f"{_backbone_sentence(settings)} at {settings.get('image_size') or 'its own'} px. "
         f"Seeds: {settings.get('seeds')}. At each size every strategy drew from the same "
         f"images.{_held_out_sentence(runs)}"
         + (
@@ -243,6 +309,12 @@ def build_report(folder: str | Path, title: str = "headstart comparison") -> dic
         "of each strategy are in results.json.",
         "",
     ]
+    ranking = load_ranking(folder)
+    if ranking is not None:
+        plot = folder / RANKING_PLOT
+        if plot.is_file():
+            paths["ranking"] = plot
+        md += ranking_lines(ranking, runs, plot=plot.is_file())
     markdown = "\n".join(md)
     atomic_write(folder / "report.md", lambda handle: handle.write(markdown.encode()))
     page = _html_page(title, markdown, paths)

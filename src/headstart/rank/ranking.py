@@ -157,6 +157,8 @@ class Ranking:
             "notes": self.notes,
             "scores": [s.to_dict() for s in self.scores],
             "pareto": [s.candidate.name for s in self.pareto()],
+            # so a report built from the JSON alone can say it (compare's does)
+            **({"why_best": self.why_best()} if self.ranked else {}),
         }
 
 
@@ -363,14 +365,15 @@ def _latency_ms(backbone: Any, device: str) -> float:
     return 1000 * float(np.median(times))
 
 
-def save_ranking(ranking: Ranking, folder: Path) -> list[Path]:
-    """``ranking.json`` and the accuracy-against-latency plot into ``folder``."""
+def save_ranking(ranking: Ranking, folder: Path, extra: dict[str, Any] | None = None) -> list[Path]:
+    """``ranking.json`` and the accuracy-against-latency plot into ``folder``; ``extra``
+    joins the JSON (compare records which draw was ranked)."""
     import json
 
     from headstart._internal.atomic import atomic_write
     from headstart.evaluation.plots import save_pareto_plot
 
-    text = json.dumps(ranking.to_dict(), indent=2).encode()
+    text = json.dumps({**ranking.to_dict(), **(extra or {})}, indent=2).encode()
     atomic_write(folder / "ranking.json", lambda handle: handle.write(text))
     rows = ranking.ranked
     front = {s.candidate.name for s in ranking.pareto()}
