@@ -15,6 +15,7 @@ from headstart.evaluation import report as report_module
 from headstart.evaluation.comparison import CompareCallback, CompareSettings, compare
 from headstart.evaluation.report import build_report
 from headstart.rank import ranking as ranking_module
+from headstart.rank.ranking import LAYER_SETS
 
 BACKBONES = ("test_efficientnet", "test_resnet")
 
@@ -147,7 +148,7 @@ def test_compare_backbones_ranks_the_largest_training_draw_into_the_report(
     markdown = (out / "report.md").read_text()
     section = markdown[markdown.index("## Ranking") :]
     names = [s["candidate"]["name"] for s in ranking["scores"]]
-    assert len(names) == 6  # 2 backbones x 32 px x 3 layer sets
+    assert len(names) == 2 * len(LAYER_SETS)  # 2 backbones x 32 px x every layer set
     for name in names:
         assert f"| {name} | " in section
     assert f"for {ranking['why_best']}" in section

@@ -124,7 +124,7 @@ def test_cli_train_ensemble_ranks_then_saves_one_model_that_predicts(tmp_path, c
     ])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert "ranking 2 candidates" in out  # its own size (160) and half (80)
+    assert "ranking 8 candidates" in out  # its own size (160) and half (80), 4 layer sets each
     assert "ensemble of the top 2: test_efficientnet@" in out
     assert out.index("ensemble of the top 2") < out.index("plan: ensemble") < out.index("trained")
     meta = json.loads((run / "headstart.json").read_text())

@@ -127,7 +127,7 @@ def test_train_layers_auto_chooses_by_the_ranking_and_says_why(tmp_path, capsys)
     ])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert "ranking 3 candidates on the 14 training images" in out
+    assert "ranking 4 candidates on the 14 training images" in out
     chosen = out.split("chosen: test_efficientnet 32px ")[1].split(":")[0]
     saved = json.loads((run / "headstart.json").read_text())
     assert "+".join(saved["layers"]) == chosen

@@ -49,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--layers",
         default="auto",
-        help="'auto' (final; stage-2,final; stage-3..final) or one comma-separated layer set",
+        help="'auto' (final; stage-2,final; stage-3..final; stage-3..final also pooled over 2x2 "
+        "regions) or one comma-separated layer set",
     )
     parser.add_argument("--weights", default="auto", help="auto, bundled or hub")
     add_labels_argument(parser, "all", several=False)

@@ -234,6 +234,8 @@ def _check_ensemble_arguments(args: argparse.Namespace) -> None:
         return
     if args.ensemble < 2:
         raise ConfigError(f"--ensemble takes 2 or more members. Got {args.ensemble}.")
+    if args.layers is None:  # not given: each member's layers are the ranking's choice
+        args.layers = ("auto",)
     if args.resume:
         raise ConfigError("--ensemble has no checkpoints to --resume: its heads fit in seconds")
     args.backbone = args.backbone or "auto"
