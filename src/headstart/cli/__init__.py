@@ -64,6 +64,7 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc passes on
     words = args.words = cli_words(args.command_parser)
     # SIGTERM outside the training loop (e.g. during feature extraction) ends like
     # Ctrl-C: exit 130, not a silent kill. The loop installs its own handler.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from headstart._internal.text import printable
@@ -22,6 +24,7 @@ from headstart.cli.arguments import (
     test_size,
 )
 from headstart.cli.common import PrintingCallback, print_report, print_reports
+from headstart.cli.launch import add_nproc_argument, check_nproc, launch_torchrun
 from headstart.errors import ConfigError, DataError
 from headstart.strategies.registry import strategy_names
 
@@ -44,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace a model already in --out (and the evaluation files beside it)",
     )
+    add_nproc_argument(parser)
     add_cache_arguments(parser)
     add_config_arguments(parser)
     parser.set_defaults(run=run)
@@ -106,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from headstart.strategies.registry import get_strategy
 
     check_weights_argument(args.weights)
+    check_nproc(args.nproc)
     args.auto_backbone = args.backbone == "auto"
     args.auto_layers = args.layers == ("auto",)
     if not args.auto_backbone:
@@ -134,8 +139,22 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.unlabelled and not Path(args.unlabelled).is_dir():
         raise ConfigError(f"--unlabelled {args.unlabelled}: folder not found")
+    if args.nproc and args.nproc > 1:
+        return launch_torchrun(args.nproc, args.argv)
+    from headstart.backbones.world import init_distributed
+
+    if not init_distributed().is_main:  # under torchrun: rank 0 alone prints and writes
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
+        return _train(args, config, _NoFolder())
     with ModelFolder(args.out, overwrite=args.overwrite, resume=args.resume) as out:
         return _train(args, config, out)
+
+
+class _NoFolder:
+    """The --out folder as ranks other than 0 see it: nothing to write, no checkpoints
+    (rank 0 reads the checkpoint to resume from and hands it to them)."""
+
+    checkpoints = None
 
 
 def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
@@ -155,7 +174,7 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
         weights=args.weights,
         cache_dir=cache_folder(args),
         checkpoint_dir=out.checkpoints,
-        callback=PrintingCallback(args.words),
+        callback=None if isinstance(out, _NoFolder) else PrintingCallback(args.words),
     )
     clf.prepare()  # weights offline, --layers or --freeze-groups it lacks: fail before data
     if not auto:
@@ -182,6 +201,12 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
     for line in diagnose(train, test).brief(args.data, skip=skip, words=args.words):
         print(line)  # the load report above already named skipped files and imbalance
     clf.fit(train, unlabelled=unlabelled, resume=args.resume)
+    from headstart.backbones.world import close_distributed, world
+
+    if world().size > 1:  # evaluating and saving are rank 0's alone, outside the group
+        close_distributed()
+        if isinstance(out, _NoFolder):
+            return 0
     print(f"trained in {clf.fit_seconds_:.1f}s")
     metrics = clf.evaluate(test, batch_size=config.batch_size, device=config.device)
     measured = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "n")}
