@@ -201,3 +201,18 @@ def test_killed_rank_stops_the_run_and_the_checkpoint_resumes_on_one(
     _assert_close(
         load_file(killed / "model.safetensors"), load_file(tmp_path / "whole" / "model.safetensors")
     )
+
+
+def test_only_train_runs_under_torchrun_and_nproc_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where `compare` would write headstart-compare/
+    data = colour_folder(tmp_path / "data", per_class=2)
+    assert main(["train", str(data), "--nproc", "0"]) == 2
+    assert "--nproc must be >= 1. Got 0 instead." in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it in each process
+    assert main(["compare", str(data)]) == 2
+    assert "`headstart compare` does not run distributed" in capsys.readouterr().err
+    assert main(["train", str(data), "--nproc", "2"]) == 2
+    assert "already runs under torchrun (WORLD_SIZE=2)" in capsys.readouterr().err
+    assert not (tmp_path / "headstart-compare").exists()
