@@ -13,9 +13,9 @@ Three measurements (issue 15):
 
 Run: PYTHONPATH=src .venv/bin/python bench/bench_distributed.py
      [--only extract,fine-tune,large-folder] [--images 512]
-Each torchrun worker gets one intra-op thread (torchrun's default); the single process
-runs with torch's default thread count (both cores), so the speed-up is against the best
-one process does, not against a handicapped one.
+Three ways to use the two cores, each timed: 1 process with 1 intra-op thread (the unit
+the scaling efficiency is measured against), 1 process with 2 threads (what one process
+does with the whole machine), 2 processes with 1 thread each (torchrun's default).
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def timed_worker(task: str, images: int, out: str) -> None:
     from headstart.features.cache import cached_features
     from headstart.train.config import TrainConfig
 
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     init_distributed()
     train, _ = load_sample()
     data = train.subset(range(images))
@@ -136,7 +137,8 @@ def timed_worker(task: str, images: int, out: str) -> None:
         Path(out).write_text(json.dumps({"seconds": seconds, "images_per_s": images / seconds}))
 
 
-def timed(task: str, images: int, processes: int) -> dict:
+def timed(task: str, images: int, processes: int, threads: int) -> dict:
+    """``processes`` processes of ``threads`` intra-op threads each."""
     with tempfile.TemporaryDirectory() as folder:
         out = str(Path(folder) / "result.json")
         worker = [str(HERE), "--timed-worker", task, str(images), out]
@@ -145,7 +147,8 @@ def timed(task: str, images: int, processes: int) -> dict:
         else:
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
             command += ["--nproc-per-node", str(processes), *worker]
-        subprocess.run(command, check=True, capture_output=True, text=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run(command, check=True, capture_output=True, text=True, env=env)
         return json.loads(Path(out).read_text())
 
 
@@ -166,14 +169,18 @@ def main() -> None:
     for task in ("extract", "fine-tune"):
         if task not in args.only:
             continue
-        one = timed(task, args.images, 1)
-        two = timed(task, args.images, 2)
-        speedup = two["images_per_s"] / one["images_per_s"]
-        print(
-            f"{task}: {args.images} images; 1 process {one['images_per_s']:.1f} img/s "
-            f"({one['seconds']:.1f} s); 2 processes {two['images_per_s']:.1f} img/s "
-            f"({two['seconds']:.1f} s); speed-up {speedup:.2f}x, efficiency {speedup / 2:.0%}"
-        )
+        runs = {
+            "1 process x 1 thread": timed(task, args.images, 1, 1),
+            "1 process x 2 threads": timed(task, args.images, 1, 2),
+            "2 processes x 1 thread": timed(task, args.images, 2, 1),
+        }
+        base = runs["1 process x 1 thread"]["images_per_s"]
+        for name, run in runs.items():
+            speedup = run["images_per_s"] / base
+            print(
+                f"{task}: {args.images} images, {name}: {run['images_per_s']:.1f} img/s "
+                f"({run['seconds']:.2f} s), {speedup:.2f}x one thread"
+            )
     if "large-folder" in args.only:
         result = large_folder(args.large_count)
         print("large folder: " + json.dumps(result))

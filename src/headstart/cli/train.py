@@ -54,6 +54,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
+    """The training and test images; under torchrun rank 0 alone decode-checks the folder
+    and hands the result (paths, labels, hashes: never pixels) to the other ranks, rather
+    than every rank reading every file at once on the same disks and cores."""
+    from headstart.backbones.world import broadcast, world
+
+    loaded = _load_training_data(args, seed) if world().is_main else None
+    return broadcast(loaded)
+
+
+def _load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     from headstart.data.layout import load_images
     from headstart.data.split import sample_per_class
 
@@ -181,10 +191,13 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
         train, test = load_training_data(args, config.seed)
     unlabelled = None
     if args.unlabelled:
+        from headstart.backbones.world import broadcast, world
         from headstart.data.loaders import load_unlabelled
 
-        unlabelled = load_unlabelled(
-            args.unlabelled, strict=args.strict, options=decode_options(args)
+        unlabelled = broadcast(
+            load_unlabelled(args.unlabelled, strict=args.strict, options=decode_options(args))
+            if world().is_main
+            else None
         )
         print_report("unlabelled", unlabelled, args.words)
         unlabelled, dropped = unlabelled.unlabelled_apart_from(train, test)
