@@ -142,9 +142,12 @@ def _rank_pid(tag: str, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.parametrize("victim", [1, 0], ids=["rank-1-killed", "rank-0-killed"])
 def test_killed_rank_stops_the_run_and_the_checkpoint_resumes_on_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], victim: int
 ) -> None:
+    """SIGKILL to one rank after the first checkpoint: to rank 1, or to rank 0, the one
+    that writes (killed perhaps mid-write: the last whole checkpoint must still load)."""
     data = colour_folder(tmp_path / "data", per_class=8)
     common = ["--strategy", "fine-tune", "--backbone", "test_efficientnet", "--weights", "none"]
     common += ["--image-size", "32", "--batch-size", "4", "--no-augment", "--bn-policy", "eval"]
@@ -169,7 +172,7 @@ def test_killed_rank_stops_the_run_and_the_checkpoint_resumes_on_one(
         deadline = time.monotonic() + 120
         while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        pid = _rank_pid(tag, 1)
+        pid = _rank_pid(tag, victim)
         assert pid is not None and process.poll() is None, "the run ended before the kill"
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -182,10 +185,12 @@ def test_killed_rank_stops_the_run_and_the_checkpoint_resumes_on_one(
     assert process.returncode != 0
     assert stopped_in < 60, f"the other rank took {stopped_in:.0f}s to stop"
     # torchrun names the rank that died and how; only rank 0 printed the run's report.
-    assert re.search(r"rank\s*:\s*1", stderr) and "SIGKILL" in stderr, stderr[-3000:]
-    # Rank 0 says what happened in one line, and where the checkpoint is.
-    assert "headstart: error: rank 0 of 2: another rank stopped answering" in stderr
-    assert f"the last checkpoint, {checkpoint}, is whole" in stderr
+    assert re.search(rf"rank\s*:\s*{victim}", stderr) and "SIGKILL" in stderr, stderr[-3000:]
+    # The survivor says what happened in one line (rank 0: and where the checkpoint is).
+    survivor = 1 - victim
+    assert f"headstart: error: rank {survivor} of 2: another rank stopped answering" in stderr
+    if survivor == 0:
+        assert f"the last checkpoint, {checkpoint}, is whole" in stderr
     assert stdout.count("plan: fine-tune") == 1
     assert "features train" not in stdout and stderr.count("features train") == 1
     assert not (killed / "model.safetensors").exists()
