@@ -296,8 +296,12 @@ def cached_features(
     """
 
     def extract(rows: Sequence[int]) -> dict[str, np.ndarray] | None:
+        options, tell, size = dict(kwargs), kwargs.get("progress"), world().size
+        if tell is not None and size > 1:  # rank 0's share scaled to all: an estimate,
+            total = len(rows)  # exact at the end (the other ranks go at its pace)
+            options["progress"] = lambda done, _: tell(min(done * size, total), total)
         return extract_shared(
-            lambda subset: extract_features(backbone, subset, layers=layers, fast=fast, **kwargs),
+            lambda subset: extract_features(backbone, subset, layers=layers, fast=fast, **options),
             dataset,
             rows,
         )
@@ -318,7 +322,16 @@ def cached_features(
 class _Lookup:
     """Rank 0's side of `cached_features`: what the cache holds, and storing what it lacked."""
 
-    def __init__(self, backbone, dataset, cache, layers, fast, notice, kwargs) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        dataset: ImageDataset,
+        cache: FeatureCache,
+        layers: Sequence[str],
+        fast: bool,
+        notice: Callable[[str], None] | None,
+        kwargs: dict[str, Any],
+    ) -> None:
         self.backbone, self.dataset, self.cache = backbone, dataset, cache
         self.layers, self.fast, self.kwargs = layers, fast, kwargs
         self.tell = notice or _warn
