@@ -76,9 +76,10 @@ def check_nproc(nproc: int | None) -> None:
 def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
     """Run the command in ``nproc`` processes; torchrun's exit status.
 
-    Ctrl-C reaches torchrun and the workers from the terminal by itself (each worker saves
-    a checkpoint), so this process only waits; a SIGTERM sent to this process alone is
-    passed on to torchrun, which passes it to the workers."""
+    Ctrl-C reaches torchrun and the workers from the terminal by itself, so this process
+    only waits (tried: every rank stops at the same step, rank 0 saves a checkpoint and
+    says where, and torchrun exits 1 with a traceback of its own); a SIGTERM sent to
+    this process alone is passed on to torchrun, which passes it to the workers."""
     print(f"starting {nproc} processes: torchrun --standalone --nproc-per-node {nproc}")
     sys.stdout.flush()
     process = subprocess.Popen(torchrun_command(nproc, argv))
