@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -56,15 +55,24 @@ def write_large_folder(root: Path, count: int) -> float:
     return time.perf_counter() - started
 
 
+def _memory_kib(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of this process, in KiB. Not ``ru_maxrss``: Linux
+    carries that across ``exec`` from the parent, which here held Fashion-MNIST."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def load_worker(folder: str) -> None:
     """In a fresh process: import, note the RSS, load the folder, report."""
     from headstart.data.loaders import load_folder
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _memory_kib("VmRSS")
     started = time.perf_counter()
     dataset = load_folder(folder)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _memory_kib("VmHWM")
     print(
         json.dumps(
             {
