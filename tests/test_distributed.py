@@ -221,3 +221,18 @@ def test_only_train_runs_under_torchrun_and_nproc_is_checked(
     assert main(["train", str(data), "--nproc", "2"]) == 2
     assert "already runs under torchrun (WORLD_SIZE=2)" in capsys.readouterr().err
     assert not (tmp_path / "headstart-compare").exists()
+
+
+def test_slices_of_a_global_batch_partition_it_in_order() -> None:
+    from headstart.backbones.world import World
+    from headstart.train.distributed import shard_batches
+
+    batches = [[9, 4, 7, 1, 3], [2, 8], [5]]
+    slices = [shard_batches(batches, World(rank, 3, rank)) for rank in range(3)]
+    for number, batch in enumerate(batches):
+        real = [s[0][number] for s in slices if not s[1][number]]
+        assert [i for part in real for i in part] == batch  # every image once, in order
+    assert [s[0][0] for s in slices] == [[9, 4], [7, 1], [3]]
+    # A batch smaller than the world: the rank without images runs a stand-in, flagged.
+    assert [s[1][2] for s in slices] == [False, True, True]
+    assert [s[0][2] for s in slices] == [[5], [5], [5]]
