@@ -31,7 +31,7 @@ from headstart.cli import (
     train,
 )
 from headstart.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, cli_words
-from headstart.errors import HeadstartError, TrainingInterrupted
+from headstart.errors import ConfigError, HeadstartError, TrainingInterrupted
 
 __all__ = ["build_parser", "main"]
 
@@ -61,9 +61,25 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+# Commands that run under torchrun as ranks of one job; any other would run N copies of
+# itself side by side, each writing the same files.
+DISTRIBUTED_COMMANDS = ("train",)
+
+
+def _refuse_distributed(command: str) -> None:
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    if command not in DISTRIBUTED_COMMANDS and world_size.isdigit() and int(world_size) > 1:
+        raise ConfigError(
+            f"`headstart {command}` does not run distributed (WORLD_SIZE={world_size}: "
+            f"this is one of several torchrun processes); only "
+            f"{', '.join(DISTRIBUTED_COMMANDS)} does. Run `headstart {command}` without torchrun."
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc passes on
     words = args.words = cli_words(args.command_parser)
     # SIGTERM outside the training loop (e.g. during feature extraction) ends like
     # Ctrl-C: exit 130, not a silent kill. The loop installs its own handler.
@@ -71,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
+        _refuse_distributed(args.command)
         return int(args.run(args))
     except TrainingInterrupted as exc:
         print(f"headstart: {printable(exc.render(words), keep_newlines=True)}", file=sys.stderr)

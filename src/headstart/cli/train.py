@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from headstart._internal.text import printable
@@ -22,6 +24,7 @@ from headstart.cli.arguments import (
     test_size,
 )
 from headstart.cli.common import PrintingCallback, print_report, print_reports
+from headstart.cli.launch import add_nproc_argument, check_nproc, launch_torchrun
 from headstart.errors import ConfigError, DataError
 from headstart.strategies.registry import strategy_names
 
@@ -58,12 +61,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace a model already in --out (and the evaluation files beside it)",
     )
+    add_nproc_argument(parser)
     add_cache_arguments(parser)
     add_config_arguments(parser)
     parser.set_defaults(run=run, backbone=None)  # None: not given (--ensemble ranks them all)
 
 
 def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
+    """The training and test images; under torchrun rank 0 alone decode-checks the folder
+    and hands the result (paths, labels, hashes: never pixels) to the other ranks, rather
+    than every rank reading every file at once on the same disks and cores."""
+    from headstart.backbones.world import broadcast, world
+
+    loaded = _load_training_data(args, seed) if world().is_main else None
+    return broadcast(loaded)
+
+
+def _load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     from headstart.data.layout import load_images
     from headstart.data.split import sample_per_class
 
@@ -120,9 +134,16 @@ def run(args: argparse.Namespace) -> int:
     from headstart.strategies.registry import get_strategy
 
     check_weights_argument(args.weights)
+    check_nproc(args.nproc)
     _check_ensemble_arguments(args)
     args.auto_backbone = args.backbone == "auto"
     args.auto_layers = args.layers == ("auto",)
+    several = (args.nproc or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if several and (args.auto_backbone or args.auto_layers or args.ensemble):
+        raise ConfigError(
+            "--backbone auto, --layers auto and --ensemble rank candidates in one process; "
+            "rank first (`headstart rank`), then train the choice on several processes."
+        )
     if not args.auto_backbone:
         check_backbone_name(args.backbone)
     parse_labels_per_class(args.labels_per_class, several=False)  # a typo fails now
@@ -154,8 +175,22 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.unlabelled and not Path(args.unlabelled).is_dir():
         raise ConfigError(f"--unlabelled {args.unlabelled}: folder not found")
+    if args.nproc and args.nproc > 1:
+        return launch_torchrun(args.nproc, args.argv)
+    from headstart.backbones.world import init_distributed
+
+    if not init_distributed().is_main:  # under torchrun: rank 0 alone prints and writes
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
+        return _train(args, config, _NoFolder())
     with ModelFolder(args.out, overwrite=args.overwrite, resume=args.resume) as out:
         return _train(args, config, out)
+
+
+class _NoFolder:
+    """The --out folder as ranks other than 0 see it: nothing to write, no checkpoints
+    (rank 0 reads the checkpoint to resume from and hands it to them)."""
+
+    checkpoints = None
 
 
 def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
@@ -175,17 +210,20 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
         weights=args.weights,
         cache_dir=cache_folder(args),
         checkpoint_dir=out.checkpoints,
-        callback=PrintingCallback(args.words),
+        callback=None if isinstance(out, _NoFolder) else PrintingCallback(args.words),
     )
     clf.prepare()  # weights offline, --layers or --freeze-groups it lacks: fail before data
     if not auto:
         train, test = load_training_data(args, config.seed)
     unlabelled = None
     if args.unlabelled:
+        from headstart.backbones.world import broadcast, world
         from headstart.data.loaders import load_unlabelled
 
-        unlabelled = load_unlabelled(
-            args.unlabelled, strict=args.strict, options=decode_options(args)
+        unlabelled = broadcast(
+            load_unlabelled(args.unlabelled, strict=args.strict, options=decode_options(args))
+            if world().is_main
+            else None
         )
         print_report("unlabelled", unlabelled, args.words)
         unlabelled, dropped = unlabelled.unlabelled_apart_from(train, test)
@@ -202,6 +240,12 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
     for line in diagnose(train, test).brief(args.data, skip=skip, words=args.words):
         print(line)  # the load report above already named skipped files and imbalance
     clf.fit(train, unlabelled=unlabelled, resume=args.resume)
+    from headstart.backbones.world import close_distributed, world
+
+    if world().size > 1:  # evaluating and saving are rank 0's alone, outside the group
+        close_distributed()
+        if isinstance(out, _NoFolder):
+            return 0
     return _evaluate_and_save(args, config, out, clf, test)
 
 

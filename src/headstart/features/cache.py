@@ -26,9 +26,10 @@ from headstart._internal.atomic import atomic_write
 from headstart._internal.validation import invalid
 from headstart.backbones.device import select_device
 from headstart.backbones.registry import Backbone
+from headstart.backbones.world import broadcast, world
 from headstart.data.dataset import ImageDataset
 from headstart.errors import ConfigError
-from headstart.features.extract import extract_features
+from headstart.features.extract import extract_features, extract_shared
 from headstart.features.fastpath import numerics_tag
 from headstart.features.layers import stored_layer_name
 from headstart.features.shards import (
@@ -288,54 +289,105 @@ def cached_features(
     Cache trouble never costs a result: a cache that cannot be written (full disk, no
     permission) or a shard that cannot be read is reported through ``notice`` (default:
     a RuntimeWarning), and the features are computed and returned all the same.
+
+    Inside a process group (torchrun), rank 0 alone reads and writes the cache; the
+    images it lacks are split between the ranks, each extracts its share, and every rank
+    returns the same features (so the cache folder need not be shared between machines).
     """
+
+    def extract(rows: Sequence[int]) -> dict[str, np.ndarray] | None:
+        options, tell, size = dict(kwargs), kwargs.get("progress"), world().size
+        if tell is not None and size > 1:  # rank 0's share scaled to all: an estimate,
+            total = len(rows)  # exact at the end (the other ranks go at its pace)
+            options["progress"] = lambda done, _: tell(min(done * size, total), total)
+        return extract_shared(
+            lambda subset: extract_features(backbone, subset, layers=layers, fast=fast, **options),
+            dataset,
+            rows,
+        )
+
     if cache is None or not len(dataset):
-        features = extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs)
+        features = extract(range(len(dataset))) if len(dataset) else None
+        if features is None:  # no images: extract_features makes the empty arrays
+            features = extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs)
         return features, CacheUse(0, len(dataset))
-    tell = notice or _warn
-    device = kwargs.get("device", "auto")
-    device = select_device(device) if isinstance(device, str) else device
-    model = model_key(backbone, fast, device, dataset.options)
-    # Stored under one name per stage ("stage-1" of a 5-stage model is "stage4"), so
-    # the two spellings share an entry.
-    names = {layer: stored_layer_name(layer, backbone.model) for layer in layers}
-    stored = list(dict.fromkeys(names.values()))
-    hashes = dataset.content_hashes()
-    first = {h: i for i, h in reversed(list(enumerate(hashes)))}  # image -> its first row
+    lookup = (
+        _Lookup(backbone, dataset, cache, layers, fast, notice, kwargs) if world().is_main else None
+    )
+    rows = broadcast(lookup.missing_rows() if lookup is not None else None)
+    new = extract(rows)
+    return broadcast(lookup.finish(new) if lookup is not None else None)
 
-    def bad(path: Path, error: Exception) -> None:
-        tell(f"cached features at {path} cannot be read ({error}); computing those images again")
 
-    found = cache.find(model, list(first), stored, bad)
-    # An image missing at any layer is extracted at all of them: the forward pass is
-    # the cost, and the new shard then serves the whole request next time.
-    missing = [h for h in first if not found.has(h)]
-    if missing:
-        subset = dataset.subset([first[h] for h in missing])
-        new = extract_features(backbone, subset, layers=layers, fast=fast, **kwargs)
-        new = {names[layer]: new[layer] for layer in layers}
-        found.add(None, new, {h: i for i, h in enumerate(missing)})
-        try:
-            cache.save(model, new, missing)
-        except OSError as error:  # a full disk must not cost the features just computed
-            tell(
-                f"could not store features in the cache at {cache.root} ({error}); "
-                "going on without caching them"
-            )
-        else:
+class _Lookup:
+    """Rank 0's side of `cached_features`: what the cache holds, and storing what it lacked."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        dataset: ImageDataset,
+        cache: FeatureCache,
+        layers: Sequence[str],
+        fast: bool,
+        notice: Callable[[str], None] | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.backbone, self.dataset, self.cache = backbone, dataset, cache
+        self.layers, self.fast, self.kwargs = layers, fast, kwargs
+        self.tell = notice or _warn
+        device = kwargs.get("device", "auto")
+        device = select_device(device) if isinstance(device, str) else device
+        self.model = model_key(backbone, fast, device, dataset.options)
+        # Stored under one name per stage ("stage-1" of a 5-stage model is "stage4"), so
+        # the two spellings share an entry.
+        self.names = {layer: stored_layer_name(layer, backbone.model) for layer in layers}
+        stored = list(dict.fromkeys(self.names.values()))
+        self.hashes = dataset.content_hashes()
+        self.first = {h: i for i, h in reversed(list(enumerate(self.hashes)))}  # image -> row
+        self.found = cache.find(self.model, list(self.first), stored, self.bad)
+        # An image missing at any layer is extracted at all of them: the forward pass is
+        # the cost, and the new shard then serves the whole request next time.
+        self.missing = [h for h in self.first if not self.found.has(h)]
+
+    def bad(self, path: Path, error: Exception) -> None:
+        self.tell(
+            f"cached features at {path} cannot be read ({error}); computing those images again"
+        )
+
+    def missing_rows(self) -> list[int]:
+        return [self.first[h] for h in self.missing]
+
+    def finish(self, new: dict[str, np.ndarray] | None) -> tuple[dict[str, np.ndarray], CacheUse]:
+        cache, model, layers, names = self.cache, self.model, self.layers, self.names
+        if new is not None:
+            new = {names[layer]: new[layer] for layer in layers}
+            self.found.add(None, new, {h: i for i, h in enumerate(self.missing)})
             try:
-                cache.compact(model)
-            except OSError as error:  # the shards stay as they were: nothing is lost
-                tell(f"could not merge the cache's shards at {cache.root / model} ({error})")
-    try:
-        assembled = found.assemble(hashes)
-    except (OSError, ValueError) as error:  # a shard cut short under its memory map
-        bad(cache.root / model, error)
-        features = extract_features(backbone, dataset, layers=layers, fast=fast, **kwargs)
-        return features, CacheUse(0, len(dataset))
-    extracted = set(missing)
-    served = sum(1 for h in hashes if h not in extracted)
-    return {layer: assembled[names[layer]] for layer in layers}, CacheUse(served, len(missing))
+                cache.save(model, new, self.missing)
+            except OSError as error:  # a full disk must not cost the features just computed
+                self.tell(
+                    f"could not store features in the cache at {cache.root} ({error}); "
+                    "going on without caching them"
+                )
+            else:
+                try:
+                    cache.compact(model)
+                except OSError as error:  # the shards stay as they were: nothing is lost
+                    self.tell(
+                        f"could not merge the cache's shards at {cache.root / model} ({error})"
+                    )
+        try:
+            assembled = self.found.assemble(self.hashes)
+        except (OSError, ValueError) as error:  # a shard cut short under its memory map
+            self.bad(cache.root / model, error)
+            features = extract_features(
+                self.backbone, self.dataset, layers=layers, fast=self.fast, **self.kwargs
+            )
+            return features, CacheUse(0, len(self.dataset))
+        extracted = set(self.missing)
+        served = sum(1 for h in self.hashes if h not in extracted)
+        features = {layer: assembled[names[layer]] for layer in layers}
+        return features, CacheUse(served, len(self.missing))
 
 
 def _warn(text: str) -> None:

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from headstart._internal.validation import check_int, invalid
 from headstart.backbones.device import select_device
 from headstart.backbones.registry import Backbone
+from headstart.backbones.world import gather_to_all, world
 from headstart.data.dataset import ImageDataset, TorchImageDataset
 from headstart.features.fastpath import (
     fast_path_available,
@@ -20,7 +21,7 @@ from headstart.features.fastpath import (
 )
 from headstart.features.layers import parse_layer, pooled_features
 
-__all__ = ["Progress", "extract_features"]
+__all__ = ["Progress", "extract_features", "extract_shared"]
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 
@@ -63,3 +64,33 @@ def extract_features(
     finally:  # the caller's model goes back as it came, also after a bad image
         backbone.model.to(memory_format=torch.contiguous_format)
     return {layer: np.concatenate(parts).astype(np.float32) for layer, parts in chunks.items()}
+
+
+def extract_shared(
+    extract: Callable[[ImageDataset], dict[str, np.ndarray]],
+    dataset: ImageDataset,
+    rows: Sequence[int],
+) -> dict[str, np.ndarray] | None:
+    """``extract`` of ``dataset``'s ``rows``, in that order (None for no rows); inside a
+    process group each rank extracts every size-th of them and all ranks get the whole.
+
+    Strided, not contiguous, shares: a folder sorted by class puts its large images
+    together, and striding spreads them."""
+    rows = list(rows)
+    if not rows:
+        return None
+    w = world()
+    if w.size == 1:
+        return extract(dataset.subset(rows))
+    share = rows[w.rank :: w.size]
+    parts = gather_to_all(extract(dataset.subset(share)) if share else None)
+    first = next(part for part in parts if part is not None)
+    out = {
+        layer: np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
+        for layer, array in first.items()
+    }
+    for rank, part in enumerate(parts):
+        if part is not None:
+            for layer, array in part.items():
+                out[layer][rank :: w.size] = array
+    return out

@@ -14,6 +14,10 @@ training from scratch). What it guarantees:
   and raise ``TrainingInterrupted`` (the CLI exits 130).
 - **No silent NaN.** A non-finite loss stops the run before the optimizer step,
   naming epoch and step; non-finite weights are never saved.
+- **Distributed when launched so.** Inside a process group (torchrun), the model runs in
+  DDP and each rank trains on its slice of the same global batches; rank 0 alone
+  writes checkpoints and reports; validation sums are all-reduced, so early stopping
+  stops every rank together (see `headstart.train.distributed`).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from headstart.backbones.world import broadcast, sum_across, world
 from headstart.errors import TrainingError, TrainingInterrupted
 from headstart.train.callbacks import Callback, EpochRecord
 from headstart.train.checkpoint import (
@@ -43,6 +48,13 @@ from headstart.train.checkpoint import (
     save_checkpoint,
 )
 from headstart.train.config import TrainConfig
+from headstart.train.distributed import (
+    global_step_loss,
+    peer_lost,
+    seed_rank,
+    shard_batches,
+    wrap_model,
+)
 
 __all__ = ["TrainOutcome", "evaluate_loader", "train_loop"]
 
@@ -122,6 +134,14 @@ def evaluate_loader(
     model: nn.Module, loader: DataLoader, device: torch.device, fast: bool = True
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` over a loader."""
+    total_loss, correct, count = _evaluate_sums(model, loader, device, fast)
+    return total_loss / max(count, 1), correct / max(count, 1)
+
+
+def _evaluate_sums(
+    model: nn.Module, loader: DataLoader, device: torch.device, fast: bool
+) -> tuple[float, int, int]:
+    """(summed cross-entropy, correct, images): sums, so ranks can add theirs up."""
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     with torch.inference_mode(), _autocast(device, fast):
@@ -131,6 +151,17 @@ def evaluate_loader(
             total_loss += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
             correct += int((logits.argmax(1) == targets).sum())
             count += len(targets)
+    return total_loss, correct, count
+
+
+def _validate(
+    model: nn.Module, loader: DataLoader | None, device: torch.device, fast: bool
+) -> tuple[float | None, float | None]:
+    """Validation loss and accuracy over every rank's shard (the same numbers on all)."""
+    if loader is None:
+        return None, None
+    sums = torch.tensor(_evaluate_sums(model, loader, device, fast), dtype=torch.float64)
+    total_loss, correct, count = sum_across(sums).tolist()
     return total_loss / max(count, 1), correct / max(count, 1)
 
 
@@ -166,7 +197,9 @@ def train_loop(
     ``after_train_mode`` runs after every ``model.train()`` (it holds frozen
     BatchNorm layers in eval mode). ``loss_hook`` lets tests inject a loss value.
     """
-    callback = callback or Callback()
+    w = world()
+    # Rank 0 alone reports and writes; the others train in step with it, silently.
+    callback = (callback or Callback()) if w.is_main else Callback()
     device = device or torch.device("cpu")
     epochs = epochs or config.epochs
     fast = config.fast
@@ -182,10 +215,17 @@ def train_loop(
         weight=None if class_weights is None else class_weights.to(device),
         label_smoothing=config.label_smoothing,
     )
-    val_loader = (
-        DataLoader(val_set, batch_size=config.batch_size * 2, num_workers=config.num_workers)
-        if val_set is not None and len(val_set)
-        else None
+    val_loader = None
+    if val_set is not None and len(val_set):
+        mine = val_set if w.size == 1 else Subset(val_set, range(w.rank, len(val_set), w.size))
+        val_loader = DataLoader(
+            mine, batch_size=config.batch_size * 2, num_workers=config.num_workers
+        )
+    class_weights = None if class_weights is None else class_weights.to(device)
+    per_sample = nn.CrossEntropyLoss(
+        weight=class_weights,
+        label_smoothing=config.label_smoothing,
+        reduction="none",
     )
 
     outcome = TrainOutcome()
@@ -197,7 +237,9 @@ def train_loop(
     torch.manual_seed(config.seed)
     random.seed(config.seed)
 
-    state = load_checkpoint(checkpoint) if (resume and checkpoint) else None
+    # Rank 0 reads the checkpoint and hands it to the others: no rank but 0 needs the file.
+    state = load_checkpoint(checkpoint) if (resume and checkpoint and w.is_main) else None
+    state = broadcast(state)
     if resume and checkpoint and state is None:
         callback.on_stage(stage, f"no checkpoint at {checkpoint}: starting from the beginning")
     if not resume and checkpoint and Path(checkpoint).exists():
@@ -213,7 +255,7 @@ def train_loop(
                 "weights or images changed); resuming would not give that run's result.",
                 hint="Start afresh without {resume}, or restore the original settings.",
             )
-        model.load_state_dict(state["model"])
+        model.load_state_dict(_without_ddp_prefix(state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, start_step = int(state["epoch"]), int(state["step"])
@@ -225,6 +267,8 @@ def train_loop(
         bad_epochs = int(state["bad_epochs"])
         epoch_loss, epoch_correct, epoch_seen = state["running"]
         outcome.resumed_from = (start_epoch, start_step)
+    seed_rank(config.seed, w, start_epoch, start_step)
+    run = model if w.size == 1 else wrap_model(model, device)
 
     def snapshot(epoch: int, step: int) -> dict[str, Any]:
         return {
@@ -245,16 +289,17 @@ def train_loop(
             "running": (epoch_loss, epoch_correct, epoch_seen),
         }
 
-    with _interrupt_flag() as interrupted:
+    with _interrupt_flag() as interrupted, _peer_errors(w, checkpoint):
         for epoch in range(start_epoch, epochs):
             if config.patience and bad_epochs >= config.patience:
                 outcome.stopped_early = True
                 break
             started = time.perf_counter()
-            model.train()
+            run.train()
             if after_train_mode is not None:
                 after_train_mode()
             batches = _batches(n, config.batch_size, config.seed, epoch, shuffle=True)
+            mine, padded = shard_batches(batches, w)
             first = start_step if epoch == start_epoch else 0
             if first == 0:
                 epoch_loss, epoch_correct, epoch_seen = 0.0, 0, 0
@@ -262,41 +307,54 @@ def train_loop(
             # or a run resumed mid-epoch would be one draw off the uninterrupted one.
             loader = DataLoader(
                 train_set,
-                batch_sampler=batches[first:],
+                batch_sampler=mine[first:],
                 num_workers=config.num_workers,
                 generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
             )
             for step, (inputs, targets) in enumerate(loader, start=first):
                 inputs, targets = _to_device(inputs, targets, device, fast)
                 with _autocast(device, fast):
-                    logits = model(inputs)
-                    loss = criterion(logits.float(), targets)
+                    logits = run(inputs)
+                    if w.size == 1:
+                        loss = criterion(logits.float(), targets)
+                    else:
+                        losses = per_sample(logits.float(), targets)
+                if w.size > 1:  # the global batch's loss, and whether any rank was signalled
+                    loss, totals = global_step_loss(
+                        losses, targets, logits, padded[step], class_weights, w, interrupted["set"]
+                    )
+                    interrupted["set"] = totals.interrupted
+                    loss_value = totals.mean_loss
                 if loss_hook is not None:
                     loss = loss_hook(loss, epoch, step)
-                if not torch.isfinite(loss):
+                if w.size == 1:
+                    loss_value = loss.item()
+                if not math.isfinite(loss_value):
                     last = checkpoint if checkpoint and checkpoint.exists() else None
                     kept = f"; the last checkpoint ({last}) holds finite weights" if last else ""
                     raise TrainingError(
-                        f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} of "
+                        f"Loss became {loss_value} at epoch {epoch + 1}, step {step + 1} of "
                         f"stage {stage!r}; training stopped{kept}. Try a lower learning rate."
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                loss_value = loss.item()
-                epoch_loss += loss_value * len(targets)
-                epoch_correct += int((logits.detach().argmax(1) == targets).sum())
-                epoch_seen += len(targets)
+                if w.size == 1:
+                    epoch_loss += loss_value * len(targets)
+                    epoch_correct += int((logits.detach().argmax(1) == targets).sum())
+                    epoch_seen += len(targets)
+                else:
+                    epoch_loss += totals.loss_sum
+                    epoch_correct += totals.correct
+                    epoch_seen += totals.seen
                 callback.on_step(epoch + 1, step + 1, len(batches), loss_value)
                 if interrupted["set"]:
-                    if checkpoint is not None:
+                    if checkpoint is not None and w.is_main:
                         save_checkpoint(checkpoint, snapshot(epoch, step + 1))
                     raise TrainingInterrupted(checkpoint, epoch, step + 1)
 
-            val_loss = val_accuracy = None
-            if val_loader is not None:
-                val_loss, val_accuracy = evaluate_loader(model, val_loader, device, fast)
+            val_loss, val_accuracy = _validate(model, val_loader, device, fast)
             record = EpochRecord(
                 stage=stage,
                 epoch=epoch + 1,
@@ -317,9 +375,11 @@ def train_loop(
                     }
                 else:
                     bad_epochs += 1
-            if checkpoint is not None:
+            if checkpoint is not None and w.is_main:
                 save_checkpoint(checkpoint, snapshot(epoch + 1, 0))
             callback.on_epoch(record)
+            if w.size > 1:  # a signal during validation stops every rank, or none
+                interrupted["set"] = bool(sum_across(torch.tensor([float(interrupted["set"])])))
             if interrupted["set"] and epoch + 1 < epochs:  # the signal came during validation
                 raise TrainingInterrupted(checkpoint, epoch + 1, 0)
 
@@ -332,3 +392,23 @@ def train_loop(
     model.to(memory_format=torch.contiguous_format)
     model.eval()
     return outcome
+
+
+def _without_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as the bare model names it (a checkpoint of ours never has
+    ``module.``; one saved from a DDP wrapper by other code would)."""
+    if state and all(key.startswith("module.") for key in state):
+        return {key[len("module.") :]: value for key, value in state.items()}
+    return state
+
+
+@contextlib.contextmanager
+def _peer_errors(w: Any, checkpoint: Path | None) -> Iterator[None]:
+    """A collective failing on a lost peer becomes a TrainingError that says so."""
+    try:
+        yield
+    except RuntimeError as error:
+        lost = peer_lost(error, w, checkpoint if checkpoint and Path(checkpoint).exists() else None)
+        if w.size == 1 or lost is None:
+            raise
+        raise lost from error
