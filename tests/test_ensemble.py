@@ -10,6 +10,7 @@ import pytest
 import torch
 from fixtures_images import colour_data, colour_folder, tiny_weights_file
 
+from headstart.backbones.registry import create_backbone
 from headstart.cli import main
 from headstart.errors import ConfigError, HeadstartError
 from headstart.estimator import ImageClassifier
@@ -124,7 +125,7 @@ def test_cli_train_ensemble_ranks_then_saves_one_model_that_predicts(tmp_path, c
     ])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert "ranking 8 candidates" in out  # its own size (160) and half (80), 4 layer sets each
+    assert "ranking 8 candidates" in out  # 2 sizes (a non-bundled backbone: 224, 112) x 4 sets
     assert "ensemble of the top 2: test_efficientnet@" in out
     assert out.index("ensemble of the top 2") < out.index("plan: ensemble") < out.index("trained")
     meta = json.loads((run / "headstart.json").read_text())
@@ -141,6 +142,7 @@ def test_cli_train_ensemble_ranks_then_saves_one_model_that_predicts(tmp_path, c
         (["--combine", "concat"], "give --ensemble too"),
         (["--ensemble", "2", "--strategy", "fine-tune"], "Leave --strategy out"),
         (["--ensemble", "2", "--resume"], "no checkpoints"),
+        (["--ensemble", "2", "--head", "mlp"], "leave --head and --augment out"),
     ],
 )
 def test_cli_refuses_ensemble_flags_that_cannot_work(tmp_path, capsys, flags, words):
@@ -148,3 +150,52 @@ def test_cli_refuses_ensemble_flags_that_cannot_work(tmp_path, capsys, flags, wo
     code = main(["train", str(folder), "--out", str(tmp_path / "run"), *flags])
     assert code == 2
     assert words in capsys.readouterr().err
+
+
+def test_members_with_other_normalisations_get_their_own(data):
+    """A ViT member (ImageNet mean and std) beside an EfficientNet (0.5, 0.5): each sees
+    the ensemble's input renormalised to its own, and resized to its own size."""
+    members = [EnsembleMember("test_efficientnet", 32), EnsembleMember("test_vit", 32, ["final"])]
+    clf = fit_ensemble(data, members, combine="average", weights="none")
+    ensemble_prep = clf.preprocessing_
+    own = [create_backbone(m.backbone, "none", image_size=32).preprocessing for m in members]
+    assert own[0].mean != own[1].mean  # the case this test is for
+    pixels = torch.rand(2, 3, 32, 32)  # in [0, 1], as ToTensor gives
+
+    def normalised(prep):
+        return (pixels - torch.tensor(prep.mean).view(1, 3, 1, 1)) / torch.tensor(prep.std).view(
+            1, 3, 1, 1
+        )
+
+    inputs = clf.model_.member_inputs(normalised(ensemble_prep))
+    for x, prep in zip(inputs, own, strict=True):
+        torch.testing.assert_close(x, normalised(prep), rtol=1e-5, atol=1e-5)
+
+
+def test_member_layers_may_be_a_list_and_bad_ones_are_named():
+    assert EnsembleMember("m", 32, ["final", "stage-1_2x2"]).layers == ("final", "stage-1_2x2")
+    with pytest.raises(ConfigError, match="'layers' parameter of EnsembleMember"):
+        EnsembleMember("m", 32, "final")
+    with pytest.raises(ConfigError, match="'image_size' parameter of EnsembleMember"):
+        EnsembleMember("m", 3)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("width", -1), ("size", [24]), ("size", [0, 0]), ("scale", ["a", 1, 1]), ("layers", [])],
+)
+def test_a_tampered_ensemble_description_is_a_named_error(tmp_path, data, field, value):
+    from headstart.errors import DataError
+
+    clf = fit_ensemble(data, MEMBERS, combine="average", weights="none")
+    folder = clf.save(tmp_path / "model")
+    meta_path = folder / "headstart.json"
+    meta = json.loads(meta_path.read_text())
+    member = meta["ensemble"]["members"][1]
+    if field in ("size", "scale"):
+        member["input"][field] = value
+    else:
+        member[field] = value
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=f"headstart.json.*{field}"):
+        ImageClassifier.load(folder)

@@ -395,3 +395,52 @@ def test_a_grid_layer_pools_regions_as_adaptive_pooling_does(backbone, images):
     np.testing.assert_allclose(regions.mean(2), features["final"], rtol=1e-4, atol=1e-5)
     channels = backbone.model.feature_info[4]["num_chs"]
     assert features["stage-1_3x3"].shape == (12, 9 * channels)
+
+
+def test_a_grid_on_a_vit_final_output_fails_that_candidate_alone():
+    from headstart.data.arrays import from_arrays as arrays
+    from headstart.rank import Candidate, rank
+    from headstart.rank.ranking import SPATIAL_LAYERS
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 4)
+    data = arrays(rng.integers(0, 256, size=(12, 20, 20, 3), dtype=np.uint8), labels)
+    candidates = [Candidate("test_vit", 32, ("final",)), Candidate("test_vit", 32, SPATIAL_LAYERS)]
+    ranking = rank(data, candidates, weights="none", folds=2)
+    assert [s.candidate.layers for s in ranking.ranked] == [("final",)]
+    (failed,) = ranking.failed
+    assert "final_2x2" in failed.error and "tokens" in failed.error
+
+
+def test_a_grid_on_a_channels_last_final_map_pools_its_regions():
+    from torch.nn import functional as F
+
+    from headstart.features.layers import parse_layer, pooled_features
+
+    torch.manual_seed(0)
+    model = create_backbone("test_mambaout", weights="none", image_size=64).model.eval()
+    assert model.output_fmt == "NHWC"  # the case this test is for
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = pooled_features(model, images, {"final_2x2": parse_layer("final_2x2", model)})
+        channels_first = model.forward_features(images).permute(0, 3, 1, 2)
+    expected = F.adaptive_avg_pool2d(channels_first, 2).flatten(1)
+    torch.testing.assert_close(out["final_2x2"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_grid_on_a_vit_is_refused_before_training():
+    from headstart.estimator import ImageClassifier
+    from headstart.train.config import TrainConfig
+
+    clf = ImageClassifier("test_vit", config=TrainConfig(layers=("final_2x2",), image_size=32),
+                          weights="none")  # fmt: skip
+    with pytest.raises(ConfigError, match="tokens"):
+        clf.prepare()
+
+
+def test_a_cache_asked_for_other_layers_keeps_serving_the_first(tmp_path, backbone, images):
+    cache = FeatureCache(tmp_path / "cache")
+    cached_features(backbone, images, cache, layers=("final",))
+    cached_features(backbone, images, cache, layers=("stage-1",))
+    _, use = cached_features(backbone, images, cache, layers=("final",))
+    assert use.from_cache == len(images) and use.extracted == 0

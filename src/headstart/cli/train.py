@@ -278,6 +278,11 @@ def _check_ensemble_arguments(args: argparse.Namespace) -> None:
         return
     if args.ensemble < 2:
         raise ConfigError(f"--ensemble takes 2 or more members. Got {args.ensemble}.")
+    if getattr(args, "head", None) not in (None, "linear") or getattr(args, "augment", None):
+        raise ConfigError(
+            "--ensemble fits a linear probe per member on features computed once: leave "
+            "--head and --augment out"
+        )
     if args.layers is None:  # not given: each member's layers are the ranking's choice
         args.layers = ("auto",)
     if args.resume:
@@ -311,7 +316,8 @@ def _train_ensemble(args: argparse.Namespace, config: Any, out: Any) -> int:
     if len(members) < 2:
         raise ConfigError(
             f"--ensemble {args.ensemble}: the ranking has {len(members)} distinct backbone and "
-            "size pair(s); an ensemble needs 2. Rank more with --backbone auto or --image-size."
+            "size pair(s); an ensemble needs 2. Rank more: --backbone auto (every bundled "
+            "backbone), or leave --image-size out (each backbone at its own size and half)."
         )
     if len(members) < args.ensemble:
         print(f"note: only {len(members)} distinct backbone and size pairs were ranked")

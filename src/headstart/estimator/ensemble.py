@@ -16,6 +16,7 @@ kept, and the plan says what each scored.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from headstart._internal.validation import invalid
+from headstart._internal.validation import (
+    IMAGE_SIZE_RANGE,
+    image_size_fits,
+    invalid,
+    is_layer_name,
+)
 from headstart.backbones.device import select_device
 from headstart.backbones.weights import WeightsInfo
 from headstart.data.dataset import ImageDataset, TorchImageDataset
@@ -54,6 +60,20 @@ class EnsembleMember:
     backbone: str
     image_size: int | None = None
     layers: tuple[str, ...] | None = None  # None: feature extraction's default
+
+    def __post_init__(self) -> None:
+        owner = "EnsembleMember"
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise invalid(owner, "backbone", "a timm architecture name", self.backbone)
+        if self.image_size is not None and not image_size_fits(self.image_size):
+            raise invalid(owner, "image_size", f"None or {IMAGE_SIZE_RANGE}", self.image_size)
+        if self.layers is not None:
+            layers = self.layers
+            if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
+                raise invalid(owner, "layers", "a list of layer names, e.g. ['final']", layers)
+            if not all(is_layer_name(layer) for layer in layers):
+                raise invalid(owner, "layers", "names such as 'final' or 'stage-1_2x2'", layers)
+            object.__setattr__(self, "layers", tuple(layers))  # a list is fine, and hashable
 
     @property
     def name(self) -> str:
@@ -121,7 +141,7 @@ def fit_ensemble(
     ]
     layers = [m.layers or config.layers for m in members]
     # The largest member's input is the ensemble's: the others are resized down from it.
-    lead = max(range(len(members)), key=lambda i: backbones[i].preprocessing.input_size[1:])
+    lead = max(range(len(members)), key=lambda i: math.prod(backbones[i].preprocessing.input_size))
     prep = backbones[lead].preprocessing
     bodies = [
         Classifier(b.model, ls, nn.Identity()) for b, ls in zip(backbones, layers, strict=True)
@@ -300,7 +320,7 @@ def _as_classifier(
     started: float,
 ) -> ImageClassifier:
     """An ``ImageClassifier`` holding the ensemble, fitted as ``fit`` would leave it."""
-    lead = network.inputs.index(max(network.inputs, key=lambda i: i.size))
+    lead = network.inputs.index(max(network.inputs, key=lambda i: math.prod(i.size)))
     prep = backbones[lead].preprocessing
     name = "ensemble:" + "+".join(f"{b.name}@{b.preprocessing.input_size[1]}" for b in backbones)
     clf = ImageClassifier(backbone=name, strategy=_STRATEGY, config=config, weights=weights)

@@ -16,7 +16,7 @@ from headstart.backbones.registry import Backbone, create_backbone
 from headstart.data.dataset import ImageDataset
 from headstart.data.split import split_dataset
 from headstart.errors import ConfigError, DataError
-from headstart.features.layers import parse_layer
+from headstart.features.layers import check_grid_layers, parse_layer
 from headstart.strategies.registry import all_strategies
 from headstart.train.config import TrainConfig
 from headstart.train.freezing import layer_groups, resolve_frozen_count
@@ -61,6 +61,7 @@ def checked_backbone(name: str, weights: Any, strategy: Any, config: TrainConfig
     if "layers" not in unused:
         for layer in config.layers:
             parse_layer(layer, backbone.model)
+        check_grid_layers(config.layers, backbone.model, backbone.preprocessing.input_size)
     if "freeze_groups" not in unused:
         resolve_frozen_count(layer_groups(backbone.model), config.freeze_groups)
     return backbone

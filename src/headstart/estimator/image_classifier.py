@@ -342,7 +342,8 @@ class ImageClassifier:
             "class_to_idx": {name: i for i, name in enumerate(self.classes_)},
             "preprocessing": self.preprocessing_.to_dict(),
             "decode_options": dataclasses.asdict(self.decode_options_),
-            "layers": list(self.config_.layers),
+            # An ensemble's members each read their own: its "ensemble" block lists them.
+            "layers": None if getattr(self, "ensemble_", None) else list(self.config_.layers),
             "head": self._head_spec.__dict__,
             "config": self.config_.to_dict(),
             "seed": self.config_.seed,

@@ -14,7 +14,14 @@ from torch import nn
 
 from headstart._internal.validation import LAYER_PATTERN, invalid, split_layer
 
-__all__ = ["layer_names", "parse_layer", "pooled_features", "stored_layer_name"]
+__all__ = [
+    "check_grid_layers",
+    "grid_pool",
+    "layer_names",
+    "parse_layer",
+    "pooled_features",
+    "stored_layer_name",
+]
 
 
 def parse_layer(layer: str, model: nn.Module) -> int | None:
@@ -78,8 +85,34 @@ def pooled_features(model: nn.Module, images: torch.Tensor, stages: dict[str, in
             if grid == 1:
                 out[layer] = model.forward_head(final, pre_logits=True).float()
             else:
-                out[layer] = grid_pool(final, grid)
+                out[layer] = grid_pool(_channels_first(model, final), grid)
     return out
+
+
+def _channels_first(model: nn.Module, feature_map: torch.Tensor) -> torch.Tensor:
+    """The final map as (B, C, H, W): timm's NHWC models (Swin, MambaOut) say so in
+    ``output_fmt``; anything not 4-D (a ViT's tokens) is refused by ``grid_pool``."""
+    if getattr(model, "output_fmt", "NCHW") == "NHWC" and feature_map.ndim == 4:
+        return feature_map.permute(0, 3, 1, 2)
+    return feature_map
+
+
+def check_grid_layers(layers: Sequence[str], model: nn.Module, input_size: Sequence[int]) -> None:
+    """A ConfigError naming the layer when a grid asks for regions of a final output that
+    has none (a ViT's tokens), found by one pass of a blank image: before any extraction,
+    so a ranking fails that one candidate, not every candidate of the model."""
+    grids = [layer for layer in layers if split_layer(layer)[1] > 1 and layer.startswith("final")]
+    if not grids:
+        return
+    with torch.inference_mode():
+        final = model.eval().forward_features(torch.zeros(1, *input_size))
+    if final.ndim != 4:
+        raise invalid(
+            "extract_features", "layers",
+            "a grid only where the model has a feature map: its final output is tokens "
+            f"{tuple(final.shape)}; use a stage, e.g. 'stage-1_2x2'",
+            grids[0],
+        )  # fmt: skip
 
 
 def stored_layer_name(layer: str, model: nn.Module) -> str:

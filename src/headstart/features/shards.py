@@ -243,13 +243,30 @@ def write_shard(model: Path, features: dict[str, np.ndarray], hashes: Sequence[s
     """Store rows as a shard named by its images; ``rows.txt`` last, so it is whole when seen."""
     folder = model / rows_key(hashes)
     folder.mkdir(parents=True, exist_ok=True)
+    # A shard of the same images may already hold other layers (a second run asked for
+    # more): their checksums are kept, or the next read of them would fail its check.
+    sums = _stored_checksums(folder, len(hashes))
     for layer, array in features.items():
         atomic_write(folder / f"{layer}.npy", lambda handle, a=array: np.save(handle, a))
-    sums = {layer: row_checksums(array) for layer, array in features.items()}
+    sums.update({layer: row_checksums(array) for layer, array in features.items()})
     atomic_write(folder / CHECKS_FILE, lambda handle: np.savez(handle, **sums))
     text = "\n".join(hashes).encode()
     atomic_write(folder / ROWS_FILE, lambda handle: handle.write(text))
     return folder
+
+
+def _stored_checksums(folder: Path, rows: int) -> dict[str, np.ndarray]:
+    """The checksums already in ``folder`` for layers whose file is still there, one per
+    row; none when there are none or they cannot be read (those layers then recompute)."""
+    try:
+        with np.load(folder / CHECKS_FILE, allow_pickle=False) as stored:
+            return {
+                layer: stored[layer]
+                for layer in stored.files
+                if stored[layer].shape == (rows,) and (folder / f"{layer}.npy").is_file()
+            }
+    except (OSError, ValueError):
+        return {}
 
 
 def remove_entry(folder: Path) -> int:

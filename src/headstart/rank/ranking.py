@@ -253,7 +253,7 @@ def rank(
     for (name, size), members in groups.items():
         try:
             backbone = create_backbone(name, weights, image_size=size)
-            members = _with_known_layers(members, backbone.model, scores)
+            members = _with_known_layers(members, backbone, scores)
             if not members:
                 continue
             layers = list(dict.fromkeys(layer for c in members for layer in c.layers))
@@ -327,16 +327,18 @@ def _score(ranked: list[CandidateScore]) -> None:
 
 
 def _with_known_layers(
-    members: list[Candidate], model: Any, scores: list[CandidateScore]
+    members: list[Candidate], backbone: Any, scores: list[CandidateScore]
 ) -> list[Candidate]:
-    """The candidates whose layers ``model`` has; the others go to ``scores`` failed."""
-    from headstart.features.layers import parse_layer
+    """The candidates whose layers ``backbone`` has (a grid on a ViT's final tokens is
+    not one); the others go to ``scores`` failed, so the rest of its candidates go on."""
+    from headstart.features.layers import check_grid_layers, parse_layer
 
     kept = []
     for candidate in members:
         try:
             for layer in candidate.layers:
-                parse_layer(layer, model)
+                parse_layer(layer, backbone.model)
+            check_grid_layers(candidate.layers, backbone.model, backbone.preprocessing.input_size)
         except HeadstartError as exc:
             scores.append(CandidateScore(candidate, error=str(exc), exception=exc))
         else:
