@@ -6,6 +6,7 @@ several things; the single-process runs they are compared with run in this proce
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 import dist_worker
 import pytest
 import torch
-from fixtures_images import colour_folder
+from fixtures_images import colour_folder, noise_folder
 from safetensors.torch import load_file
 
 from headstart.cli import main
@@ -208,7 +209,7 @@ def test_killed_rank_stops_the_run_and_the_checkpoint_resumes_on_one(
     )
 
 
-def test_only_train_runs_under_torchrun_and_nproc_is_checked(
+def test_only_train_compare_and_rank_run_under_torchrun_and_nproc_is_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)  # where `compare` would write headstart-compare/
@@ -216,11 +217,11 @@ def test_only_train_runs_under_torchrun_and_nproc_is_checked(
     assert main(["train", str(data), "--nproc", "0"]) == 2
     assert "--nproc must be >= 1. Got 0 instead." in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it in each process
-    assert main(["compare", str(data)]) == 2
-    assert "`headstart compare` does not run distributed" in capsys.readouterr().err
+    assert main(["demo"]) == 2
+    assert "`headstart demo` does not run distributed" in capsys.readouterr().err
     assert main(["train", str(data), "--nproc", "2"]) == 2
     assert "already runs under torchrun (WORLD_SIZE=2)" in capsys.readouterr().err
-    assert not (tmp_path / "headstart-compare").exists()
+    assert not (tmp_path / "headstart-demo").exists()
 
 
 def test_slices_of_a_global_batch_partition_it_in_order() -> None:
@@ -236,3 +237,34 @@ def test_slices_of_a_global_batch_partition_it_in_order() -> None:
     # A batch smaller than the world: the rank without images runs a stand-in, flagged.
     assert [s[1][2] for s in slices] == [False, True, True]
     assert [s[0][2] for s in slices] == [[5], [5], [5]]
+
+
+def test_compare_and_its_ranking_on_two_processes_match_one(tmp_path: Path) -> None:
+    """`torchrun -m headstart compare` (with the ranking --backbones brings): every run
+    trains on both ranks, rank 0 alone writes, and every number is the one process's
+    (without augmentation, whose random draws differ per rank; README)."""
+    data = noise_folder(tmp_path / "noise", classes=("a", "b", "c"), per_class=10)
+    flags = [
+        "compare", str(data), "--backbones", "test_efficientnet,test_resnet",
+        "--weights", "none", "--strategies", "feature-extraction,fine-tune",
+        "--labels-per-class", "4,all", "--image-size", "32", "--epochs", "2", "--no-augment",
+    ]  # fmt: skip
+    two, one = tmp_path / "two", tmp_path / "one"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", "-m", "headstart", *flags]
+    command += ["--out", str(two), "--cache-dir", str(tmp_path / "cache-two")]
+    done = subprocess.run(command, env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    torch.set_num_threads(1)
+    assert main([*flags, "--out", str(one), "--cache-dir", str(tmp_path / "cache-one")]) == 0
+    runs = {}
+    for folder in (two, one):
+        results = json.loads((folder / "results.json").read_text())
+        runs[folder] = {r["id"]: (r["status"], r["accuracy"]) for r in results["runs"]}
+    assert len(runs[one]) == 8 and runs[two] == runs[one]
+    rankings = [json.loads((f / "ranking.json").read_text())["scores"] for f in (two, one)]
+    assert [(s["candidate"]["name"], s["predicted_accuracy"]) for s in rankings[0]] == [
+        (s["candidate"]["name"], s["predicted_accuracy"]) for s in rankings[1]
+    ]
+    assert (two / "report.md").is_file()
+    assert "summary:" in done.stdout and done.stdout.count("summary:") == 1  # rank 0 alone

@@ -63,7 +63,7 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 
 # Commands that run under torchrun as ranks of one job; any other would run N copies of
 # itself side by side, each writing the same files.
-DISTRIBUTED_COMMANDS = ("train",)
+DISTRIBUTED_COMMANDS = ("train", "compare", "rank")
 
 
 def _refuse_distributed(command: str) -> None:

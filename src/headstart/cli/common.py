@@ -148,3 +148,17 @@ def load_model(args: argparse.Namespace, *, cached: bool = False) -> tuple[Any, 
     select_device(args.device)  # a device this machine lacks fails before any image loads
     cache_dir = cache_folder(args) if cached else None
     return ImageClassifier.load(args.model, cache_dir=cache_dir), {"device": args.device}
+
+
+def join_world() -> bool:
+    """Under torchrun, join the group and say whether this is rank 0, the one that prints
+    and writes (the others' output goes nowhere); True in a world of one."""
+    import os
+    import sys
+
+    from headstart.backbones.world import init_distributed
+
+    if init_distributed().is_main:
+        return True
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
+    return False

@@ -25,7 +25,7 @@ from headstart.cli.arguments import (
     parse_labels_per_class,
     test_size,
 )
-from headstart.cli.common import EXIT_ERROR, PrintingCallback, print_reports
+from headstart.cli.common import EXIT_ERROR, PrintingCallback, join_world, print_reports
 from headstart.errors import ConfigError, spell
 from headstart.strategies.registry import strategy_names
 
@@ -123,7 +123,14 @@ class CompareCallback(PrintingCallback):
 
 
 def run_comparison(
-    train: Any, test: Any, out: Path, settings: Any, args: argparse.Namespace, description: str
+    train: Any,
+    test: Any,
+    out: Path,
+    settings: Any,
+    args: argparse.Namespace,
+    description: str,
+    *,
+    write: bool = True,
 ) -> int:
     from headstart.evaluation.comparison import compare, load_results
     from headstart.evaluation.report import build_report, summary_sentences
@@ -133,6 +140,8 @@ def run_comparison(
         train, test, out, settings, cache_dir=cache_folder(args),
         callback=CompareCallback(args.words), data_description=description,
     )  # fmt: skip
+    if not write:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     paths = build_report(out, title=f"headstart: {description}")
     print("\nsummary:")
     for sentence in summary_sentences(load_results(out)):
@@ -188,6 +197,7 @@ def run_compare(args: argparse.Namespace) -> int:
         image_size=image_size,
         overrides=overrides,
     )
+    main = join_world()  # under torchrun every run trains on all ranks; rank 0 writes
     for note in notes:
         print(f"compare: {spell(note, args.words)}")
     # The first seed also draws the train/test split, as --seed does in train; every
@@ -206,12 +216,17 @@ def run_compare(args: argparse.Namespace) -> int:
     # With --backbones the question is "which backbone?": the ranking's prediction
     # belongs beside the measurement unless --no-rank says otherwise.
     if args.rank if args.rank is not None else bool(backbones):
-        rank_for_report(train, settings, changes, args)
-    return run_comparison(train, test, args.out, settings, args, f"{args.data}")
+        rank_for_report(train, settings, changes, args, write=main)
+    return run_comparison(train, test, args.out, settings, args, f"{args.data}", write=main)
 
 
 def rank_for_report(
-    train: Any, settings: Any, changes: dict[str, Any], args: argparse.Namespace
+    train: Any,
+    settings: Any,
+    changes: dict[str, Any],
+    args: argparse.Namespace,
+    *,
+    write: bool = True,
 ) -> None:
     """Rank the compared backbones (each input size and layer set) on the largest
     training draw of the first seed, the images the largest runs train on, never the
@@ -238,6 +253,8 @@ def rank_for_report(
         )  # fmt: skip
     except DataError as exc:
         print(f"compare: no ranking in the report: {exc.render(args.words)}")
+        return
+    if not write:  # under torchrun: rank 0 writes
         return
     args.out.mkdir(parents=True, exist_ok=True)
     save_ranking(

@@ -23,7 +23,7 @@ from headstart.cli.arguments import (
     parse_labels_per_class,
     test_size,
 )
-from headstart.cli.common import print_reports
+from headstart.cli.common import join_world, print_reports
 from headstart.errors import ConfigError, DataError
 
 
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     (per_class,) = parse_labels_per_class(args.labels_per_class, several=False)
     named = None if args.backbones == "bundled" else args.backbones.split(",")
     candidates = candidates_from(named, sizes, layer_sets)
+    main = join_world()  # under torchrun each rank extracts its share; rank 0 writes
     train, test = load_images(
         args.data,
         test_size=test_size(args),
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     best = ranking.best
     print(printable(f"best: {best.candidate.name}: {ranking.why_best()}"))
     print(f"ranked in {ranking.seconds:.0f}s")
-    if args.out is not None:
+    if args.out is not None and main:
         for path in save_ranking(ranking, Path(args.out)):
             print(printable(f"wrote {path}"))
     return 0

@@ -25,6 +25,7 @@ from typing import Any
 from headstart._internal.atomic import atomic_write
 from headstart._internal.validation import invalid
 from headstart.backbones.registry import DEFAULT_BACKBONE
+from headstart.backbones.world import world
 from headstart.data.dataset import ImageDataset
 from headstart.data.split import sample_per_class
 from headstart.errors import (
@@ -168,6 +169,8 @@ def load_results(folder: Path) -> dict[str, Any]:
 
 
 def _write_results(folder: Path, results: dict[str, Any]) -> None:
+    if not world().is_main:  # under torchrun every rank runs the comparison; rank 0 writes
+        return
     text = json.dumps(results, indent=2, sort_keys=True)
     atomic_write(Path(folder) / RESULTS_FILE, lambda handle: handle.write(text.encode()))
 

@@ -226,6 +226,8 @@ def rank(
     ``cache``: a ``FeatureCache`` the features are kept in (a second ranking, or the
     training that follows, extracts nothing again). ``notice`` hears progress lines.
     """
+    import torch
+
     from headstart.backbones.registry import create_backbone
     from headstart.features.cache import cached_features
 
@@ -252,6 +254,9 @@ def rank(
         groups.setdefault((candidate.backbone, candidate.image_size), []).append(candidate)
     for (name, size), members in groups.items():
         try:
+            # Seeded: a random start (weights "none") is the seed's, the same on every
+            # run and on every rank of a distributed one.
+            torch.manual_seed(seed)
             backbone = create_backbone(name, weights, image_size=size)
             members = _with_known_layers(members, backbone, scores)
             if not members:
