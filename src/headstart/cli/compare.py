@@ -123,14 +123,7 @@ class CompareCallback(PrintingCallback):
 
 
 def run_comparison(
-    train: Any,
-    test: Any,
-    out: Path,
-    settings: Any,
-    args: argparse.Namespace,
-    description: str,
-    *,
-    write: bool = True,
+    train: Any, test: Any, out: Path, settings: Any, args: argparse.Namespace, description: str
 ) -> int:
     from headstart.evaluation.comparison import compare, load_results
     from headstart.evaluation.report import build_report, summary_sentences
@@ -140,7 +133,9 @@ def run_comparison(
         train, test, out, settings, cache_dir=cache_folder(args),
         callback=CompareCallback(args.words), data_description=description,
     )  # fmt: skip
-    if not write:  # a rank other than 0 under torchrun: rank 0 reports
+    from headstart.backbones.world import world
+
+    if not world().is_main:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     paths = build_report(out, title=f"headstart: {description}")
     print("\nsummary:")
@@ -217,7 +212,7 @@ def run_compare(args: argparse.Namespace) -> int:
     # belongs beside the measurement unless --no-rank says otherwise.
     if args.rank if args.rank is not None else bool(backbones):
         rank_for_report(train, settings, changes, args, write=main)
-    return run_comparison(train, test, args.out, settings, args, f"{args.data}", write=main)
+    return run_comparison(train, test, args.out, settings, args, f"{args.data}")
 
 
 def rank_for_report(
