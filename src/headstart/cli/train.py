@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
 from headstart._internal.text import printable
@@ -23,7 +22,7 @@ from headstart.cli.arguments import (
     parse_labels_per_class,
     test_size,
 )
-from headstart.cli.common import PrintingCallback, print_report, print_reports
+from headstart.cli.common import PrintingCallback, join_world, print_report, print_reports
 from headstart.cli.launch import add_nproc_argument, check_nproc, launch_torchrun
 from headstart.errors import ConfigError, DataError
 from headstart.strategies.registry import strategy_names
@@ -106,6 +105,17 @@ def choose_by_ranking(args: argparse.Namespace, config: Any, train: Any) -> tupl
     """(backbone, config) chosen by `headstart rank` on the training images: every
     bundled backbone for --backbone auto (at --image-size if given, else each one's own
     and half), every default layer set for --layers auto; the table and the reason print."""
+    ranking = _rank_training_images(args, config, train, top=8)
+    best = ranking.best
+    print(printable(f"chosen: {best.candidate.name}: {ranking.why_best()}"))
+    chosen = best.candidate
+    return chosen.backbone, config.replace(image_size=chosen.image_size, layers=chosen.layers)
+
+
+def _rank_training_images(args: argparse.Namespace, config: Any, train: Any, top: int) -> Any:
+    """The ranking --backbone auto, --layers auto and --ensemble choose from: every bundled
+    backbone for auto (else --backbone), at --image-size if given (else each one's own and
+    half), every default layer set for --layers auto (else --layers); the table prints."""
     from headstart.cli.rank import candidates_from, run_ranking
     from headstart.rank.ranking import LAYER_SETS
 
@@ -113,14 +123,20 @@ def choose_by_ranking(args: argparse.Namespace, config: Any, train: Any) -> tupl
     layer_sets = LAYER_SETS if args.auto_layers else [config.layers]
     candidates = candidates_from(None if args.auto_backbone else [args.backbone], sizes, layer_sets)
     print(f"ranking {len(candidates)} candidates on the {len(train)} training images:")
-    ranking = run_ranking(
+    return run_ranking(
         args, train, candidates, device=config.device, batch_size=config.batch_size,
-        seed=config.seed, top=8, indent="  ",
+        seed=config.seed, top=top, indent="  ",
     )  # fmt: skip
-    best = ranking.best
-    print(printable(f"chosen: {best.candidate.name}: {ranking.why_best()}"))
-    chosen = best.candidate
-    return chosen.backbone, config.replace(image_size=chosen.image_size, layers=chosen.layers)
+
+
+def _print_diagnosis(args: argparse.Namespace, train: Any, test: Any) -> None:
+    """The data doctor's brief; the load report above already named skipped files and
+    imbalance."""
+    from headstart.data.doctor import diagnose
+
+    skip = ("unreadable", "imbalance")
+    for line in diagnose(train, test).brief(args.data, skip=skip, words=args.words):
+        print(line)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,10 +193,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--unlabelled {args.unlabelled}: folder not found")
     if args.nproc and args.nproc > 1:
         return launch_torchrun(args.nproc, args.argv)
-    from headstart.backbones.world import init_distributed
-
-    if not init_distributed().is_main:  # under torchrun: rank 0 alone prints and writes
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
+    if not join_world():  # under torchrun: rank 0 alone prints and writes
         return _train(args, config, _NoFolder())
     with ModelFolder(args.out, overwrite=args.overwrite, resume=args.resume) as out:
         return _train(args, config, out)
@@ -194,7 +207,6 @@ class _NoFolder:
 
 
 def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
-    from headstart.data.doctor import diagnose
     from headstart.estimator.image_classifier import ImageClassifier
 
     auto = args.auto_backbone or args.auto_layers
@@ -236,9 +248,7 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
             f"unlabelled: {len(unlabelled)} images from {printable(args.unlabelled)}"
             + (f" ({dropped} also in the training or test images, left out)" if dropped else "")
         )
-    skip = ("unreadable", "imbalance")
-    for line in diagnose(train, test).brief(args.data, skip=skip, words=args.words):
-        print(line)  # the load report above already named skipped files and imbalance
+    _print_diagnosis(args, train, test)
     clf.fit(train, unlabelled=unlabelled, resume=args.resume)
     from headstart.backbones.world import close_distributed, world
 
@@ -292,21 +302,10 @@ def _check_ensemble_arguments(args: argparse.Namespace) -> None:
 
 def _train_ensemble(args: argparse.Namespace, config: Any, out: Any) -> int:
     """Rank, keep the top K distinct (backbone, size) candidates, fit them as one model."""
-    from headstart.cli.rank import candidates_from, run_ranking
-    from headstart.data.doctor import diagnose
     from headstart.estimator.ensemble import EnsembleMember, fit_ensemble
-    from headstart.rank.ranking import LAYER_SETS
 
     train, test = load_training_data(args, config.seed)
-    sizes = [config.image_size] if config.image_size else None
-    layer_sets = LAYER_SETS if args.auto_layers else [config.layers]
-    names = None if args.auto_backbone else [args.backbone]
-    candidates = candidates_from(names, sizes, layer_sets)
-    print(f"ranking {len(candidates)} candidates on the {len(train)} training images:")
-    ranking = run_ranking(
-        args, train, candidates, device=config.device, batch_size=config.batch_size,
-        seed=config.seed, top=12, indent="  ",
-    )  # fmt: skip
+    ranking = _rank_training_images(args, config, train, top=12)
     members, taken = [], set()
     for score in ranking.ranked:  # best first; one member per backbone and input size
         c = score.candidate
@@ -323,9 +322,7 @@ def _train_ensemble(args: argparse.Namespace, config: Any, out: Any) -> int:
         print(f"note: only {len(members)} distinct backbone and size pairs were ranked")
     chosen = ", ".join(f"{m.name} ({','.join(m.layers)})" for m in members)
     print(printable(f"ensemble of the top {len(members)}: {chosen}"))
-    for line in diagnose(train, test).brief(args.data, skip=("unreadable", "imbalance"),
-                                            words=args.words):  # fmt: skip
-        print(line)
+    _print_diagnosis(args, train, test)
     clf = fit_ensemble(
         train, members, combine=args.combine, weights=args.weights,
         config=config,

@@ -41,6 +41,7 @@ from headstart.estimator.fitting import checked_backbone
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.features.fastpath import inference_model, inference_transforms, numerics
 from headstart.strategies.base import Plan, PlanRow
+from headstart.strategies.common import loss_weights
 from headstart.strategies.registry import get_strategy
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
@@ -152,7 +153,7 @@ def fit_ensemble(
     features = _member_features(extractor, train, prep, config, device, callback)
     labels = train.labels
     num_classes = len(train.classes)
-    class_weights = _class_weights(labels, num_classes, config)
+    class_weights = loss_weights(labels, num_classes, config)
 
     def probe(x: np.ndarray, y: np.ndarray) -> Any:
         return fit_linear_probe(
@@ -258,13 +259,6 @@ def _choose(
     scores = {k: v / len(labels) for k, v in correct.items()}
     best = "concat" if scores["concat"] > scores["average"] else "average"
     return EnsembleFit(best, scores, n_folds)
-
-
-def _class_weights(labels: np.ndarray, num_classes: int, config: TrainConfig) -> Any:
-    if config.class_weights != "balanced":
-        return None
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    return (counts.sum() / (len(counts) * np.maximum(counts, 1))).astype(np.float32)
 
 
 def _plan(

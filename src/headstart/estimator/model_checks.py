@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from headstart._internal.validation import IMAGE_SIZE_RANGE, image_size_fits, is_layer_name
 from headstart.errors import DataError, WeightsError
 
 __all__ = [
@@ -80,6 +81,35 @@ def check_description(meta_path: Path, meta: Mapping[str, Any]) -> None:
     ``preprocessing`` are usable and agree with the head the weights are loaded into."""
     _check_classes(meta_path, meta)
     _check_preprocessing(meta_path, meta["preprocessing"])
+    if isinstance(meta.get("ensemble"), Mapping):
+        members = meta["ensemble"].get("members")
+        for member in members if isinstance(members, list) else []:
+            _check_member(meta_path, member)
+
+
+def _check_member(meta_path: Path, member: Any) -> None:
+    """An ensemble member's input, width and layers: what its network is rebuilt from."""
+    given = member.get("input") if isinstance(member, Mapping) else None
+    if not isinstance(given, Mapping):
+        raise _fail(meta_path, "ensemble member input", "a mapping", given)
+    size = given.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(image_size_fits(v) for v in size)):
+        raise _fail(
+            meta_path,
+            "ensemble member input size",
+            f"[height, width], each {IMAGE_SIZE_RANGE}",
+            size,
+        )
+    for name in ("scale", "shift"):
+        values = given.get(name)
+        if not (isinstance(values, list) and len(values) == 3 and all(map(_finite, values))):
+            raise _fail(meta_path, f"ensemble member input {name}", "3 finite numbers", values)
+    width = member.get("width")
+    if not (isinstance(width, int) and not isinstance(width, bool) and width >= 1):
+        raise _fail(meta_path, "ensemble member width", "an int >= 1", width)
+    layers = member.get("layers")
+    if not (isinstance(layers, list) and layers and all(map(is_layer_name, layers))):
+        raise _fail(meta_path, "ensemble member layers", "a list of layer names", layers)
 
 
 def _fail(meta_path: Path, field: str, requirement: str, value: Any) -> DataError:

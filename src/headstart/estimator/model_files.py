@@ -9,7 +9,6 @@ naming the file, never a model that answers wrongly."""
 from __future__ import annotations
 
 import json
-import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from safetensors.torch import load, save
 from torch import nn
 
 from headstart._internal.atomic import atomic_write_files
-from headstart._internal.validation import image_size_fits, is_layer_name
 from headstart._internal.version import __version__
 from headstart.backbones.registry import check_backbone_name
 from headstart.errors import DataError, HeadstartError, WeightsError
@@ -102,7 +100,6 @@ def _ensemble(description: dict[str, Any], spec: HeadSpec) -> EnsembleNetwork:
     combine = description["combine"]
     members, inputs = [], []
     for member in description["members"]:
-        _check_member(member)
         check_backbone_name(member["backbone"])
         body = timm.create_model(member["backbone"], pretrained=False, num_classes=0)
         head = nn.Linear(member["width"], spec.num_classes) if combine == "average" else None
@@ -112,30 +109,6 @@ def _ensemble(description: dict[str, Any], spec: HeadSpec) -> EnsembleNetwork:
         inputs.append(MemberInput(size, scale, shift))
     head = build_head(spec) if combine == "concat" else None
     return EnsembleNetwork(members, inputs, combine, head=head)
-
-
-def _check_member(member: Any) -> None:
-    """ValueError naming the field of an ensemble member that cannot be what was saved
-    (load_model reports it as the description's fault, naming the file)."""
-
-    def number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-    given = member.get("input") if isinstance(member, dict) else None
-    if not isinstance(given, dict):
-        raise ValueError("ensemble member without an 'input' mapping")
-    size, scale, shift = given.get("size"), given.get("scale"), given.get("shift")
-    if not (isinstance(size, list) and len(size) == 2 and all(image_size_fits(v) for v in size)):
-        raise ValueError(f"ensemble member input 'size' must be [height, width]; got {size!r}")
-    for name, values in (("scale", scale), ("shift", shift)):
-        if not (isinstance(values, list) and len(values) == 3 and all(map(number, values))):
-            raise ValueError(f"ensemble member input {name!r} must be 3 numbers; got {values!r}")
-    width = member.get("width")
-    if not (isinstance(width, int) and not isinstance(width, bool) and width >= 1):
-        raise ValueError(f"ensemble member 'width' must be an int >= 1; got {width!r}")
-    layers = member.get("layers")
-    if not (isinstance(layers, list) and layers and all(map(is_layer_name, layers))):
-        raise ValueError(f"ensemble member 'layers' must be layer names; got {layers!r}")
 
 
 def load_model(folder: Path) -> ModelFiles:

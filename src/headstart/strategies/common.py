@@ -34,11 +34,17 @@ def head_spec(ctx: FitContext, in_features: int) -> HeadSpec:
 
 
 def class_weights(ctx: FitContext) -> torch.Tensor | None:
-    if ctx.config.class_weights != "balanced":
+    weights = loss_weights(ctx.train.labels, ctx.num_classes, ctx.config)
+    return None if weights is None else torch.from_numpy(weights)
+
+
+def loss_weights(labels: np.ndarray, num_classes: int, config: TrainConfig) -> np.ndarray | None:
+    """Per-class loss weights for ``class_weights="balanced"`` (inverse frequency, mean 1
+    over the classes), float32; None otherwise."""
+    if config.class_weights != "balanced":
         return None
-    counts = np.bincount(ctx.train.labels, minlength=ctx.num_classes).astype(np.float64)
-    weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
-    return torch.as_tensor(weights, dtype=torch.float32)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return (counts.sum() / (len(counts) * np.maximum(counts, 1))).astype(np.float32)
 
 
 def new_classifier(ctx: FitContext, layers: tuple[str, ...]) -> Classifier:
