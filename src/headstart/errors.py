@@ -82,6 +82,11 @@ class _Words(dict):
         return API_WORDS.get(key, key)
 
 
+def literal(value: object) -> str:
+    """``value`` as text to put in a message that names parameters as ``{name}``."""
+    return str(value).replace("{", "{{").replace("}", "}}")
+
+
 def spell(template: str, words: Mapping[str, str] | None = None) -> str:
     """Fill a hint's ``{name}`` fields with ``words``, else the Python API's spelling."""
     return template.format_map(_Words(words or {}))
@@ -90,15 +95,24 @@ def spell(template: str, words: Mapping[str, str] | None = None) -> str:
 class HeadstartError(Exception):
     """Base class of every error headstart raises for bad input or state."""
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, names_in_message: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint  # what would fix it; parameters written as {name}
+        # The message itself names parameters as {name} (values in it escaped with
+        # `literal`): "{strategy} semi-supervised needs {unlabelled}" reads
+        # "--strategy semi-supervised needs --unlabelled" on the command line.
+        self.names_in_message = names_in_message
 
     def render(self, words: Mapping[str, str] | None = None) -> str:
         """The message and its hint, each ``{name}`` spelled by ``words`` (a face's own
         words for the parameters, e.g. the CLI's flags), else as the Python API names it."""
-        message = respell(self.message, words)
+        if self.names_in_message:
+            message = spell(self.message, words)
+        else:
+            message = respell(self.message, words)
         if not self.hint:
             return message
         separator = "\n" if "\n" in message else " "  # a list of files: hint below it
@@ -125,8 +139,9 @@ class ConfigError(HeadstartError, ValueError):
         parameter: str | None = None,
         requirement: str | None = None,
         value: Any = None,
+        names_in_message: bool = False,
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, names_in_message=names_in_message)
         self.parameter = parameter
         self.requirement = requirement
         self.value = value

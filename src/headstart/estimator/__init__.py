@@ -5,7 +5,6 @@ from headstart._internal.lazy import lazy_exports
 
 _EXPORTS = {
     "ImageClassifier": ".image_classifier",
-    "fit_folder": ".quick",
     "EnsembleMember": ".ensemble",
     "fit_ensemble": ".ensemble",
     "Prediction": ".results",

@@ -1,7 +1,8 @@
 """Training from the page: one job at a time, in a background thread, on the server's
-own folder (``--data``) or an uploaded zip; progress as server-sent events; a side by
-side report against training from scratch (``evaluation.compare`` + ``build_report``);
-then the new model replaces the served one in one assignment, between two batches.
+own folder (``--data``) or an uploaded zip; progress as server-sent events; the
+model trained by the library's training job (`headstart.job`, as `headstart train` runs
+it), which replaces the served one in one assignment, between two batches; then a side by
+side report against training from scratch (``evaluation.compare`` + ``build_report``).
 
 The browser never names a server path: it picks "the server's folder" or sends a zip.
 """
@@ -160,21 +161,35 @@ class TrainingJobs:
         data: Path,
         on_model: Callable[[EstimatorPredictor], None],
     ) -> None:
-        from headstart.data.layout import load_images
-        from headstart.estimator import ImageClassifier
+        """The library's training job, as `headstart train --out <job>/model` would run
+        it with the server's settings; then the report against scratch on the same split."""
+        from headstart.data.layout import is_presplit
         from headstart.evaluation.comparison import CompareSettings, compare, shared_overrides
         from headstart.evaluation.report import build_report
+        from headstart.job.training import TrainingJob as Job
+        from headstart.strategies.registry import get_strategy
 
         settings = self.settings
         job.emit("stage", name="data", detail=f"reading the {job.source}")
-        train, test = load_images(data, test_size=settings.test_size, seed=0)
-        job.emit(
-            "data",
-            classes=list(train.classes),
-            train_images=len(train),
-            test_images=len(test),
-            skipped=len(train.report.skipped) + len(test.report.skipped),
-        )
+        callback = _JobCallback(job)
+        strategy = get_strategy(job.strategy)
+        unused = strategy.unused_settings(strategy.default_config())  # epochs of a probe
+        changes = {"image_size": settings.image_size, "epochs": epochs}
+        changes = {k: v for k, v in changes.items() if v is not None and k not in unused}
+        cache = job.folder / "cache"
+        result = Job(
+            data,
+            strategy=job.strategy,
+            backbone=settings.backbone,
+            config=changes,
+            test_size=None if is_presplit(data) else settings.test_size,
+            weights=settings.weights,
+            cache_dir=cache,
+            out=job.folder / "model",
+        ).run(callback)
+        on_model(EstimatorPredictor(result.classifier, source=str(result.folder)))
+        job.emit("model", classes=list(result.classifier.classes_),
+                 test_accuracy=result.metrics["accuracy"])  # fmt: skip
         strategies = tuple(dict.fromkeys((BASELINE, job.strategy)))
         overrides, _ = shared_overrides(strategies, {"epochs": epochs}) if epochs else ({}, [])
         compared = CompareSettings(
@@ -185,28 +200,13 @@ class TrainingJobs:
             image_size=settings.image_size,
             overrides=overrides,
         )
-        callback = _JobCallback(job)
-        cache = job.folder / "cache"
         report = job.folder / "report"
-        compare(train, test, report, compared, cache_dir=cache, callback=callback,
-                data_description=f"the {job.source}")  # fmt: skip
+        compare(result.train, result.test, report, compared, cache_dir=cache,
+                callback=callback, data_description=f"the {job.source}")  # fmt: skip
         job.report = build_report(report, title=f"headstart: {job.strategy} against scratch")[
             "html"
         ]
         job.emit("report", url=f"/v1/train/{job.id}/report")
-        job.emit("stage", name="model", detail=f"training the {job.strategy} model to serve")
-        clf = ImageClassifier(
-            settings.backbone,
-            job.strategy,
-            compared.config_for(job.strategy, 0),
-            weights=settings.weights,
-            cache_dir=cache,
-            callback=callback,
-        ).fit(train)
-        accuracy = clf.score(test)
-        clf.save(job.folder / "model")
-        on_model(EstimatorPredictor(clf, source=str(job.folder / "model")))
-        job.emit("model", classes=list(clf.classes_), test_accuracy=accuracy)
 
     # ----------------------------------------------------------------- routes
 
@@ -352,6 +352,15 @@ class _JobCallback(CompareCallback):
     def on_run_end(self, record: dict[str, Any], reused: bool) -> None:
         keep = ("id", "status", "accuracy", "balanced_accuracy", "train_seconds", "error")
         self.job.emit("run_end", **{k: record[k] for k in keep if k in record})
+
+    def on_data(self, train: Any, test: Any) -> None:
+        self.job.emit(
+            "data",
+            classes=list(train.classes),
+            train_images=len(train),
+            test_images=len(test),
+            skipped=len(train.report.skipped) + len(test.report.skipped),
+        )
 
     def on_stage(self, name: str, detail: str) -> None:
         self.job.emit("stage", name=name, detail=detail)

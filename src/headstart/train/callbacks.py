@@ -27,6 +27,34 @@ class Callback:
     def on_epoch(self, record: EpochRecord) -> None:
         """After each epoch, with its metrics."""
 
+    # A training job's hooks (`headstart.job`): what it loaded, chose and made.
+
+    def on_job_start(self, params: dict[str, Any]) -> None:
+        """A training job begins; ``params``: its settings, flat (name -> str, int,
+        float, bool or None): strategy, backbone, data, test_size, every config field."""
+
+    def on_note(self, text: str) -> None:
+        """A line worth telling: what the data holds, what was chosen and why."""
+
+    def on_dataset(self, label: str, dataset: Any) -> None:
+        """A dataset was loaded ("data", "train", "test", "unlabelled"); its ``report``
+        says what loading skipped or converted."""
+
+    def on_data(self, train: Any, test: Any) -> None:
+        """The images the job trains and tests on (after the split and any sampling)."""
+
+    def on_diagnosis(self, diagnosis: Any, said: tuple[str, ...]) -> None:
+        """The data doctor's findings on the training and test images; ``said``: the
+        kinds of finding the load report already gave (``on_dataset``)."""
+
+    def on_ranking(self, ranking: Any, top: int) -> None:
+        """Candidates were ranked on the training images; ``top``: how many to show."""
+
+    def on_job_end(self, result: Any) -> None:
+        """The job is done: ``result.metrics`` (as saved), ``result.evaluation`` (the full
+        test evaluation), ``result.folder`` (the model folder, or None),
+        ``result.classifier``."""
+
 
 @dataclass(frozen=True)
 class EpochRecord:
