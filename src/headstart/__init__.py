@@ -48,6 +48,7 @@ _EXPORTS = {
     "WeightsError": "headstart.errors",
     "ImageClassifier": "headstart.estimator.image_classifier",
     "fit_folder": "headstart.estimator.quick",
+    "EnsembleClassifier": "headstart.estimator.ensemble",
     "EnsembleMember": "headstart.estimator.ensemble",
     "fit_ensemble": "headstart.estimator.ensemble",
     "OnnxClassifier": "headstart.export.runtime",

@@ -6,6 +6,7 @@ from headstart._internal.lazy import lazy_exports
 _EXPORTS = {
     "ImageClassifier": ".image_classifier",
     "fit_folder": ".quick",
+    "EnsembleClassifier": ".ensemble",
     "EnsembleMember": ".ensemble",
     "fit_ensemble": ".ensemble",
     "Prediction": ".results",
