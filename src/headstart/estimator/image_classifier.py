@@ -231,7 +231,7 @@ class ImageClassifier(PredictsFiles):
         self.weights_info_ = weights_info
         self._head_spec = head_spec
         self.history_ = list(history)
-        self.plan_ = plan  # None when loaded: a folder keeps the plan's text, not the plan
+        self.plan_ = plan  # None when loaded: the folder keeps it as a dict (metadata_)
         self.fit_seconds_ = float(fit_seconds)
         # Images held out of training for early stopping (0: none, every epoch ran;
         # None: not recorded, for a model loaded from a folder).
