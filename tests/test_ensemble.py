@@ -199,3 +199,25 @@ def test_a_tampered_ensemble_description_is_a_named_error(tmp_path, data, field,
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(DataError, match=f"headstart.json.*{field}"):
         ImageClassifier.load(folder)
+
+
+def test_an_ensemble_is_its_own_type_and_loads_as_it(tmp_path, data, tiny_model_folder):
+    """fit_ensemble gives an EnsembleClassifier, ImageClassifier.load of its folder too;
+    the ensemble refuses the training methods it cannot do, and loading a plain model
+    folder as an ensemble is an error naming the folder."""
+    import headstart
+    from headstart.errors import DataError
+
+    clf = fit_ensemble(data, MEMBERS, combine="average", weights="none")
+    assert type(clf) is headstart.EnsembleClassifier and isinstance(clf, ImageClassifier)
+    folder = clf.save(tmp_path / "model")
+    for loader in (ImageClassifier.load, headstart.EnsembleClassifier.load):
+        loaded = loader(folder)
+        assert type(loaded) is headstart.EnsembleClassifier
+        assert loaded.ensemble_ == clf.ensemble_ and loaded.metadata()["layers"] is None
+    for method in (loaded.prepare, lambda: loaded.fit(data)):
+        with pytest.raises(ConfigError, match="fit_ensemble"):
+            method()
+    assert type(ImageClassifier.load(tiny_model_folder)) is ImageClassifier
+    with pytest.raises(DataError, match=f"{tiny_model_folder}: not a saved EnsembleClassifier"):
+        headstart.EnsembleClassifier.load(tiny_model_folder)

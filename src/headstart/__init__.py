@@ -50,6 +50,7 @@ _EXPORTS = {
     "fit_folder": "headstart.job.training",
     "TrainingJob": "headstart.job.training",
     "TrainingResult": "headstart.job.training",
+    "EnsembleClassifier": "headstart.estimator.ensemble",
     "EnsembleMember": "headstart.estimator.ensemble",
     "fit_ensemble": "headstart.estimator.ensemble",
     "OnnxClassifier": "headstart.export.runtime",

@@ -5,6 +5,7 @@ from headstart._internal.lazy import lazy_exports
 
 _EXPORTS = {
     "ImageClassifier": ".image_classifier",
+    "EnsembleClassifier": ".ensemble",
     "EnsembleMember": ".ensemble",
     "fit_ensemble": ".ensemble",
     "Prediction": ".results",

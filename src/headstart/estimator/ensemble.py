@@ -2,9 +2,9 @@
 
 Each member is a frozen pretrained body (a backbone at an input size, read at a set of
 layers). The members become one ``EnsembleNetwork`` with one image input (the largest
-member's; the others resize it inside the network), so the fitted ensemble is an
-ordinary ``ImageClassifier``: one model to evaluate, predict, save, load, serve and
-export as one ONNX graph.
+member's; the others resize it inside the network), so the fitted ensemble, an
+``EnsembleClassifier``, is an ``ImageClassifier`` but in the few places it differs: one
+model to evaluate, predict, save, load, serve and export as one ONNX graph.
 
 Its training features are computed once, through that same network (so training and
 prediction see the same pixels), and both ways of combining the members are scored by
@@ -20,7 +20,8 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from headstart.data.dataset import ImageDataset, TorchImageDataset
 from headstart.errors import ConfigError, DataError
 from headstart.estimator.fitting import checked_backbone
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.estimator.model_files import ModelFiles
 from headstart.features.fastpath import inference_model, inference_transforms, numerics
 from headstart.strategies.base import Plan, PlanRow
 from headstart.strategies.common import loss_weights
@@ -48,7 +50,7 @@ from headstart.train.config import TrainConfig
 from headstart.train.network import Classifier, EnsembleNetwork, HeadSpec, MemberInput
 from headstart.train.probe import fit_linear_probe, stratified_folds
 
-__all__ = ["COMBINE_CHOICES", "EnsembleMember", "EnsembleFit", "fit_ensemble"]
+__all__ = ["COMBINE_CHOICES", "EnsembleClassifier", "EnsembleMember", "EnsembleFit", "fit_ensemble"]
 
 COMBINE_CHOICES = ("auto", "average", "concat")
 _STRATEGY = "feature-extraction"  # every member is a frozen body with a probe on top
@@ -82,6 +84,41 @@ class EnsembleMember:
         return f"{self.backbone}{size}"
 
 
+class EnsembleClassifier(ImageClassifier):
+    """A fitted ensemble, from ``fit_ensemble`` or ``ImageClassifier.load`` of its
+    folder: an ``ImageClassifier`` whose network is several frozen bodies as one, with
+    ``ensemble_`` describing them (how they combine, each member's input, layers and
+    width). It differs in three places: it is trained by ``fit_ensemble``, not ``fit``;
+    its predictions never come from the feature cache; and its saved description lists
+    its members' layers in its ``ensemble`` block instead of one set of layers."""
+
+    def prepare(self) -> NoReturn:
+        self._refuse_training("prepare")
+
+    def fit(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse_training("fit")
+
+    def _refuse_training(self, method: str) -> NoReturn:
+        raise ConfigError(
+            f"EnsembleClassifier.{method}: this model is an ensemble ({self.backbone}); "
+            f"{method} cannot train one. Use headstart.fit_ensemble(train, members) instead."
+        )
+
+    def _set_fitted(self, *, ensemble: dict[str, Any], **state: Any) -> None:
+        super()._set_fitted(**state)
+        self.ensemble_ = ensemble
+
+    def _saved_state(self, files: ModelFiles, folder: Path) -> dict[str, Any]:
+        return {**super()._saved_state(files, folder), "ensemble": files.metadata["ensemble"]}
+
+    def _features_cached(self) -> bool:
+        return False  # its members see the input resized: cached body features are not theirs
+
+    def metadata(self) -> dict[str, Any]:
+        # Its members each read their own layers: its "ensemble" block lists them.
+        return {**super().metadata(), "layers": None, "ensemble": self.ensemble_}
+
+
 @dataclass
 class EnsembleFit:
     """How the combination was chosen: cross-validated accuracy of each way tried."""
@@ -100,8 +137,8 @@ def fit_ensemble(
     config: TrainConfig | None = None,
     folds: int = 5,
     callback: Callback | None = None,
-) -> ImageClassifier:
-    """A fitted ``ImageClassifier`` whose network is the ``members`` as one ensemble.
+) -> EnsembleClassifier:
+    """A fitted ``EnsembleClassifier``: the ``members`` as one network.
 
     ``combine``: "average" (each member's probe, probabilities averaged), "concat" (one
     probe on the members' features side by side) or "auto" (the one with the better
@@ -312,41 +349,45 @@ def _as_classifier(
     plan: Plan,
     chosen: EnsembleFit,
     started: float,
-) -> ImageClassifier:
-    """An ``ImageClassifier`` holding the ensemble, fitted as ``fit`` would leave it."""
+) -> EnsembleClassifier:
+    """An ``EnsembleClassifier`` holding the ensemble, fitted as ``fit`` would leave it."""
     lead = network.inputs.index(max(network.inputs, key=lambda i: math.prod(i.size)))
     prep = backbones[lead].preprocessing
     name = "ensemble:" + "+".join(f"{b.name}@{b.preprocessing.input_size[1]}" for b in backbones)
-    clf = ImageClassifier(backbone=name, strategy=_STRATEGY, config=config, weights=weights)
-    clf.model_ = network.cpu().eval()
-    clf.classes_ = list(train.classes)
-    clf.history_ = []
-    clf.plan_ = plan
-    clf.config_ = config.replace(image_size=prep.input_size[1])
-    clf.preprocessing_ = prep
-    clf.decode_options_ = train.options
+    clf = EnsembleClassifier(backbone=name, strategy=_STRATEGY, config=config, weights=weights)
     digests = "".join((b.weights.sha256 or b.weights.location) for b in backbones)
-    clf.weights_info_ = WeightsInfo(
-        source="+".join(sorted({b.weights.source for b in backbones})),
-        location="",
-        sha256=hashlib.sha256(digests.encode()).hexdigest(),
+    clf._set_fitted(
+        model=network,
+        classes=train.classes,
+        config=config.replace(image_size=prep.input_size[1]),
+        preprocessing=prep,
+        decode_options=train.options,
+        weights_info=WeightsInfo(
+            source="+".join(sorted({b.weights.source for b in backbones})),
+            location="",
+            sha256=hashlib.sha256(digests.encode()).hexdigest(),
+        ),
+        head_spec=spec,
+        plan=plan,
+        fit_seconds=time.perf_counter() - started,
+        validation_images=0,
+        ensemble={
+            "combine": chosen.combine,
+            "cross_validation": chosen.scores,
+            "members": [
+                {
+                    "backbone": b.name,
+                    "weights": {"source": b.weights.source, "sha256": b.weights.sha256},
+                    "layers": list(ls),
+                    "input": {
+                        "size": list(i.size),
+                        "scale": list(i.scale),
+                        "shift": list(i.shift),
+                    },
+                    "width": w,
+                }
+                for b, ls, i, w in zip(backbones, layers, network.inputs, widths, strict=True)
+            ],
+        },
     )
-    clf.fit_seconds_ = time.perf_counter() - started
-    clf.validation_images_ = 0
-    clf.metrics_ = {}
-    clf._head_spec = spec
-    clf.ensemble_ = {
-        "combine": chosen.combine,
-        "cross_validation": chosen.scores,
-        "members": [
-            {
-                "backbone": b.name,
-                "weights": {"source": b.weights.source, "sha256": b.weights.sha256},
-                "layers": list(ls),
-                "input": {"size": list(i.size), "scale": list(i.scale), "shift": list(i.shift)},
-                "width": w,
-            }
-            for b, ls, i, w in zip(backbones, layers, network.inputs, widths, strict=True)
-        ],
-    }
     return clf

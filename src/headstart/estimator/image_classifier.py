@@ -1,8 +1,10 @@
 """``ImageClassifier``: the scikit-learn-shaped entry point.
 
 ``__init__`` only stores arguments; ``fit`` does the work and returns ``self``;
-fitted state ends in ``_``; using an unfitted estimator raises
-``NotFittedError``.
+fitted state ends in ``_`` and is set in one place, ``_set_fitted``, whatever made
+it (``fit``, ``load``, ``fit_ensemble``); using an unfitted estimator raises
+``NotFittedError``. ``predict_files`` is ``results.PredictsFiles``, shared with the
+ONNX runtime.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from headstart.backbones.device import select_device
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.backbones.weights import WeightsInfo
-from headstart.data.dataset import ImageDataset, SkippedFile, TorchImageDataset
+from headstart.data.dataset import ImageDataset, TorchImageDataset
 from headstart.data.decode import DecodeOptions
-from headstart.errors import ConfigError, DataError, NotFittedError
+from headstart.errors import DataError, NotFittedError
 from headstart.estimator.fitting import (
     MIN_PER_CLASS_FOR_HOLDOUT,
     carve_validation,
@@ -36,13 +38,12 @@ from headstart.estimator.fitting import (
     head_spec_of,
     run_key,
 )
-from headstart.estimator.model_files import load_model, save_model
+from headstart.estimator.model_files import META_FILE, ModelFiles, load_model, save_model
 from headstart.estimator.prediction import ImageList, proba_from_cached_features
 from headstart.estimator.results import (
-    Prediction,
+    PredictsFiles,
     check_finite_scores,
     labels_in_model_order,
-    predict_image_files,
 )
 from headstart.features.cache import FeatureCache
 from headstart.features.fastpath import (
@@ -51,7 +52,7 @@ from headstart.features.fastpath import (
     inference_transforms,
     numerics,
 )
-from headstart.strategies.base import FitContext
+from headstart.strategies.base import FitContext, Plan
 from headstart.strategies.registry import get_strategy
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
@@ -62,11 +63,15 @@ __all__ = ["ImageClassifier"]
 
 # Export formats: (module, function) of the face that writes each, imported on use.
 _EXPORTERS = {"onnx": ("headstart.export.exporter", "export_onnx")}
+# Kinds of saved model other than a plain ImageClassifier: the block of headstart.json
+# that marks one, and (module, class) of its type, imported on use (that module builds
+# on this one).
+_SAVED_KINDS = {"ensemble": ("headstart.estimator.ensemble", "EnsembleClassifier")}
 
 ImageInput = ImageDataset | Sequence[str | os.PathLike[str] | Image.Image | np.ndarray]
 
 
-class ImageClassifier:
+class ImageClassifier(PredictsFiles):
     """Transfer learning in one object: ``fit``, ``predict``, ``score``, ``save``, ``load``.
 
     ``strategy`` is one of ``headstart.strategies.STRATEGIES`` ("feature-extraction",
@@ -134,11 +139,6 @@ class ImageClassifier:
         """
         if not isinstance(train, ImageDataset):
             raise invalid("ImageClassifier.fit", "train", "an ImageDataset", type(train).__name__)
-        if getattr(self, "ensemble_", None) is not None:
-            raise ConfigError(
-                f"ImageClassifier.fit: this model is an ensemble ({self.backbone}); fit cannot "
-                "train one. Use headstart.fit_ensemble(train, members) instead."
-            )
         if len(train.classes) < 2:
             raise DataError(f"Training needs at least 2 classes; got {train.classes}.")
         strategy = get_strategy(self.strategy)
@@ -187,21 +187,59 @@ class ImageClassifier:
             unlabelled=unlabelled,
         )
         result = strategy.fit(ctx)
-        self.model_ = result.model.cpu().eval()
-        self._kept_inference = self._folder = None  # a refit model is no saved one's
-        self.classes_ = list(train.classes)
-        self.history_ = [record.to_dict() for record in result.history]
-        self.plan_ = result.plan
-        self.config_ = config
-        self.preprocessing_ = backbone.preprocessing
-        self.decode_options_ = train.options
-        self.weights_info_ = backbone.weights
-        self.fit_seconds_ = time.perf_counter() - started
-        # Images held out of training for early stopping (0: none, every epoch ran).
-        self.validation_images_ = len(validation) if validation is not None else 0
-        self.metrics_: dict[str, Any] = {}
-        self._head_spec = head_spec_of(self.model_, len(self.classes_), config)
+        self._set_fitted(
+            model=result.model,
+            classes=train.classes,
+            config=config,
+            preprocessing=backbone.preprocessing,
+            decode_options=train.options,
+            weights_info=backbone.weights,
+            head_spec=head_spec_of(result.model, len(train.classes), config),
+            history=[record.to_dict() for record in result.history],
+            plan=result.plan,
+            fit_seconds=time.perf_counter() - started,
+            validation_images=len(validation) if validation is not None else 0,
+        )
         return self
+
+    def _set_fitted(
+        self,
+        *,
+        model: Classifier,
+        classes: Sequence[str],
+        config: TrainConfig,
+        preprocessing: Preprocessing,
+        decode_options: DecodeOptions,
+        weights_info: WeightsInfo,
+        head_spec: HeadSpec,
+        history: Sequence[dict[str, Any]] = (),
+        plan: Plan | None = None,
+        fit_seconds: float = 0.0,
+        validation_images: int | None = 0,
+        metrics: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        folder: Path | None = None,
+    ) -> None:
+        """Every fitted attribute, set here and nowhere else (``fit``, ``load`` and
+        ``fit_ensemble`` all come through), so a fitted classifier holds the same
+        state whichever made it; a kind with more state extends this method."""
+        self.model_ = model.cpu().eval()
+        self.classes_ = list(classes)
+        self.config_ = config
+        self.preprocessing_ = preprocessing
+        self.decode_options_ = decode_options
+        self.weights_info_ = weights_info
+        self._head_spec = head_spec
+        self.history_ = list(history)
+        self.plan_ = plan  # None when loaded: the folder keeps it as a dict (metadata_)
+        self.fit_seconds_ = float(fit_seconds)
+        # Images held out of training for early stopping (0: none, every epoch ran;
+        # None: not recorded, for a model loaded from a folder).
+        self.validation_images_ = validation_images
+        self.metrics_ = dict(metrics or {})  # the caller's to fill (test metrics)
+        self.metadata_ = metadata  # the description it was loaded from; None if fitted here
+        self._folder = folder  # named by errors about what the model does
+        self._kept_inference = None  # a refit or reloaded model is no earlier one's
 
     # --------------------------------------------------------------- prediction
 
@@ -211,6 +249,18 @@ class ImageClassifier:
                 "This ImageClassifier is not fitted yet; call fit(train) or "
                 "ImageClassifier.load(folder) first."
             )
+
+    def _check_ready(self, owner: str, device: str) -> None:
+        self._check_fitted()
+        select_device(device, owner=owner)  # a device this machine lacks fails first
+
+    def _model_origin(self) -> Path | None:
+        return self._folder
+
+    def _proba_of_images(
+        self, images: list[Image.Image], *, batch_size: int, device: str
+    ) -> np.ndarray:
+        return self._proba(images, batch_size=batch_size, device=device)
 
     def _loader(self, images: ImageInput, batch_size: int, fast: bool) -> DataLoader:
         transform, collate = inference_transforms(self.preprocessing_, fast)
@@ -228,7 +278,7 @@ class ImageClassifier:
         """Class probabilities, shape (N, len(classes_)), columns in ``classes_`` order;
         a WeightsError naming the images if any of their scores is not finite."""
         proba = self._proba(images, batch_size=batch_size, device=device)
-        return check_finite_scores(proba, images, getattr(self, "_folder", None))
+        return check_finite_scores(proba, images, self._folder)
 
     def _proba(self, images: ImageInput, *, batch_size: int, device: str) -> np.ndarray:
         self._check_fitted()
@@ -259,8 +309,6 @@ class ImageClassifier:
     def _features_cached(self) -> bool:
         """Whether predictions may come from the feature cache: a cache is set and the
         strategy never trains the body, so cached body features are the model's own."""
-        if getattr(self, "ensemble_", None) is not None:  # its members see resized inputs
-            return False
         return self.cache_dir is not None and get_strategy(self.strategy).frozen_body
 
     def _inference_model(self, model: Classifier, device: torch.device, fast: bool) -> Classifier:
@@ -276,37 +324,6 @@ class ImageClassifier:
         keep = device.type == "cpu" and run is not model
         self._kept_inference = (model, key, run) if keep else None
         return run
-
-    def predict_files(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        *,
-        top_k: int = 3,
-        chunk_size: int = 256,
-        batch_size: int = 64,
-        device: str = "auto",
-        strict: bool = False,
-    ) -> tuple[list[Prediction], list[SkippedFile]]:
-        """The ``top_k`` classes of image files (folders are searched recursively), as
-        (predictions, skipped files). Files are decoded ``chunk_size`` at a time, so a
-        folder of 10,000 photos never sits decoded in memory at once; a file that cannot
-        be decoded is returned with its reason, and the others are predicted (with
-        ``strict=True`` it raises ImageDecodeError instead)."""
-        self._check_fitted()
-        owner = "ImageClassifier.predict_files"
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise invalid(owner, "batch_size", "an int >= 1", batch_size)
-        return predict_image_files(
-            paths,
-            lambda images: self._proba(images, batch_size=batch_size, device=device),
-            classes=self.classes_,
-            options=self.decode_options_,
-            top_k=top_k,
-            chunk_size=chunk_size,
-            strict=strict,
-            owner=owner,
-            model=getattr(self, "_folder", None),
-        )
 
     def predict(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
         """Predicted class names."""
@@ -342,8 +359,7 @@ class ImageClassifier:
             "class_to_idx": {name: i for i, name in enumerate(self.classes_)},
             "preprocessing": self.preprocessing_.to_dict(),
             "decode_options": dataclasses.asdict(self.decode_options_),
-            # An ensemble's members each read their own: its "ensemble" block lists them.
-            "layers": None if getattr(self, "ensemble_", None) else list(self.config_.layers),
+            "layers": list(self.config_.layers),
             "head": self._head_spec.__dict__,
             "config": self.config_.to_dict(),
             "seed": self.config_.seed,
@@ -351,7 +367,6 @@ class ImageClassifier:
             "history": self.history_,
             "fit_seconds": self.fit_seconds_,
             "metrics": self.metrics_,
-            **({"ensemble": self.ensemble_} if getattr(self, "ensemble_", None) else {}),
         }
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
@@ -375,25 +390,51 @@ class ImageClassifier:
     def load(
         cls, folder: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None
     ) -> ImageClassifier:
-        """A fitted classifier from a folder written by ``save`` (never unpickles);
+        """A fitted classifier from a folder written by ``save`` (never unpickles), of
+        the kind that saved it (an ensemble's folder gives an ``EnsembleClassifier``);
         ``cache_dir``: a feature cache its predictions on datasets may use."""
         if not isinstance(folder, str | os.PathLike):
-            raise invalid("ImageClassifier.load", "folder", "a path to a model folder", folder)
+            raise invalid(f"{cls.__name__}.load", "folder", "a path to a model folder", folder)
         files = load_model(Path(folder))
+        kind = _saved_kind(cls, files.metadata, Path(folder))
+        config = TrainConfig.from_dict(files.metadata["config"])
         meta = files.metadata
-        clf = cls(backbone=meta["backbone"], strategy=meta["strategy"], cache_dir=cache_dir)
-        clf.config = clf.config_ = TrainConfig.from_dict(meta["config"])
-        clf.model_ = files.model
-        clf.classes_ = list(meta["classes"])
-        clf.history_ = list(meta.get("history", []))
-        clf.plan_ = None
-        clf.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
-        clf.decode_options_ = DecodeOptions(**(meta.get("decode_options") or {}))
-        clf.weights_info_ = WeightsInfo(**meta["weights"])
-        clf.fit_seconds_ = float(meta.get("fit_seconds", 0.0))
-        clf.metrics_ = dict(meta.get("metrics", {}))
-        clf._head_spec = HeadSpec(**meta["head"])
-        clf.metadata_ = meta
-        clf.ensemble_ = meta.get("ensemble")
-        clf._folder = Path(folder)  # named by errors about what the model does
+        clf = kind(meta["backbone"], meta["strategy"], config, cache_dir=cache_dir)
+        clf._set_fitted(**clf._saved_state(files, Path(folder)))
         return clf
+
+    def _saved_state(self, files: ModelFiles, folder: Path) -> dict[str, Any]:
+        """``_set_fitted``'s arguments from a loaded folder (``self.config`` read from it)."""
+        meta = files.metadata
+        return {
+            "model": files.model,
+            "classes": meta["classes"],
+            "config": self.config,
+            "preprocessing": Preprocessing.from_dict(meta["preprocessing"]),
+            "decode_options": DecodeOptions(**(meta.get("decode_options") or {})),
+            "weights_info": WeightsInfo(**meta["weights"]),
+            "head_spec": HeadSpec(**meta["head"]),
+            "history": meta.get("history", []),
+            "fit_seconds": meta.get("fit_seconds", 0.0),
+            "validation_images": None,
+            "metrics": meta.get("metrics", {}),
+            "metadata": meta,
+            "folder": folder,
+        }
+
+
+def _saved_kind(
+    cls: type[ImageClassifier], meta: dict[str, Any], folder: Path
+) -> type[ImageClassifier]:
+    """The type a saved model loads as: ``cls``, or the kind its description names
+    (``ImageClassifier.load`` of an ensemble gives an ``EnsembleClassifier``)."""
+    for block, (module, name) in _SAVED_KINDS.items():
+        kind = getattr(importlib.import_module(module), name)
+        if block in meta:
+            return cls if issubclass(cls, kind) else kind
+        if issubclass(cls, kind):
+            raise DataError(
+                f"{folder}: not a saved {name} (its {META_FILE} has no {block!r} block); "
+                "load it with ImageClassifier.load."
+            )
+    return cls

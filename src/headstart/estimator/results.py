@@ -1,7 +1,8 @@
 """What a prediction gives back, whatever runs the model: the top classes of an image,
 files in bulk with their skipped ones, scores checked for NaN, labels in the model's
 order. Torch-free, so a model exported to ONNX predicts with the same rules (and the
-same words) as the PyTorch one, where torch is not installed."""
+same words) as the PyTorch one, where torch is not installed. ``PredictsFiles`` is the
+``predict_files`` interface every classifier kind shares, written once here."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from headstart._internal.validation import invalid
+from headstart._internal.validation import check_int
 from headstart.data.dataset import ImageDataset, SkippedFile
 from headstart.data.decode import (
     IMAGE_EXTENSIONS,
@@ -29,6 +30,7 @@ from headstart.errors import DataError, ImageDecodeError, WeightsError
 
 __all__ = [
     "Prediction",
+    "PredictsFiles",
     "check_finite_scores",
     "check_image_inputs",
     "image_input",
@@ -55,6 +57,61 @@ class Prediction:
         }
 
 
+class PredictsFiles:
+    """``predict_files``, the same for every classifier kind (``ImageClassifier``, its
+    ensemble, ``OnnxClassifier``): each kind gives ``classes_``, ``decode_options_`` and
+    the hook ``_proba_of_images`` (class probabilities of decoded images, unchecked),
+    and may refine ``_check_ready`` (raise if it cannot predict yet, or not on the
+    device asked for) and ``_model_origin`` (the file or folder its errors name)."""
+
+    classes_: list[str]
+    decode_options_: DecodeOptions
+
+    def predict_files(
+        self,
+        paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+        *,
+        top_k: int = 3,
+        chunk_size: int = 256,
+        batch_size: int = 64,
+        device: str = "auto",
+        strict: bool = False,
+    ) -> tuple[list[Prediction], list[SkippedFile]]:
+        """The ``top_k`` classes of image files (folders are searched recursively), most
+        probable first, as (predictions, skipped files). Files are decoded ``chunk_size``
+        at a time, so a folder of 10,000 photos never sits decoded in memory at once; a
+        file that cannot be decoded is returned with its reason, and the others are
+        predicted (with ``strict=True`` it raises ImageDecodeError instead)."""
+        owner = f"{type(self).__name__}.predict_files"
+        self._check_ready(owner, device)
+        check_int(owner, "batch_size", batch_size)
+        return predict_image_files(
+            paths,
+            lambda images: self._proba_of_images(images, batch_size=batch_size, device=device),
+            classes=self.classes_,
+            options=self.decode_options_,
+            top_k=top_k,
+            chunk_size=chunk_size,
+            strict=strict,
+            owner=owner,
+            model=self._model_origin(),
+        )
+
+    def _check_ready(self, owner: str, device: str) -> None:
+        """Raise if this classifier cannot predict yet, or not on ``device`` (by default
+        it always can); ``owner`` names the caller."""
+
+    def _model_origin(self) -> Path | None:
+        """The file or folder the model came from, named by errors about its answers."""
+        return None
+
+    def _proba_of_images(
+        self, images: list[Image.Image], *, batch_size: int, device: str
+    ) -> np.ndarray:
+        """Class probabilities of decoded images, shape (N, len(classes_))."""
+        raise NotImplementedError(f"{type(self).__name__} does not score images")
+
+
 def predict_image_files(
     paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     proba: Callable[[list[Image.Image]], np.ndarray],
@@ -73,9 +130,8 @@ def predict_image_files(
     memory at once; a file that cannot be decoded is returned with its reason and the
     others are predicted (``strict=True`` raises ImageDecodeError instead). ``owner``
     names the caller in errors; ``model`` the model's file or folder, if it has one."""
-    for name, value in (("top_k", top_k), ("chunk_size", chunk_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise invalid(owner, name, "an int >= 1", value)
+    check_int(owner, "top_k", top_k)
+    check_int(owner, "chunk_size", chunk_size)
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     files = image_files(paths)

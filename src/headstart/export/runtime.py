@@ -18,16 +18,15 @@ import numpy as np
 from headstart._internal.text import first_line
 from headstart._internal.validation import invalid
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.data.dataset import ImageDataset, SkippedFile
+from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions
 from headstart.errors import DataError, ExportError
 from headstart.estimator.results import (
-    Prediction,
+    PredictsFiles,
     check_finite_scores,
     check_image_inputs,
     image_input,
     labels_in_model_order,
-    predict_image_files,
 )
 from headstart.export.contract import INPUT_NAME, card_from_props, image_pixels
 from headstart.train.metrics import classification_metrics
@@ -67,8 +66,10 @@ def _session(model: str | bytes, what: str, threads: int | None) -> Any:
         raise DataError(f"{what}: not a model ONNX Runtime can run ({first_line(exc)}).") from exc
 
 
-class OnnxClassifier:
-    """A classifier exported by ``headstart export``, run by ONNX Runtime."""
+class OnnxClassifier(PredictsFiles):
+    """A classifier exported by ``headstart export``, run by ONNX Runtime (on the CPU:
+    a ``device`` other than "auto" or "cpu" is refused). ``predict_files`` is the one
+    every classifier kind has (``results.PredictsFiles``)."""
 
     def __init__(self, path: Path, session: Any, card: dict[str, Any]) -> None:
         self.path = path
@@ -115,6 +116,9 @@ class OnnxClassifier:
             raise invalid("OnnxClassifier.predict_proba", "batch_size", "an int >= 1", batch_size)
         if isinstance(images, str | os.PathLike):
             raise invalid("OnnxClassifier.predict_proba", "images", "a list of images", images)
+        return check_finite_scores(self._scores(images, batch_size), images, self.path)
+
+    def _scores(self, images: ImageDataset | Sequence[Any], batch_size: int) -> np.ndarray:
         items = list(images) if not isinstance(images, ImageDataset) else images
         chunks = []
         for start in range(0, len(items), batch_size):
@@ -125,7 +129,7 @@ class OnnxClassifier:
             chunks.append(self.run(self.pixels(batch)))
         if not chunks:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
-        return check_finite_scores(np.concatenate(chunks), images, self.path)
+        return np.concatenate(chunks)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """The graph's probabilities for a uint8 (N, H, W, 3) batch."""
@@ -135,27 +139,16 @@ class OnnxClassifier:
         proba = self.predict_proba(images, batch_size=batch_size)
         return np.asarray(self.classes_, dtype=object)[proba.argmax(1)]
 
-    def predict_files(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        *,
-        top_k: int = 3,
-        chunk_size: int = 256,
-        batch_size: int = 64,
-        strict: bool = False,
-    ) -> tuple[list[Prediction], list[SkippedFile]]:
-        """As ``ImageClassifier.predict_files``: top classes, and the files skipped."""
-        return predict_image_files(
-            paths,
-            lambda images: self.predict_proba(images, batch_size=batch_size),
-            classes=self.classes_,
-            options=self.decode_options_,
-            top_k=top_k,
-            chunk_size=chunk_size,
-            strict=strict,
-            owner="OnnxClassifier.predict_files",
-            model=self.path,
-        )
+    def _model_origin(self) -> Path:
+        return self.path
+
+    def _check_ready(self, owner: str, device: str) -> None:
+        if device not in ("auto", "cpu"):
+            raise invalid(owner, "device", "'auto' or 'cpu' (ONNX Runtime runs the model on "
+                          "the CPU here)", device)  # fmt: skip
+
+    def _proba_of_images(self, images: list[Any], *, batch_size: int, device: str) -> np.ndarray:
+        return self._scores(images, batch_size)
 
     def evaluate(self, dataset: ImageDataset, *, batch_size: int = 64) -> dict[str, Any]:
         """Accuracy, balanced accuracy, per-class P/R/F1 and the confusion matrix."""
