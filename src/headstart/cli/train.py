@@ -12,6 +12,7 @@ from headstart.cli.arguments import (
     add_config_arguments,
     add_data_arguments,
     add_labels_argument,
+    add_log_argument,
     add_model_arguments,
     add_out_argument,
     cache_folder,
@@ -40,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="folder of unlabelled images for --strategy semi-supervised (searched recursively)",
     )
     add_out_argument(parser, "train", makes_files=True)
+    add_log_argument(parser)
     parser.add_argument(
         "--ensemble",
         type=int,

@@ -3,10 +3,11 @@ through a ``Callback``, and each face (the CLI, a server) renders it its own way
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Callback", "EpochRecord"]
+__all__ = ["Callback", "CallbackList", "EpochRecord"]
 
 
 class Callback:
@@ -26,6 +27,38 @@ class Callback:
 
     def on_epoch(self, record: EpochRecord) -> None:
         """After each epoch, with its metrics."""
+
+    def on_job_start(self, params: dict[str, Any]) -> None:
+        """A training job begins; ``params`` is flat (name -> str, int, float, bool or
+        None): the strategy, backbone, data, test size, labels per class and every
+        ``TrainConfig`` field."""
+
+    def on_job_end(self, result: Any) -> None:
+        """The job is done: ``result.metrics`` (the test metrics), ``result.evaluation``
+        (``ImageClassifier.evaluate`` on the test part), ``result.folder`` (the saved
+        model folder, or None) and ``result.classifier``."""
+
+
+class CallbackList(Callback):
+    """Several callbacks as one: every hook, including those a member adds (a
+    comparison's ``on_run_start`` / ``on_run_end``), goes to each member that has it,
+    in order."""
+
+    def __init__(self, callbacks: Iterable[Any]) -> None:
+        self.callbacks = [c for c in callbacks if c is not None]
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("on_"):
+            members = object.__getattribute__(self, "callbacks")
+
+            def fan_out(*args: Any, **kwargs: Any) -> None:
+                for member in members:
+                    hook = getattr(member, name, None)
+                    if hook is not None:
+                        hook(*args, **kwargs)
+
+            return fan_out
+        return object.__getattribute__(self, name)
 
 
 @dataclass(frozen=True)
