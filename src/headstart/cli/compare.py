@@ -143,9 +143,12 @@ def run_comparison(
             callback=CallbackList([CompareCallback(args.words), *loggers]),
             data_description=description,
         )  # fmt: skip
-    finally:
+    except BaseException:  # an error or Ctrl-C: the tracked runs say they failed
         for logger in loggers:
-            logger.close()
+            logger.close(failed=True)
+        raise
+    for logger in loggers:
+        logger.close()
     if not world().is_main:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     paths = build_report(out, title=f"headstart: {description}")

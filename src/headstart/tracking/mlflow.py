@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from headstart.errors import ConfigError
 from headstart.tracking.common import (
     confusion_png,
     epoch_scalars,
@@ -37,12 +39,25 @@ class MLflowLogger(Callback):
         self, tracking_uri: str, experiment: str = "headstart", run_name: str | None = None
     ) -> None:
         client_module = require("mlflow.tracking", "mlflow")
+        if tracking_uri.startswith("file:"):
+            # MLflow 3 refuses its file store unless asked; a file: URI is that asking.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.tracking_uri = tracking_uri
-        self.client = client_module.MlflowClient(tracking_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            found.experiment_id if found is not None else self.client.create_experiment(experiment)
-        )
+        try:
+            self.client = client_module.MlflowClient(tracking_uri=tracking_uri)
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self.client.create_experiment(experiment)
+            )
+        except Exception as exc:  # MlflowException, ImportError of a store's driver, OSError
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"--log mlflow:{tracking_uri} cannot open that MLflow store: {first}",
+                hint="A file: store or an http:// server works with headstart[mlflow]; "
+                "sqlite: and other databases need the full mlflow package.",
+            ) from exc
         self.run_name = run_name
         self.parent_id: str | None = None  # the job's run, or the comparison's
         self.child_id: str | None = None  # the comparison's current run
@@ -103,11 +118,12 @@ class MLflowLogger(Callback):
         ok = record.get("status", "ok") == "ok"
         self.client.set_terminated(child, status="FINISHED" if ok else "FAILED")
 
-    def close(self) -> None:
-        """End the open runs (a comparison's parent; a job ends its own)."""
+    def close(self, failed: bool = False) -> None:
+        """End the open runs (a comparison's parent; a job's run ends with the job), as
+        FAILED when the work they log stopped on an error."""
         for run_id in (self.child_id, self.parent_id):
             if run_id is not None:
-                self.client.set_terminated(run_id, status="FINISHED")
+                self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
         self.child_id = self.parent_id = None
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:

@@ -88,7 +88,8 @@ class TensorBoardLogger(Callback):
         self.close()
         self._folder = self.log_dir
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Flush and close the events file (``failed`` changes nothing: events stay)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
