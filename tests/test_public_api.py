@@ -56,6 +56,7 @@ def test_the_packages_are_the_ones_expected():
         "headstart.rank",
         "headstart.serve",
         "headstart.strategies",
+        "headstart.tracking",
         "headstart.train",
     ]
 

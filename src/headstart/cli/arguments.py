@@ -266,3 +266,33 @@ def cache_folder(args: argparse.Namespace) -> Path | None:
     if getattr(args, "no_cache", False):
         return None
     return args.cache_dir or default_cache_dir()
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log",
+        action="append",
+        metavar="KIND:TARGET",
+        help="log the run for experiment tracking (repeatable): tensorboard:DIR writes "
+        "TensorBoard events under DIR, mlflow:URI logs to an MLflow store or server "
+        "(mlflow:file:./mlruns, mlflow:http://127.0.0.1:5000); needs the "
+        "headstart[tensorboard] or headstart[mlflow] extra",
+    )
+
+
+def check_log_argument(args: argparse.Namespace) -> None:
+    """Fail before the long work: each ``--log`` well formed, its extra installed."""
+    from headstart.tracking.common import check_specs
+
+    check_specs(getattr(args, "log", None))
+
+
+def log_callbacks(args: argparse.Namespace, **options: Any) -> list[Any]:
+    """The ``--log`` loggers (none without the flag); a bad spec or a missing extra
+    raises ConfigError before any training."""
+    specs = getattr(args, "log", None)
+    if not specs:
+        return []
+    from headstart.tracking import loggers_from_specs
+
+    return loggers_from_specs(specs, **options)

@@ -41,11 +41,13 @@ def cli_words(command: argparse.ArgumentParser | None) -> dict[str, str]:
 
 
 class PrintingCallback(Callback):
-    """Prints the plan, stages, progress and one line per epoch."""
+    """Prints the plan, stages, progress and one line per epoch; for a training job also
+    its notes, load reports, ranking, the doctor's brief (about ``data``) and result."""
 
-    def __init__(self, words: dict[str, str] | None = None) -> None:
+    def __init__(self, words: dict[str, str] | None = None, *, data: str = "DATA") -> None:
         self._progress: dict[str, ProgressPrinter] = {}
         self.words = words or {}  # the command's flags, for the settings plan notes name
+        self.data = data  # the folder the doctor's brief points `headstart check` at
 
     def on_plan(self, plan: Any) -> None:
         print(plan.format(self.words), flush=True)
@@ -76,6 +78,35 @@ class PrintingCallback(Callback):
             f"train acc {record.train_accuracy:.1%}{val} ({record.seconds:.1f}s)",
             flush=True,
         )
+
+    def on_note(self, text: str) -> None:
+        print(printable(text), flush=True)
+
+    def on_dataset(self, label: str, dataset: Any) -> None:
+        print_report(label, dataset, self.words)
+
+    def on_data(self, train: Any, test: Any) -> None:
+        shown = ", ".join(train.classes[:6]) + (", ..." if len(train.classes) > 6 else "")
+        self.on_note(
+            f"data: {len(train)} training and {len(test)} test images, "
+            f"{len(train.classes)} classes ({shown})"
+        )
+
+    def on_ranking(self, ranking: Any, top: int) -> None:
+        print(printable(ranking.format(top=top, words=self.words), keep_newlines=True))
+
+    def on_diagnosis(self, diagnosis: Any, said: tuple[str, ...]) -> None:
+        for line in diagnosis.brief(self.data, skip=said, words=self.words):
+            print(line)
+
+    def on_job_end(self, result: Any) -> None:
+        m = result.metrics
+        print(
+            f"test accuracy {m['accuracy']:.1%}, balanced accuracy "
+            f"{m['balanced_accuracy']:.1%} on {m['n']} images"
+        )
+        if result.folder is not None:
+            print(f"model saved to {result.folder}/ (model.safetensors, headstart.json)")
 
 
 def print_reports(train: Any, test: Any, words: dict[str, str] | None = None) -> None:

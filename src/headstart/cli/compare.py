@@ -14,13 +14,16 @@ from headstart.cli.arguments import (
     add_config_arguments,
     add_data_arguments,
     add_labels_argument,
+    add_log_argument,
     add_model_arguments,
     add_out_argument,
     cache_folder,
+    check_log_argument,
     check_runtime,
     check_weights_argument,
     config_changes,
     decode_options,
+    log_callbacks,
     parse_ints,
     parse_labels_per_class,
     test_size,
@@ -86,6 +89,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "with --backbones, off otherwise)",
     )
     add_out_argument(comparison, "compare", makes_files=True)
+    add_log_argument(comparison)
     add_cache_arguments(comparison)
     add_config_arguments(
         comparison,
@@ -125,16 +129,26 @@ class CompareCallback(PrintingCallback):
 def run_comparison(
     train: Any, test: Any, out: Path, settings: Any, args: argparse.Namespace, description: str
 ) -> int:
+    from headstart.backbones.world import world
     from headstart.evaluation.comparison import compare, load_results
     from headstart.evaluation.report import build_report, summary_sentences
+    from headstart.train.callbacks import CallbackList
 
     started = time.perf_counter()
-    results = compare(
-        train, test, out, settings, cache_dir=cache_folder(args),
-        callback=CompareCallback(args.words), data_description=description,
-    )  # fmt: skip
-    from headstart.backbones.world import world
-
+    # One tracked run for the comparison, a child per run; rank 0 logs under torchrun.
+    loggers = log_callbacks(args, run_name=f"compare {out.name}") if world().is_main else []
+    try:
+        results = compare(
+            train, test, out, settings, cache_dir=cache_folder(args),
+            callback=CallbackList([CompareCallback(args.words), *loggers]),
+            data_description=description,
+        )  # fmt: skip
+    except BaseException:  # an error or Ctrl-C: the tracked runs say they failed
+        for logger in loggers:
+            logger.close(failed=True)
+        raise
+    for logger in loggers:
+        logger.close()
     if not world().is_main:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     paths = build_report(out, title=f"headstart: {description}")
@@ -159,6 +173,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from headstart.evaluation.comparison import CompareSettings, shared_overrides
 
     check_weights_argument(args.weights)
+    check_log_argument(args)
     if args.backbones is not None and args.backbone is not None:
         raise ConfigError(
             "--backbone and --backbones both say which backbones to compare.",

@@ -14,12 +14,15 @@ from headstart.cli.arguments import (
     add_config_arguments,
     add_data_arguments,
     add_labels_argument,
+    add_log_argument,
     add_model_arguments,
     add_out_argument,
     cache_folder,
+    check_log_argument,
     check_weights_argument,
     config_changes,
     decode_options,
+    log_callbacks,
     parse_labels_per_class,
 )
 from headstart.cli.common import PrintingCallback, join_world
@@ -39,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="folder of unlabelled images for --strategy semi-supervised (searched recursively)",
     )
     add_out_argument(parser, "train", makes_files=True)
+    add_log_argument(parser)
     parser.add_argument(
         "--ensemble",
         type=int,
@@ -99,55 +103,23 @@ def run(args: argparse.Namespace) -> int:
     weights and the settings that need its structure; only then is a single image decoded."""
     import os
 
+    from headstart.train.callbacks import CallbackList
+
     check_weights_argument(args.weights)
     check_nproc(args.nproc)
+    check_log_argument(args)
     job = job_from(args)
     job.check(processes=max(args.nproc or 1, int(os.environ.get("WORLD_SIZE", "1"))))
     if args.nproc and args.nproc > 1:
         return launch_torchrun(args.nproc, args.argv)
-    main = join_world()  # under torchrun: rank 0 alone prints and writes
-    job.run(TrainPrinter(args.words, str(args.data)) if main else None)
+    if not join_world():  # under torchrun: rank 0 alone prints, logs and writes
+        job.run()
+        return 0
+    loggers = log_callbacks(args, run_name=f"train {args.out.name}")
+    try:
+        job.run(CallbackList([PrintingCallback(args.words, data=str(args.data)), *loggers]))
+    except BaseException:  # an error or Ctrl-C: the tracked runs say they failed
+        for logger in loggers:
+            logger.close(failed=True)
+        raise
     return 0
-
-
-class TrainPrinter(PrintingCallback):
-    """The job's notes, load reports, ranking, the doctor's brief and its result."""
-
-    def __init__(self, words: dict[str, str], data: str) -> None:
-        super().__init__(words)
-        self.data = data
-
-    def on_note(self, text: str) -> None:
-        from headstart._internal.text import printable
-
-        print(printable(text), flush=True)
-
-    def on_dataset(self, label: str, dataset: Any) -> None:
-        from headstart.cli.common import print_report
-
-        print_report(label, dataset, self.words)
-
-    def on_data(self, train: Any, test: Any) -> None:
-        shown = ", ".join(train.classes[:6]) + (", ..." if len(train.classes) > 6 else "")
-        self.on_note(
-            f"data: {len(train)} training and {len(test)} test images, "
-            f"{len(train.classes)} classes ({shown})"
-        )
-
-    def on_ranking(self, ranking: Any, top: int) -> None:
-        from headstart._internal.text import printable
-
-        print(printable(ranking.format(top=top, words=self.words), keep_newlines=True))
-
-    def on_diagnosis(self, diagnosis: Any, said: tuple[str, ...]) -> None:
-        for line in diagnosis.brief(self.data, skip=said, words=self.words):
-            print(line)
-
-    def on_job_end(self, result: Any) -> None:
-        m = result.metrics
-        print(
-            f"test accuracy {m['accuracy']:.1%}, balanced accuracy "
-            f"{m['balanced_accuracy']:.1%} on {m['n']} images"
-        )
-        if result.folder is not None:
-            print(f"model saved to {result.folder}/ (model.safetensors, headstart.json)")

@@ -3,10 +3,11 @@ through a ``Callback``, and each face (the CLI, a server) renders it its own way
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Callback", "EpochRecord"]
+__all__ = ["Callback", "CallbackList", "EpochRecord"]
 
 
 class Callback:
@@ -54,6 +55,28 @@ class Callback:
         """The job is done: ``result.metrics`` (as saved), ``result.evaluation`` (the full
         test evaluation), ``result.folder`` (the model folder, or None),
         ``result.classifier``."""
+
+
+class CallbackList(Callback):
+    """Several callbacks as one: every hook, including those a member adds (a
+    comparison's ``on_run_start`` / ``on_run_end``), goes to each member that has it,
+    in order."""
+
+    def __init__(self, callbacks: Iterable[Any]) -> None:
+        self.callbacks = [c for c in callbacks if c is not None]
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("on_"):
+            members = object.__getattribute__(self, "callbacks")
+
+            def fan_out(*args: Any, **kwargs: Any) -> None:
+                for member in members:
+                    hook = getattr(member, name, None)
+                    if hook is not None:
+                        hook(*args, **kwargs)
+
+            return fan_out
+        return object.__getattribute__(self, name)
 
 
 @dataclass(frozen=True)
