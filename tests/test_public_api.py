@@ -52,6 +52,7 @@ def test_the_packages_are_the_ones_expected():
         "headstart.evaluation",
         "headstart.export",
         "headstart.features",
+        "headstart.parallel",
         "headstart.rank",
         "headstart.serve",
         "headstart.strategies",

@@ -133,7 +133,7 @@ def run_comparison(
         train, test, out, settings, cache_dir=cache_folder(args),
         callback=CompareCallback(args.words), data_description=description,
     )  # fmt: skip
-    from headstart.backbones.world import world
+    from headstart.parallel import world
 
     if not world().is_main:  # a rank other than 0 under torchrun: rank 0 reports
         return 0

@@ -70,7 +70,7 @@ def load_training_data(args: argparse.Namespace, seed: int) -> tuple[Any, Any]:
     """The training and test images; under torchrun rank 0 alone decode-checks the folder
     and hands the result (paths, labels, hashes: never pixels) to the other ranks, rather
     than every rank reading every file at once on the same disks and cores."""
-    from headstart.backbones.world import broadcast, world
+    from headstart.parallel import broadcast, world
 
     loaded = _load_training_data(args, seed) if world().is_main else None
     return broadcast(loaded)
@@ -229,8 +229,8 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
         train, test = load_training_data(args, config.seed)
     unlabelled = None
     if args.unlabelled:
-        from headstart.backbones.world import broadcast, world
         from headstart.data.loaders import load_unlabelled
+        from headstart.parallel import broadcast, world
 
         unlabelled = broadcast(
             load_unlabelled(args.unlabelled, strict=args.strict, options=decode_options(args))
@@ -250,7 +250,7 @@ def _train(args: argparse.Namespace, config: Any, out: Any) -> int:
         )
     _print_diagnosis(args, train, test)
     clf.fit(train, unlabelled=unlabelled, resume=args.resume)
-    from headstart.backbones.world import close_distributed, world
+    from headstart.parallel import close_distributed, world
 
     if world().size > 1:  # evaluating and saving are rank 0's alone, outside the group
         close_distributed()

@@ -25,7 +25,6 @@ from typing import Any
 from headstart._internal.atomic import atomic_write
 from headstart._internal.validation import invalid
 from headstart.backbones.registry import DEFAULT_BACKBONE
-from headstart.backbones.world import world
 from headstart.data.dataset import ImageDataset
 from headstart.data.split import sample_per_class
 from headstart.errors import (
@@ -36,6 +35,7 @@ from headstart.errors import (
     WeightsError,
 )
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.parallel import world
 from headstart.strategies.registry import get_strategy, strategy_names
 from headstart.train.callbacks import Callback
 

@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from headstart.backbones.world import World, sum_across
 from headstart.errors import TrainingError
+from headstart.parallel import World, sum_across
 
 __all__ = [
     "StepTotals",

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from headstart.backbones.world import broadcast, sum_across, world
 from headstart.errors import TrainingError, TrainingInterrupted
+from headstart.parallel import broadcast, sum_across, world
 from headstart.train.callbacks import Callback, EpochRecord
 from headstart.train.checkpoint import (
     CHECKPOINT_FORMAT,
