@@ -17,7 +17,9 @@ training from scratch). What it guarantees:
 - **Distributed when launched so.** Inside a process group (torchrun), the model runs in
   DDP and each rank trains on its slice of the same global batches; rank 0 alone
   writes checkpoints and reports; validation sums are all-reduced, so early stopping
-  stops every rank together (see `headstart.train.distributed`).
+  stops every rank together (see `headstart.train.distributed`). A single process is a
+  group of one: the mode is settled once, when the run is set up, and a step takes the
+  same path at any world size.
 """
 
 from __future__ import annotations
