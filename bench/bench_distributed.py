@@ -113,10 +113,10 @@ def timed_worker(task: str, images: int, out: str) -> None:
     import torch
 
     from headstart.backbones.registry import create_backbone
-    from headstart.backbones.world import init_distributed, world
     from headstart.data.idx import load_sample
     from headstart.estimator.image_classifier import ImageClassifier
     from headstart.features.cache import cached_features
+    from headstart.parallel import init_distributed, world
     from headstart.train.config import TrainConfig
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -16,8 +16,8 @@ import torch
 
 from headstart import ImageClassifier, load_images
 from headstart.backbones.registry import create_backbone
-from headstart.backbones.world import init_distributed, world
 from headstart.features.cache import FeatureCache, cached_features
+from headstart.parallel import init_distributed, world
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 

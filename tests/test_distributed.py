@@ -225,7 +225,7 @@ def test_only_train_compare_and_rank_run_under_torchrun_and_nproc_is_checked(
 
 
 def test_slices_of_a_global_batch_partition_it_in_order() -> None:
-    from headstart.backbones.world import World
+    from headstart.parallel import World
     from headstart.train.distributed import shard_batches
 
     batches = [[9, 4, 7, 1, 3], [2, 8], [5]]

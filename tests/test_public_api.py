@@ -53,6 +53,7 @@ def test_the_packages_are_the_ones_expected():
         "headstart.export",
         "headstart.features",
         "headstart.job",
+        "headstart.parallel",
         "headstart.rank",
         "headstart.serve",
         "headstart.strategies",

@@ -187,7 +187,7 @@ def join_world() -> bool:
     import os
     import sys
 
-    from headstart.backbones.world import init_distributed
+    from headstart.parallel import init_distributed
 
     if init_distributed().is_main:
         return True

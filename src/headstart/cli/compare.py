@@ -129,9 +129,9 @@ class CompareCallback(PrintingCallback):
 def run_comparison(
     train: Any, test: Any, out: Path, settings: Any, args: argparse.Namespace, description: str
 ) -> int:
-    from headstart.backbones.world import world
     from headstart.evaluation.comparison import compare, load_results
     from headstart.evaluation.report import build_report, summary_sentences
+    from headstart.parallel import world
     from headstart.train.callbacks import CallbackList
 
     started = time.perf_counter()

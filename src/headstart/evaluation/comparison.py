@@ -25,7 +25,6 @@ from typing import Any
 from headstart._internal.atomic import atomic_write
 from headstart._internal.validation import invalid
 from headstart.backbones.registry import DEFAULT_BACKBONE
-from headstart.backbones.world import world
 from headstart.data.dataset import ImageDataset
 from headstart.data.split import sample_per_class
 from headstart.errors import (
@@ -36,6 +35,7 @@ from headstart.errors import (
     WeightsError,
 )
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.parallel import world
 from headstart.strategies.registry import get_strategy, strategy_names
 from headstart.train.callbacks import Callback
 
@@ -226,35 +226,12 @@ def compare(
     folder.mkdir(parents=True, exist_ok=True)
     sizes, dropped, smallest = drawn_sizes(train, settings.labels_per_class)
     data_key = f"{train.fingerprint()}:{test.fingerprint()}"
-    loaded = load_results(folder)
-    old_backbone = loaded.get("settings", {}).get("backbone", settings.backbone)
-    previous = {}
-    for r in [*loaded.get("earlier_runs", []), *loaded.get("runs", [])]:
-        key = _run_key(r, old_backbone)
-        previous[key] = {**r, "backbone": key[0]}  # named, should the settings change
-    results: dict[str, Any] = {
-        "data": {
-            "description": data_description,
-            "train_images": len(train),
-            "test_images": len(test),
-            "classes": list(train.classes),
-            "fingerprint": data_key,
-        },
-        "settings": {
-            "strategies": list(settings.strategies),
-            "labels_per_class": [k if k is not None else "all" for k in sizes],
-            "seeds": list(settings.seeds),
-            "backbone": settings.compared_backbones[0],
-            "backbones": list(settings.compared_backbones),
-            "image_size": settings.image_size,
-            "configs": {s: settings.config_for(s, 0).to_dict() for s in settings.strategies},
-        },
-        "runs": [],
-        "notes": [
-            f"labels per class {k} skipped: the smallest class has only {smallest} images"
-            for k in dropped
-        ],
-    }
+    previous = _earlier_runs(folder, settings)
+    results = _fresh_results(train, test, settings, data_key, data_description, sizes)
+    results["notes"] = [
+        f"labels per class {k} skipped: the smallest class has only {smallest} images"
+        for k in dropped
+    ]
     several = len(settings.compared_backbones) > 1
     plan = [
         (k, seed, s, b)
@@ -309,6 +286,49 @@ def compare(
         results["earlier_runs"] = earlier
     _write_results(folder, results)
     return results
+
+
+def _earlier_runs(folder: Path, settings: CompareSettings) -> dict[tuple, dict[str, Any]]:
+    """The runs ``results.json`` in ``folder`` holds already, by (backbone, strategy, size,
+    seed), each named by its backbone (should the settings name another one now)."""
+    loaded = load_results(folder)
+    old_backbone = loaded.get("settings", {}).get("backbone", settings.backbone)
+    previous = {}
+    for r in [*loaded.get("earlier_runs", []), *loaded.get("runs", [])]:
+        key = _run_key(r, old_backbone)
+        previous[key] = {**r, "backbone": key[0]}
+    return previous
+
+
+def _fresh_results(
+    train: ImageDataset,
+    test: ImageDataset,
+    settings: CompareSettings,
+    data_key: str,
+    data_description: str,
+    sizes: list[int | None],
+) -> dict[str, Any]:
+    """The results file before any run: the data and the settings compared."""
+    return {
+        "data": {
+            "description": data_description,
+            "train_images": len(train),
+            "test_images": len(test),
+            "classes": list(train.classes),
+            "fingerprint": data_key,
+        },
+        "settings": {
+            "strategies": list(settings.strategies),
+            "labels_per_class": [k if k is not None else "all" for k in sizes],
+            "seeds": list(settings.seeds),
+            "backbone": settings.compared_backbones[0],
+            "backbones": list(settings.compared_backbones),
+            "image_size": settings.image_size,
+            "configs": {s: settings.config_for(s, 0).to_dict() for s in settings.strategies},
+        },
+        "runs": [],
+        "notes": [],
+    }
 
 
 def _pending(previous: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,7 +26,6 @@ from headstart._internal.atomic import atomic_write
 from headstart._internal.validation import invalid
 from headstart.backbones.device import select_device
 from headstart.backbones.registry import Backbone
-from headstart.backbones.world import broadcast, world
 from headstart.data.dataset import ImageDataset
 from headstart.errors import ConfigError
 from headstart.features.extract import extract_features, extract_shared
@@ -40,6 +39,7 @@ from headstart.features.shards import (
     remove_entry,
     write_shard,
 )
+from headstart.parallel import broadcast, world
 
 __all__ = [
     "CacheEntry",

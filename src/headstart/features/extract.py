@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader
 from headstart._internal.validation import check_int, invalid
 from headstart.backbones.device import select_device
 from headstart.backbones.registry import Backbone
-from headstart.backbones.world import gather_to_all, world
 from headstart.data.dataset import ImageDataset, TorchImageDataset
 from headstart.features.fastpath import (
     fast_path_available,
@@ -20,6 +19,7 @@ from headstart.features.fastpath import (
     numerics,
 )
 from headstart.features.layers import parse_layer, pooled_features
+from headstart.parallel import gather_to_all, world
 
 __all__ = ["Progress", "extract_features", "extract_shared"]
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from headstart.backbones import DEFAULT_BACKBONE
-from headstart.backbones.world import broadcast, close_distributed, world
 from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions
 from headstart.errors import ConfigError, DataError, literal
+from headstart.parallel import broadcast, close_distributed, world
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 

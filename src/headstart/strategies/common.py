@@ -203,10 +203,10 @@ def fit_head_on_features(
 def standardising_scale(std: np.ndarray) -> np.ndarray:
     """1/std per feature, and 0 for features (nearly) constant on the training images.
 
-    Such a feature carries nothing to learn, and 1/std of a spread of 1e-6, folded into
-    the head's first layer, gave weights of 1e4-1e5: the bf16 noise of prediction, or
-    fine-tuning's first drift of the features, then blew the logits up (loss 1,515
-    after an MLP head trained to 0.29). Zeroed, the head ignores them."""
+    Such a feature carries nothing to learn, and 1/std of a tiny spread, folded into the
+    head's first layer, gives it huge weights: the bf16 noise of prediction, or
+    fine-tuning's first drift of the features, then blows the logits up. Zeroed, the
+    head ignores them."""
     std = np.asarray(std, dtype=np.float64)
     floor = max(1e-3 * float(np.median(std)), 1e-12)
     safe = np.maximum(std, floor)

@@ -29,9 +29,8 @@ class FeatureExtraction(Strategy):
 
     def default_config(self) -> TrainConfig:
         # The last three stages feed the head beside the final features: on images far
-        # from ImageNet (Fashion-MNIST, lite0: stages 2-4, 1,752 features instead of
-        # 1,280) that added 1.1 and 1.4 points to a probe at 10 and 100 labels per class
-        # (docs/BENCHMARKS.md).
+        # from ImageNet (Fashion-MNIST) they made a better probe than the final features
+        # alone, at 10 and at 100 labels per class (docs/BENCHMARKS.md, section 3).
         return TrainConfig(
             epochs=30,
             head_lr=1e-3,

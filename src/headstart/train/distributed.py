@@ -1,6 +1,11 @@
 """The training loop's share of distributed training: DDP, the shard of each global batch,
 the global loss, per-rank seeds, and what to say when a peer is lost.
 
+Every helper here takes a group of one as well (nanoGPT's ``raw_model = model.module if
+ddp else model``): `wrap_model` returns the model itself, `step_loss` the criterion's own
+mean, `shard_batches` and `shard_dataset` everything. The loop settles the mode once,
+through them, and its step never asks its rank.
+
 The loop builds each epoch's *global* batches from a generator seeded by (seed, epoch),
 exactly as on one process; rank r takes the r-th contiguous slice of every global batch.
 So the data order is the same at any world size by construction, a step is the same
@@ -18,20 +23,27 @@ the running statistics follow rank 0's, which DDP broadcasts at every forward pa
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import Dataset, Subset
 
-from headstart.backbones.world import World, sum_across
 from headstart.errors import TrainingError
+from headstart.parallel import World, sum_across
 
 __all__ = [
+    "GlobalStepLoss",
+    "StepLoss",
     "StepTotals",
     "global_step_loss",
     "peer_lost",
     "seed_rank",
     "shard_batches",
+    "shard_dataset",
+    "step_loss",
     "wrap_model",
 ]
 
@@ -52,8 +64,15 @@ def shard_batches(batches: list[list[int]], w: World) -> tuple[list[list[int]], 
     return mine, padded
 
 
-def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` in DistributedDataParallel (parameters broadcast from rank 0 here).
+def shard_dataset(dataset: Dataset, w: World) -> Dataset:
+    """This rank's share of ``dataset`` (every ``w.size``-th item from ``w.rank``); all of it
+    in a group of one."""
+    return dataset if w.size == 1 else Subset(dataset, range(w.rank, len(dataset), w.size))
+
+
+def wrap_model(model: nn.Module, device: torch.device, w: World) -> nn.Module:
+    """The module a step runs: ``model`` itself in a group of one, else ``model`` in
+    DistributedDataParallel (parameters broadcast from rank 0 here).
 
     ``static_graph``: a classifier fed by an earlier stage leaves the later stages'
     trainable parameters without gradients, which plain DDP waits for forever; the set
@@ -61,6 +80,8 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     searching the graph at every step, as ``find_unused_parameters`` does).
     The loop saves the *inner* model's state, so DDP's ``module.`` prefix never reaches a
     checkpoint or a saved model."""
+    if w.size == 1:
+        return model
     ids = [torch.cuda.current_device()] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, static_graph=True)
 
@@ -75,12 +96,20 @@ def seed_rank(seed: int, w: World, epoch: int, step: int) -> None:
     random.seed(derived)
 
 
+@dataclass(frozen=True)
 class StepTotals:
-    """What one step contributes, summed over the ranks in one all-reduce (float64)."""
+    """What one step adds to its epoch, over every rank (one all-reduce, float64)."""
 
-    def __init__(self, loss: float, loss_weight: float, correct: int, seen: int, flag: bool):
-        self.loss_sum, self.loss_weight = loss, loss_weight
-        self.correct, self.seen, self.interrupted = correct, seen, flag
+    loss_sum: float  # the epoch's running loss grows by this
+    loss_weight: float  # the denominator of the step's mean loss
+    correct: int
+    seen: int
+    interrupted: bool  # a signal reached this rank (any rank, once reduced)
+    mean_loss: float  # the step's loss, as reported and checked for being finite
+
+    @classmethod
+    def of(cls, loss: float, loss_weight: float, correct: int, seen: int, flag: bool):
+        return cls(loss, loss_weight, correct, seen, flag, loss / max(loss_weight, 1e-12))
 
     def reduced(self) -> StepTotals:
         values = torch.tensor(
@@ -88,11 +117,75 @@ class StepTotals:
             dtype=torch.float64,
         )
         s = sum_across(values).tolist()
-        return StepTotals(s[0], s[1], int(s[2]), int(s[3]), s[4] > 0)
+        return StepTotals.of(s[0], s[1], int(s[2]), int(s[3]), s[4] > 0)
 
-    @property
-    def mean_loss(self) -> float:
-        return self.loss_sum / max(self.loss_weight, 1e-12)
+
+class StepLoss:
+    """A group of one's step loss: ``CrossEntropyLoss``'s own mean over the batch.
+
+    `losses` runs inside the step's autocast; `reduce` turns its result into (the loss to
+    back-propagate, the step's totals), with ``hook`` (a test's stand-in loss) applied to
+    the loss before its value is read."""
+
+    def __init__(self, class_weights: torch.Tensor | None, label_smoothing: float) -> None:
+        self.class_weights = class_weights
+        self.criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+
+    def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.criterion(logits.float(), targets)
+
+    def reduce(
+        self,
+        losses: torch.Tensor,
+        targets: torch.Tensor,
+        logits: torch.Tensor,
+        padded: bool,
+        interrupted: bool,
+        hook: Callable[[torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, StepTotals]:
+        loss = hook(losses)
+        value = loss.item()
+        correct = int((logits.detach().argmax(1) == targets).sum())
+        count = len(targets)
+        return loss, StepTotals(value * count, count, correct, count, interrupted, value)
+
+
+class GlobalStepLoss(StepLoss):
+    """A rank's step loss in a group of several: its slice's share of the global batch's
+    mean (`global_step_loss`), so the gradient is one process's on the whole batch."""
+
+    def __init__(
+        self, class_weights: torch.Tensor | None, label_smoothing: float, w: World
+    ) -> None:
+        super().__init__(class_weights, label_smoothing)
+        self.w = w
+        self.per_sample = nn.CrossEntropyLoss(
+            weight=class_weights, label_smoothing=label_smoothing, reduction="none"
+        )
+
+    def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.per_sample(logits.float(), targets)
+
+    def reduce(
+        self,
+        losses: torch.Tensor,
+        targets: torch.Tensor,
+        logits: torch.Tensor,
+        padded: bool,
+        interrupted: bool,
+        hook: Callable[[torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, StepTotals]:
+        loss, totals = global_step_loss(
+            losses, targets, logits, padded, self.class_weights, self.w, interrupted
+        )
+        return hook(loss), totals
+
+
+def step_loss(class_weights: torch.Tensor | None, label_smoothing: float, w: World) -> StepLoss:
+    """The step loss for this group: the plain criterion for one, the global share for more."""
+    if w.size == 1:
+        return StepLoss(class_weights, label_smoothing)
+    return GlobalStepLoss(class_weights, label_smoothing, w)
 
 
 def global_step_loss(
@@ -112,7 +205,7 @@ def global_step_loss(
     keep = 0.0 if padded else 1.0
     weight = class_weights[targets] if class_weights is not None else torch.ones_like(per_sample)
     local_sum = per_sample.sum() * keep
-    local = StepTotals(
+    local = StepTotals.of(
         float(local_sum.detach()),
         float(weight.sum()) * keep,
         int((logits.detach().argmax(1) == targets).sum()) if not padded else 0,

@@ -17,7 +17,9 @@ training from scratch). What it guarantees:
 - **Distributed when launched so.** Inside a process group (torchrun), the model runs in
   DDP and each rank trains on its slice of the same global batches; rank 0 alone
   writes checkpoints and reports; validation sums are all-reduced, so early stopping
-  stops every rank together (see `headstart.train.distributed`).
+  stops every rank together (see `headstart.train.distributed`). A single process is a
+  group of one: the mode is settled once, when the run is set up, and a step takes the
+  same path at any world size.
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
-from headstart.backbones.world import broadcast, sum_across, world
 from headstart.errors import TrainingError, TrainingInterrupted
+from headstart.parallel import any_across, broadcast, sum_across, world
 from headstart.train.callbacks import Callback, EpochRecord
 from headstart.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -49,10 +52,11 @@ from headstart.train.checkpoint import (
 )
 from headstart.train.config import TrainConfig
 from headstart.train.distributed import (
-    global_step_loss,
     peer_lost,
     seed_rank,
     shard_batches,
+    shard_dataset,
+    step_loss,
     wrap_model,
 )
 
@@ -197,201 +201,285 @@ def train_loop(
     ``after_train_mode`` runs after every ``model.train()`` (it holds frozen
     BatchNorm layers in eval mode). ``loss_hook`` lets tests inject a loss value.
     """
-    w = world()
-    # Rank 0 alone reports and writes; the others train in step with it, silently.
-    callback = (callback or Callback()) if w.is_main else Callback()
-    device = device or torch.device("cpu")
-    epochs = epochs or config.epochs
-    fast = config.fast
-    model.to(device)
-    if fast:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(param_groups)
-    n = len(train_set)
-    steps_per_epoch = len(_batches(n, config.batch_size, config.seed, 0, shuffle=False))
-    total_steps = steps_per_epoch * epochs
-    scheduler = _scheduler(optimizer, config, total_steps, steps_per_epoch)
-    criterion = nn.CrossEntropyLoss(
-        weight=None if class_weights is None else class_weights.to(device),
-        label_smoothing=config.label_smoothing,
+    run = _TrainingRun(
+        model,
+        train_set,
+        val_set,
+        param_groups=param_groups,
+        config=config,
+        stage=stage,
+        epochs=epochs or config.epochs,
+        class_weights=class_weights,
+        after_train_mode=after_train_mode,
+        checkpoint=checkpoint,
+        callback=callback,
+        device=device or torch.device("cpu"),
+        loss_hook=loss_hook,
+        run_key=run_key,
     )
-    val_loader = None
-    if val_set is not None and len(val_set):
-        mine = val_set if w.size == 1 else Subset(val_set, range(w.rank, len(val_set), w.size))
-        val_loader = DataLoader(
-            mine, batch_size=config.batch_size * 2, num_workers=config.num_workers
-        )
-    class_weights = None if class_weights is None else class_weights.to(device)
-    per_sample = nn.CrossEntropyLoss(
-        weight=class_weights,
-        label_smoothing=config.label_smoothing,
-        reduction="none",
-    )
+    run.resume(resume)
+    with _interrupt_flag() as interrupted, _peer_errors(run.w, checkpoint):
+        for epoch in range(run.start_epoch, run.epochs):
+            if config.patience and run.bad_epochs >= config.patience:
+                run.outcome.stopped_early = True
+                break
+            run.train_epoch(epoch, interrupted)
+            run.end_of_epoch(epoch, interrupted)
+    return run.finish()
 
-    outcome = TrainOutcome()
-    start_epoch, start_step = 0, 0
-    best_score: tuple[float, float] | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    bad_epochs = 0
-    epoch_loss, epoch_correct, epoch_seen = 0.0, 0, 0
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
 
-    # Rank 0 reads the checkpoint and hands it to the others: no rank but 0 needs the file.
-    state = load_checkpoint(checkpoint) if (resume and checkpoint and w.is_main) else None
-    state = broadcast(state)
-    if resume and checkpoint and state is None:
-        callback.on_stage(stage, f"no checkpoint at {checkpoint}: starting from the beginning")
-    if not resume and checkpoint and Path(checkpoint).exists():
-        callback.on_stage(stage, f"replacing the earlier checkpoint {checkpoint} (not resuming)")
-    if state is not None:
-        if state["stage"] != stage:
-            raise TrainingError(
-                f"{checkpoint}: saved during stage {state['stage']!r}, cannot resume {stage!r}."
+class _TrainingRun:
+    """One call of `train_loop`: what changes as it trains, and its named steps.
+
+    The distributed mode is settled here, once: the step runs ``net`` (the model itself
+    in a group of one, its DDP wrapper in a larger group) and ``loss`` (the criterion's
+    mean, or this rank's share of the global batch's), and never asks its rank; files
+    and reports are rank 0's (``writes``, and a silent callback on the other ranks)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        *,
+        param_groups: Sequence[dict[str, Any]],
+        config: TrainConfig,
+        stage: str,
+        epochs: int,
+        class_weights: torch.Tensor | None,
+        after_train_mode: Callable[[], None] | None,
+        checkpoint: Path | None,
+        callback: Callback | None,
+        device: torch.device,
+        loss_hook: Callable[[torch.Tensor, int, int], torch.Tensor] | None,
+        run_key: str | None,
+    ) -> None:
+        self.w = w = world()
+        # Rank 0 alone reports and writes; the others train in step with it, silently.
+        self.callback = (callback or Callback()) if w.is_main else Callback()
+        self.writes = checkpoint is not None and w.is_main
+        self.model, self.net, self.train_set, self.config = model, model, train_set, config
+        self.stage, self.epochs, self.device, self.fast = stage, epochs, device, config.fast
+        self.after_train_mode, self.checkpoint = after_train_mode, checkpoint
+        self.loss_hook, self.run_key = loss_hook, run_key
+        model.to(device)
+        if self.fast:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(param_groups)
+        steps = len(_batches(len(train_set), config.batch_size, config.seed, 0, shuffle=False))
+        self.scheduler = _scheduler(self.optimizer, config, steps * epochs, steps)
+        weights = None if class_weights is None else class_weights.to(device)
+        self.loss = step_loss(weights, config.label_smoothing, w)
+        self.val_loader = None
+        if val_set is not None and len(val_set):
+            self.val_loader = DataLoader(
+                shard_dataset(val_set, w),
+                batch_size=config.batch_size * 2,
+                num_workers=config.num_workers,
             )
-        if run_key is not None and state.get("run_key") not in (None, run_key):
+        self.outcome = TrainOutcome()
+        self.start_epoch, self.start_step = 0, 0
+        self.best_score: tuple[float, float] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+        self.running: tuple[float, int, int] = (0.0, 0, 0)  # this epoch's loss, correct, seen
+        self.epoch_started = 0.0
+
+    def resume(self, resume: bool) -> None:
+        """Seed the run; continue its checkpoint if asked and there is one (rank 0 reads
+        it and hands it to the others: no rank but 0 needs the file)."""
+        config, checkpoint, stage = self.config, self.checkpoint, self.stage
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        state = load_checkpoint(checkpoint) if (resume and checkpoint and self.w.is_main) else None
+        state = broadcast(state)
+        if resume and checkpoint and state is None:
+            self.callback.on_stage(
+                stage, f"no checkpoint at {checkpoint}: starting from the beginning"
+            )
+        if not resume and checkpoint and Path(checkpoint).exists():
+            self.callback.on_stage(
+                stage, f"replacing the earlier checkpoint {checkpoint} (not resuming)"
+            )
+        if state is not None:
+            self._restore(state)
+        seed_rank(config.seed, self.w, self.start_epoch, self.start_step)
+        self.net = wrap_model(self.model, self.device, self.w)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state["stage"] != self.stage:
             raise TrainingError(
-                f"{checkpoint}: saved by a run with other settings or data (config, backbone, "
-                "weights or images changed); resuming would not give that run's result.",
+                f"{self.checkpoint}: saved during stage {state['stage']!r}, "
+                f"cannot resume {self.stage!r}."
+            )
+        if self.run_key is not None and state.get("run_key") not in (None, self.run_key):
+            raise TrainingError(
+                f"{self.checkpoint}: saved by a run with other settings or data (config, "
+                "backbone, weights or images changed); resuming would not give that run's result.",
                 hint="Start afresh without {resume}, or restore the original settings.",
             )
-        model.load_state_dict(_without_ddp_prefix(state["model"]))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, start_step = int(state["epoch"]), int(state["step"])
+        self.model.load_state_dict(_without_ddp_prefix(state["model"]))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(python_rng(state["python_rng"]))
-        outcome.history = [EpochRecord(**r) for r in state["history"]]
-        best_score = tuple(state["best_score"]) if state["best_score"] is not None else None
-        best_state = state["best_model"]
-        bad_epochs = int(state["bad_epochs"])
-        epoch_loss, epoch_correct, epoch_seen = state["running"]
-        outcome.resumed_from = (start_epoch, start_step)
-    seed_rank(config.seed, w, start_epoch, start_step)
-    run = model if w.size == 1 else wrap_model(model, device)
+        self.outcome.history = [EpochRecord(**r) for r in state["history"]]
+        best = state["best_score"]
+        self.best_score = tuple(best) if best is not None else None
+        self.best_state = state["best_model"]
+        self.bad_epochs = int(state["bad_epochs"])
+        self.running = tuple(state["running"])
+        self.outcome.resumed_from = (self.start_epoch, self.start_step)
 
-    def snapshot(epoch: int, step: int) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "stage": stage,
-            "run_key": run_key,
-            "epoch": epoch,
-            "step": step,
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": python_rng_to_list(random.getstate()),
-            "history": [r.to_dict() for r in outcome.history],
-            "best_score": list(best_score) if best_score is not None else None,
-            "best_model": best_state,
-            "bad_epochs": bad_epochs,
-            "running": (epoch_loss, epoch_correct, epoch_seen),
-        }
-
-    with _interrupt_flag() as interrupted, _peer_errors(w, checkpoint):
-        for epoch in range(start_epoch, epochs):
-            if config.patience and bad_epochs >= config.patience:
-                outcome.stopped_early = True
-                break
-            started = time.perf_counter()
-            run.train()
-            if after_train_mode is not None:
-                after_train_mode()
-            batches = _batches(n, config.batch_size, config.seed, epoch, shuffle=True)
-            mine, padded = shard_batches(batches, w)
-            first = start_step if epoch == start_epoch else 0
-            if first == 0:
-                epoch_loss, epoch_correct, epoch_seen = 0.0, 0, 0
-            # Its own generator: making the iterator must not draw from the global RNG,
-            # or a run resumed mid-epoch would be one draw off the uninterrupted one.
-            loader = DataLoader(
-                train_set,
-                batch_sampler=mine[first:],
-                num_workers=config.num_workers,
-                generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
-            )
-            for step, (inputs, targets) in enumerate(loader, start=first):
-                inputs, targets = _to_device(inputs, targets, device, fast)
-                with _autocast(device, fast):
-                    logits = run(inputs)
-                    if w.size == 1:
-                        loss = criterion(logits.float(), targets)
-                    else:
-                        losses = per_sample(logits.float(), targets)
-                if w.size > 1:  # the global batch's loss, and whether any rank was signalled
-                    loss, totals = global_step_loss(
-                        losses, targets, logits, padded[step], class_weights, w, interrupted["set"]
-                    )
-                    interrupted["set"] = totals.interrupted
-                    loss_value = totals.mean_loss
-                if loss_hook is not None:
-                    loss = loss_hook(loss, epoch, step)
-                if w.size == 1:
-                    loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    last = checkpoint if checkpoint and checkpoint.exists() else None
-                    kept = f"; the last checkpoint ({last}) holds finite weights" if last else ""
-                    raise TrainingError(
-                        f"Loss became {loss_value} at epoch {epoch + 1}, step {step + 1} of "
-                        f"stage {stage!r}; training stopped{kept}. Try a lower learning rate."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                if w.size == 1:
-                    epoch_loss += loss_value * len(targets)
-                    epoch_correct += int((logits.detach().argmax(1) == targets).sum())
-                    epoch_seen += len(targets)
-                else:
-                    epoch_loss += totals.loss_sum
-                    epoch_correct += totals.correct
-                    epoch_seen += totals.seen
-                callback.on_step(epoch + 1, step + 1, len(batches), loss_value)
-                if interrupted["set"]:
-                    if checkpoint is not None and w.is_main:
-                        save_checkpoint(checkpoint, snapshot(epoch, step + 1))
-                    raise TrainingInterrupted(checkpoint, epoch, step + 1)
-
-            val_loss, val_accuracy = _validate(model, val_loader, device, fast)
-            record = EpochRecord(
-                stage=stage,
-                epoch=epoch + 1,
-                train_loss=epoch_loss / max(epoch_seen, 1),
-                train_accuracy=epoch_correct / max(epoch_seen, 1),
-                val_loss=val_loss,
-                val_accuracy=val_accuracy,
-                lr=max(g["lr"] for g in optimizer.param_groups),
-                seconds=time.perf_counter() - started,
-            )
-            outcome.history.append(record)
-            if val_accuracy is not None:
-                score = (val_accuracy, -val_loss)
-                if best_score is None or score > best_score:
-                    best_score, bad_epochs = score, 0
-                    best_state = {
-                        k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-                    }
-                else:
-                    bad_epochs += 1
-            if checkpoint is not None and w.is_main:
-                save_checkpoint(checkpoint, snapshot(epoch + 1, 0))
-            callback.on_epoch(record)
-            if w.size > 1:  # a signal during validation stops every rank, or none
-                interrupted["set"] = bool(sum_across(torch.tensor([float(interrupted["set"])])))
-            if interrupted["set"] and epoch + 1 < epochs:  # the signal came during validation
-                raise TrainingInterrupted(checkpoint, epoch + 1, 0)
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        outcome.best_epoch = 1 + max(
-            range(len(outcome.history)),
-            key=lambda i: (outcome.history[i].val_accuracy, -outcome.history[i].val_loss),
+    def train_epoch(self, epoch: int, interrupted: dict[str, bool]) -> None:
+        """This rank's slice of each of the epoch's global batches, from where it resumes."""
+        config = self.config
+        self.epoch_started = time.perf_counter()
+        self.net.train()
+        if self.after_train_mode is not None:
+            self.after_train_mode()
+        batches = _batches(len(self.train_set), config.batch_size, config.seed, epoch, shuffle=True)
+        mine, padded = shard_batches(batches, self.w)
+        first = self.start_step if epoch == self.start_epoch else 0
+        if first == 0:
+            self.running = (0.0, 0, 0)
+        # Its own generator: making the iterator must not draw from the global RNG,
+        # or a run resumed mid-epoch would be one draw off the uninterrupted one.
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=mine[first:],
+            num_workers=config.num_workers,
+            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
         )
-    model.to(memory_format=torch.contiguous_format)
-    model.eval()
-    return outcome
+        for step, (inputs, targets) in enumerate(loader, start=first):
+            self.step(epoch, step, len(batches), inputs, targets, padded[step], interrupted)
+
+    def step(
+        self,
+        epoch: int,
+        step: int,
+        steps: int,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        padded: bool,
+        interrupted: dict[str, bool],
+    ) -> None:
+        """One optimizer step; a signal on any rank saves and stops after it."""
+        inputs, targets = _to_device(inputs, targets, self.device, self.fast)
+        with _autocast(self.device, self.fast):
+            logits = self.net(inputs)
+            losses = self.loss.losses(logits, targets)
+        hook = (
+            _no_hook if self.loss_hook is None else partial(_at_step, self.loss_hook, epoch, step)
+        )
+        loss, totals = self.loss.reduce(losses, targets, logits, padded, interrupted["set"], hook)
+        interrupted["set"] = totals.interrupted
+        if not math.isfinite(totals.mean_loss):
+            raise self._non_finite(totals.mean_loss, epoch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        loss_sum, correct, seen = self.running
+        self.running = (loss_sum + totals.loss_sum, correct + totals.correct, seen + totals.seen)
+        self.callback.on_step(epoch + 1, step + 1, steps, totals.mean_loss)
+        if interrupted["set"]:
+            self._save(epoch, step + 1)
+            raise TrainingInterrupted(self.checkpoint, epoch, step + 1)
+
+    def _non_finite(self, value: float, epoch: int, step: int) -> TrainingError:
+        checkpoint = self.checkpoint
+        last = checkpoint if checkpoint and checkpoint.exists() else None
+        kept = f"; the last checkpoint ({last}) holds finite weights" if last else ""
+        return TrainingError(
+            f"Loss became {value} at epoch {epoch + 1}, step {step + 1} of "
+            f"stage {self.stage!r}; training stopped{kept}. Try a lower learning rate."
+        )
+
+    def end_of_epoch(self, epoch: int, interrupted: dict[str, bool]) -> None:
+        """Validation, the best weights so far (early stopping's count), the checkpoint."""
+        val_loss, val_accuracy = _validate(self.model, self.val_loader, self.device, self.fast)
+        loss_sum, correct, seen = self.running
+        record = EpochRecord(
+            stage=self.stage,
+            epoch=epoch + 1,
+            train_loss=loss_sum / max(seen, 1),
+            train_accuracy=correct / max(seen, 1),
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            lr=max(g["lr"] for g in self.optimizer.param_groups),
+            seconds=time.perf_counter() - self.epoch_started,
+        )
+        self.outcome.history.append(record)
+        if val_accuracy is not None:
+            score = (val_accuracy, -val_loss)
+            if self.best_score is None or score > self.best_score:
+                self.best_score, self.bad_epochs = score, 0
+                self.best_state = _cpu_copy(self.model)
+            else:
+                self.bad_epochs += 1
+        self._save(epoch + 1, 0)
+        self.callback.on_epoch(record)
+        # A signal during validation stops every rank, or none.
+        interrupted["set"] = any_across(interrupted["set"])
+        if interrupted["set"] and epoch + 1 < self.epochs:
+            raise TrainingInterrupted(self.checkpoint, epoch + 1, 0)
+
+    def _save(self, epoch: int, step: int) -> None:
+        """The checkpoint at (epoch, step), on rank 0 only."""
+        if not self.writes:
+            return
+        save_checkpoint(
+            self.checkpoint,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "stage": self.stage,
+                "run_key": self.run_key,
+                "epoch": epoch,
+                "step": step,
+                "model": _cpu_copy(self.model),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": python_rng_to_list(random.getstate()),
+                "history": [r.to_dict() for r in self.outcome.history],
+                "best_score": list(self.best_score) if self.best_score is not None else None,
+                "best_model": self.best_state,
+                "bad_epochs": self.bad_epochs,
+                "running": self.running,
+            },
+        )
+
+    def finish(self) -> TrainOutcome:
+        """The best validation epoch's weights back in the model, which is left in eval mode."""
+        model, outcome = self.model, self.outcome
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+            outcome.best_epoch = 1 + max(
+                range(len(outcome.history)),
+                key=lambda i: (outcome.history[i].val_accuracy, -outcome.history[i].val_loss),
+            )
+        model.to(memory_format=torch.contiguous_format)
+        model.eval()
+        return outcome
+
+
+def _no_hook(loss: torch.Tensor) -> torch.Tensor:
+    return loss
+
+
+def _at_step(
+    hook: Callable[[torch.Tensor, int, int], torch.Tensor],
+    epoch: int,
+    step: int,
+    loss: torch.Tensor,
+) -> torch.Tensor:
+    return hook(loss, epoch, step)
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def _without_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,11 +6,10 @@ that group (gloo on the CPU, nccl on CUDA, each rank on GPU ``LOCAL_RANK``). Wit
 torchrun, or after `close_distributed`, `world()` is a world of one and every helper
 here is a no-op, so single-process code pays nothing.
 
-It sits beside the device choice because it is the same question (where this process
-computes), and below ``features`` and ``train``, which both need it. A collective that
-waits on a dead or stuck peer fails after ``HEADSTART_DIST_TIMEOUT`` seconds (default
-600) instead of the hour-long defaults; a peer that died outright is noticed by gloo at
-once (its connection closes) and by torchrun, which stops the other ranks.
+A collective that waits on a dead or stuck peer fails after ``HEADSTART_DIST_TIMEOUT``
+seconds (default 600) instead of the hour-long defaults; a peer that died outright is
+noticed by gloo at once (its connection closes) and by torchrun, which stops the other
+ranks.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from headstart.errors import ConfigError
 __all__ = [
     "TIMEOUT_ENV",
     "World",
+    "any_across",
     "broadcast",
     "close_distributed",
     "gather_to_all",
@@ -127,3 +127,8 @@ def sum_across(values: torch.Tensor) -> torch.Tensor:
         values = values.cuda()
     dist.all_reduce(values)
     return values.cpu()
+
+
+def any_across(flag: bool) -> bool:
+    """Whether ``flag`` is set on any rank (this rank's own ``flag`` in a world of one)."""
+    return bool(sum_across(torch.tensor([float(flag)])))
