@@ -83,8 +83,7 @@ def is_finite_number(value: Any) -> bool:
 
 def check_int(owner: str, name: str, value: Any, low: int = 1) -> None:
     """Raise ``invalid(...)`` unless ``value`` is an int >= ``low``."""
-    if not is_int(value) or value < low:
-        raise invalid(owner, name, f"an int >= {low}", value)
+    validate(owner, {name: Interval(numbers.Integral, low, None)}, {name: value})
 
 
 def check_finite(owner: str, name: str, value: Any, low: float | None = None) -> None:
@@ -126,19 +125,27 @@ _KIND_WORDS = {int: "an int ", numbers.Integral: "an int ", numbers.Real: ""}
 class Interval(Constraint):
     """A number between ``low`` and ``high`` (None: unbounded). ``kind`` int: a built-in
     int, never a bool; ``numbers.Integral``: NumPy's ints too; ``numbers.Real``: any
-    number (put ``Finite()`` before it to word NaN and strings apart). ``closed`` says
+    number (put ``Finite()`` before it to word NaN and strings apart, or pass
+    ``finite=True`` to reject them as out of range: "a number > 0"). ``closed`` says
     which bounds belong: "left", "right", "both" or "neither"."""
 
     def __init__(
-        self, kind: type, low: float | None, high: float | None, closed: str = "left"
+        self,
+        kind: type,
+        low: float | None,
+        high: float | None,
+        closed: str = "left",
+        *,
+        finite: bool = False,
     ) -> None:
         if kind not in _KIND_WORDS or closed not in ("left", "right", "both", "neither"):
             raise ValueError(f"Interval({kind!r}, closed={closed!r}) is not supported")
         self.kind, self.low, self.high, self.closed = kind, low, high, closed
+        self.finite = finite
         self.description = self._describe()
 
     def _describe(self) -> str:
-        words = _KIND_WORDS[self.kind]
+        words = "a number " if self.finite and self.kind is numbers.Real else _KIND_WORDS[self.kind]
         left = self.closed in ("left", "both")
         right = self.closed in ("right", "both")
         if self.low is None and self.high is None:
@@ -158,7 +165,7 @@ class Interval(Constraint):
         return isinstance(value, self.kind)
 
     def accepts(self, value: Any) -> bool:
-        if not self._is_kind(value):
+        if not self._is_kind(value) or (self.finite and not is_finite_number(value)):
             return False
         left = self.closed in ("left", "both")
         right = self.closed in ("right", "both")
@@ -248,6 +255,29 @@ class LayerNames(Constraint):
         return ("stage_x",)
 
 
+class Items(Constraint):
+    """A non-empty tuple or list whose items each meet ``inner``. An empty or non-sequence
+    value is worded ``description``; a bad item is reported alone, worded ``each``, when
+    that is given (else the whole value is, worded ``description``)."""
+
+    def __init__(self, inner: Constraint, description: str, *, each: str | None = None) -> None:
+        self.inner, self.description, self.each = inner, description, each
+
+    def accepts(self, value: Any) -> bool:
+        return self.violation(value) is None
+
+    def violation(self, value: Any) -> tuple[str, Any] | None:
+        if not isinstance(value, tuple | list) or not value:
+            return self.description, value
+        for item in value:
+            if not self.inner.accepts(item):
+                return (self.each, item) if self.each else (self.description, value)
+        return None
+
+    def bad_value(self) -> Any:
+        return ()
+
+
 Constraints = dict[str, "Constraint | tuple[Constraint, ...]"]
 
 
@@ -262,7 +292,12 @@ def validate(owner: str, constraints: Constraints, values: Any) -> None:
                 raise invalid(owner, name, broken[0], broken[1])
 
 
+# A built-in int >= 1, never a bool (a count, a size, a batch): the most common entry.
+POSITIVE_INT = Interval(int, 1, None)
+
+
 def positive_int(owner: str, name: str, value: Any, kind: type = int) -> None:
     """Raise ``invalid(owner, name, "an int >= 1", value)`` unless ``value`` is one
     (``kind`` ``numbers.Integral`` lets NumPy's ints through too)."""
-    validate(owner, {name: Interval(kind, 1, None)}, {name: value})
+    constraint = POSITIVE_INT if kind is int else Interval(kind, 1, None)
+    validate(owner, {name: constraint}, {name: value})

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from headstart._internal.validation import invalid
+from headstart._internal.validation import positive_int
 from headstart.data.dataset import ImageDataset, SkippedFile
 from headstart.data.decode import (
     IMAGE_EXTENSIONS,
@@ -73,9 +73,8 @@ def predict_image_files(
     memory at once; a file that cannot be decoded is returned with its reason and the
     others are predicted (``strict=True`` raises ImageDecodeError instead). ``owner``
     names the caller in errors; ``model`` the model's file or folder, if it has one."""
-    for name, value in (("top_k", top_k), ("chunk_size", chunk_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise invalid(owner, name, "an int >= 1", value)
+    positive_int(owner, "top_k", top_k)
+    positive_int(owner, "chunk_size", chunk_size)
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     files = image_files(paths)
