@@ -121,3 +121,12 @@ def test_the_helpers_keep_their_messages():
     with pytest.raises(ConfigError, match=r"'n' parameter of f must be an int >= 2. Got 1"):
         check_int("f", "n", 1, low=2)
     check_int("f", "n", np.int64(2), low=2)  # NumPy's ints pass check_int, as before
+
+
+def test_check_flag_words_a_broken_constraint_as_the_flag():
+    from headstart._internal.validation import POSITIVE_INT, check_flag
+
+    with pytest.raises(ConfigError) as caught:
+        check_flag("--batch-size", POSITIVE_INT, 0)
+    assert str(caught.value) == "--batch-size must be an int >= 1. Got 0 instead."
+    check_flag("--batch-size", POSITIVE_INT, 8)

@@ -301,3 +301,11 @@ def positive_int(owner: str, name: str, value: Any, kind: type = int) -> None:
     (``kind`` ``numbers.Integral`` lets NumPy's ints through too)."""
     constraint = POSITIVE_INT if kind is int else Interval(kind, 1, None)
     validate(owner, {name: constraint}, {name: value})
+
+
+def check_flag(flag: str, constraint: Constraint, value: Any) -> None:
+    """The command line's wording of a broken constraint, for a flag the faces check
+    before any library call: "--batch-size must be an int >= 1. Got 0 instead."."""
+    broken = constraint.violation(value)
+    if broken is not None:
+        raise ConfigError(f"{flag} must be {broken[0]}. Got {broken[1]} instead.")
