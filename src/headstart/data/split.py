@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from headstart._internal.validation import invalid, positive_int
+from headstart._internal.validation import check_int, invalid, positive_int
 from headstart.data.dataset import ImageDataset
 from headstart.errors import DataError
 
@@ -99,8 +99,7 @@ def sample_per_class(ds: ImageDataset, k: int, *, seed: int = 0) -> ImageDataset
     only on the seed and the class index, not on the other classes.
     """
     positive_int("sample_per_class", "k", k, kind=numbers.Integral)  # NumPy's ints too
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise invalid("sample_per_class", "seed", "an int >= 0", seed)
+    check_int("sample_per_class", "seed", seed, low=0)
     counts = ds.class_counts()
     short = [f"{name!r} has {count}" for name, count in counts.items() if count < k]
     if short:
