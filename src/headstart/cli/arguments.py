@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from headstart._internal.validation import POSITIVE_INT, check_flag
 from headstart.backbones import DEFAULT_BACKBONE
 from headstart.errors import ConfigError
 from headstart.train.config import TrainConfig
@@ -143,8 +144,7 @@ def check_runtime(device: str | None, batch_size: int | None = None) -> None:
 
 def check_batch_size(batch_size: int) -> None:
     """A batch of no images is refused before any image is loaded (no torch needed)."""
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be an int >= 1. Got {batch_size} instead.")
+    check_flag("--batch-size", POSITIVE_INT, batch_size)
 
 
 def add_strict_argument(parser: argparse.ArgumentParser) -> None:

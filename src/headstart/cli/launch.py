@@ -12,6 +12,7 @@ machine do not collide.
 from __future__ import annotations
 
 import argparse
+import numbers
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from headstart._internal.validation import Interval, check_flag
 from headstart.errors import ConfigError
 
 __all__ = ["add_nproc_argument", "launch_torchrun", "torchrun_command", "without_nproc"]
@@ -64,8 +66,7 @@ def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
 def check_nproc(nproc: int | None) -> None:
     if nproc is None:
         return
-    if nproc < 1:
-        raise ConfigError(f"--nproc must be >= 1. Got {nproc} instead.")
+    check_flag("--nproc", Interval(numbers.Real, 1, None), nproc)  # an int by its flag's type
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(
             "--nproc starts torchrun, and this command already runs under torchrun "

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import math
+import numbers
 import os
 import sys
 from pathlib import Path
 
+from headstart._internal.validation import Interval, check_flag
 from headstart.cli.arguments import add_max_pixels_argument, add_model_arguments
 from headstart.errors import ConfigError
 
@@ -96,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     check_bind(args.host, token, args.insecure)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535. Got {args.port} instead.")
-    if not math.isfinite(args.max_body_mb) or args.max_body_mb <= 0:
-        raise ConfigError(f"--max-body-mb must be a number > 0. Got {args.max_body_mb} instead.")
+    size = Interval(numbers.Real, 0, None, closed="neither", finite=True)
+    check_flag("--max-body-mb", size, args.max_body_mb)
     if args.model is None and args.data is None:
         raise ConfigError("Nothing to serve: give a model folder, or --data DIR to train one.")
     if args.data is not None and not args.data.is_dir():

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
-from headstart._internal.validation import invalid
+from headstart._internal.validation import check_int, invalid, positive_int
 from headstart.data.dataset import ImageDataset
 from headstart.errors import DataError
 
@@ -97,10 +98,8 @@ def sample_per_class(ds: ImageDataset, k: int, *, seed: int = 0) -> ImageDataset
     class takes the first k items of its own seeded permutation. That permutation depends
     only on the seed and the class index, not on the other classes.
     """
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise invalid("sample_per_class", "k", "an int >= 1", k)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise invalid("sample_per_class", "seed", "an int >= 0", seed)
+    positive_int("sample_per_class", "k", k, kind=numbers.Integral)  # NumPy's ints too
+    check_int("sample_per_class", "seed", seed, low=0)
     counts = ds.class_counts()
     short = [f"{name!r} has {count}" for name, count in counts.items() if count < k]
     if short:

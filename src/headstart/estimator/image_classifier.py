@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from headstart._internal.validation import invalid
+from headstart._internal.validation import invalid, positive_int
 from headstart.backbones.device import select_device
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import DEFAULT_BACKBONE
@@ -282,8 +282,7 @@ class ImageClassifier(PredictsFiles):
 
     def _proba(self, images: ImageInput, *, batch_size: int, device: str) -> np.ndarray:
         self._check_fitted()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise invalid("ImageClassifier.predict_proba", "batch_size", "an int >= 1", batch_size)
+        positive_int("ImageClassifier.predict_proba", "batch_size", batch_size)
         # The device of this machine, not the one the model was trained on: a model
         # trained on a GPU must still predict on a laptop.
         device = select_device(device, owner="ImageClassifier.predict_proba")

@@ -17,7 +17,12 @@ from typing import Any
 
 import torch
 
-from headstart._internal.validation import IMAGE_SIZE_RANGE, image_size_fits, is_layer_name
+from headstart._internal.validation import (
+    IMAGE_SIZE_RANGE,
+    POSITIVE_INT,
+    image_size_fits,
+    is_layer_name,
+)
 from headstart.errors import DataError, WeightsError
 
 __all__ = [
@@ -105,8 +110,8 @@ def _check_member(meta_path: Path, member: Any) -> None:
         if not (isinstance(values, list) and len(values) == 3 and all(map(_finite, values))):
             raise _fail(meta_path, f"ensemble member input {name}", "3 finite numbers", values)
     width = member.get("width")
-    if not (isinstance(width, int) and not isinstance(width, bool) and width >= 1):
-        raise _fail(meta_path, "ensemble member width", "an int >= 1", width)
+    if not POSITIVE_INT.accepts(width):
+        raise _fail(meta_path, "ensemble member width", POSITIVE_INT.description, width)
     layers = member.get("layers")
     if not (isinstance(layers, list) and layers and all(map(is_layer_name, layers))):
         raise _fail(meta_path, "ensemble member layers", "a list of layer names", layers)
@@ -147,7 +152,7 @@ def _check_preprocessing(meta_path: Path, prep: Any) -> None:
     if (
         not isinstance(size, list)
         or len(size) != 3
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+        or not all(map(POSITIVE_INT.accepts, size))
         or size[0] != 3
     ):
         raise _fail(meta_path, "input_size", "[3, height, width], each >= 1", size)

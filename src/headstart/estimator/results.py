@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from headstart._internal.validation import check_int
+from headstart._internal.validation import positive_int
 from headstart.data.dataset import ImageDataset, SkippedFile
 from headstart.data.decode import (
     IMAGE_EXTENSIONS,
@@ -84,7 +84,7 @@ class PredictsFiles:
         predicted (with ``strict=True`` it raises ImageDecodeError instead)."""
         owner = f"{type(self).__name__}.predict_files"
         self._check_ready(owner, device)
-        check_int(owner, "batch_size", batch_size)
+        positive_int(owner, "batch_size", batch_size)
         return predict_image_files(
             paths,
             lambda images: self._proba_of_images(images, batch_size=batch_size, device=device),
@@ -130,8 +130,8 @@ def predict_image_files(
     memory at once; a file that cannot be decoded is returned with its reason and the
     others are predicted (``strict=True`` raises ImageDecodeError instead). ``owner``
     names the caller in errors; ``model`` the model's file or folder, if it has one."""
-    check_int(owner, "top_k", top_k)
-    check_int(owner, "chunk_size", chunk_size)
+    positive_int(owner, "top_k", top_k)
+    positive_int(owner, "chunk_size", chunk_size)
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     files = image_files(paths)

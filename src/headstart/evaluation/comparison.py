@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart._internal.atomic import atomic_write
-from headstart._internal.validation import invalid
+from headstart._internal.validation import Constraints, Interval, Items, Optional, invalid, validate
 from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.data.dataset import ImageDataset
 from headstart.data.split import sample_per_class
@@ -43,6 +43,16 @@ __all__ = ["CompareSettings", "compare", "largest_draw", "load_results"]
 
 RESULTS_FILE = "results.json"
 DEFAULT_STRATEGIES = ("scratch", "feature-extraction", "fine-tune")
+
+
+# The requirements a table can state (strategies and overrides are checked against the
+# strategy registry, backbones against each other, in ``__post_init__``).
+COMPARE_CONSTRAINTS: Constraints = {
+    "labels_per_class": Items(
+        Optional(Interval(int, 1, None)), "at least one size", each="ints >= 1 or None (all)"
+    ),
+    "seeds": Items(Interval(int, 0, None), "one or more ints >= 0"),
+}
 
 
 @dataclass(frozen=True)
@@ -72,15 +82,9 @@ class CompareSettings:
         unknown = sorted(set(self.overrides) - set(strategy_names()))
         if unknown:
             raise invalid(owner, "overrides", f"keys among {strategy_names()}", unknown[0])
-        if not self.labels_per_class:
-            raise invalid(owner, "labels_per_class", "at least one size", self.labels_per_class)
-        for k in self.labels_per_class:
-            if k is not None and (not isinstance(k, int) or k < 1):
-                raise invalid(owner, "labels_per_class", "ints >= 1 or None (all)", k)
+        validate(owner, COMPARE_CONSTRAINTS, self)
         if len(set(self.backbones)) != len(self.backbones):
             raise invalid(owner, "backbones", "distinct names", self.backbones)
-        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
-            raise invalid(owner, "seeds", "one or more ints >= 0", self.seeds)
 
     @property
     def compared_backbones(self) -> tuple[str, ...]:

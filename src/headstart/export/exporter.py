@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from headstart._internal.atomic import atomic_write, atomic_write_files
-from headstart._internal.validation import invalid
+from headstart._internal.validation import invalid, positive_int
 from headstart._internal.version import __version__
 from headstart.data.dataset import ImageDataset
 from headstart.errors import DataError, ExportError, OutputError
@@ -133,8 +133,7 @@ def export_onnx(
     if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, int | float) \
             or not 0 <= max_accuracy_drop <= 100:  # fmt: skip
         raise invalid(owner, "max_accuracy_drop", "a number of points in 0..100", max_accuracy_drop)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise invalid(owner, "batch_size", "an int >= 1", batch_size)
+    positive_int(owner, "batch_size", batch_size)
     path = Path(path)
     if path.suffix.lower() != ".onnx":
         raise OutputError(

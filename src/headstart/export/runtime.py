@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from headstart._internal.text import first_line
-from headstart._internal.validation import invalid
+from headstart._internal.validation import invalid, positive_int
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions
@@ -112,8 +112,7 @@ class OnnxClassifier(PredictsFiles):
 
     def predict_proba(self, images: ImageDataset | Sequence[Any], *, batch_size: int = 64):
         """Class probabilities, shape (N, len(classes_)), as ``ImageClassifier``'s."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise invalid("OnnxClassifier.predict_proba", "batch_size", "an int >= 1", batch_size)
+        positive_int("OnnxClassifier.predict_proba", "batch_size", batch_size)
         if isinstance(images, str | os.PathLike):
             raise invalid("OnnxClassifier.predict_proba", "images", "a list of images", images)
         return check_finite_scores(self._scores(images, batch_size), images, self.path)

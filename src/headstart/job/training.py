@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headstart._internal.validation import positive_int
 from headstart.backbones import DEFAULT_BACKBONE
 from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions
@@ -118,7 +119,7 @@ class TrainingJob:
         if self.backbone != AUTO:
             check_backbone_name(self.backbone)
         if self.labels_per_class is not None:
-            _check_count("labels_per_class", self.labels_per_class)
+            positive_int("TrainingJob", "labels_per_class", self.labels_per_class)
         if self.ensemble is not None and self.strategy != "feature-extraction":
             raise ConfigError(
                 f"{{ensemble}} K joins frozen pretrained bodies under linear heads (feature "
@@ -322,12 +323,6 @@ class TrainingJob:
             close_distributed()
             return world().is_main
         return True
-
-
-def _check_count(name: str, value: Any) -> None:
-    from headstart._internal.validation import check_int
-
-    check_int("TrainingJob", name, value)
 
 
 def fit_folder(

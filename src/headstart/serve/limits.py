@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from headstart._internal.validation import invalid, is_finite_number, is_int
+from headstart._internal.validation import Constraints, Interval, Optional, validate
 
-__all__ = ["ServeLimits"]
+__all__ = ["SERVE_LIMITS_CONSTRAINTS", "ServeLimits"]
 
 MB = 1024 * 1024
+
+_COUNT = Interval(numbers.Integral, 1, None)  # NumPy's ints too, never a bool
+
+# Each limit's requirement, stated once (checked in this order).
+SERVE_LIMITS_CONSTRAINTS: Constraints = {
+    "max_body_bytes": _COUNT,
+    "max_images": _COUNT,
+    "max_batch_size": _COUNT,
+    "max_queued_images": _COUNT,
+    "retry_after_s": _COUNT,
+    "max_zip_bytes": _COUNT,
+    "max_zip_members": _COUNT,
+    "max_zip_unpacked_bytes": _COUNT,
+    "max_zip_ratio": _COUNT,
+    "max_pixels": Optional(_COUNT),
+    "request_timeout_s": Interval(numbers.Real, 0, None, closed="neither", finite=True),
+    "max_wait_ms": Interval(numbers.Real, 0, None, finite=True),
+}
 
 
 @dataclass(frozen=True)
@@ -30,27 +49,7 @@ class ServeLimits:
     max_zip_ratio: int = 200  # uncompressed/compressed of any one member (zip bombs)
 
     def __post_init__(self) -> None:
-        owner = "ServeLimits"
-        for name in (
-            "max_body_bytes",
-            "max_images",
-            "max_batch_size",
-            "max_queued_images",
-            "retry_after_s",
-            "max_zip_bytes",
-            "max_zip_members",
-            "max_zip_unpacked_bytes",
-            "max_zip_ratio",
-        ):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise invalid(owner, name, "an int >= 1", value)
-        if self.max_pixels is not None and (not is_int(self.max_pixels) or self.max_pixels < 1):
-            raise invalid(owner, "max_pixels", "an int >= 1 or None", self.max_pixels)
-        if not is_finite_number(self.request_timeout_s) or self.request_timeout_s <= 0:
-            raise invalid(owner, "request_timeout_s", "a number > 0", self.request_timeout_s)
-        if not is_finite_number(self.max_wait_ms) or self.max_wait_ms < 0:
-            raise invalid(owner, "max_wait_ms", "a number >= 0", self.max_wait_ms)
+        validate("ServeLimits", SERVE_LIMITS_CONSTRAINTS, self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

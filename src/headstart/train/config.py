@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from headstart._internal.validation import (
     IMAGE_SIZE_RANGE,
+    Constraints,
+    Finite,
+    Interval,
+    LayerNames,
+    Optional,
+    Options,
+    Satisfies,
     image_size_fits,
     invalid,
-    is_finite_number,
-    is_layer_name,
+    validate,
 )
 
-__all__ = ["BN_POLICIES", "HEADS", "SCHEDULES", "TrainConfig"]
+__all__ = ["BN_POLICIES", "HEADS", "SCHEDULES", "TRAIN_CONSTRAINTS", "TrainConfig"]
 
 # BN layers in frozen groups are always held in eval mode. The policy decides the rest:
 # "eval": every BN layer stays in eval mode: running statistics never move; the
@@ -26,6 +33,48 @@ BN_POLICIES = ("eval", "train")
 SCHEDULES = ("cosine", "onecycle")
 HEADS = ("linear", "mlp")
 CLASS_WEIGHTS = ("none", "balanced")
+
+
+def _is_device(value: Any) -> bool:
+    return isinstance(value, str) and (
+        value in ("auto", "cpu", "mps", "cuda") or value.startswith("cuda:")
+    )
+
+
+_POSITIVE = Interval(numbers.Real, 0, None, closed="neither")
+_NON_NEGATIVE = Interval(numbers.Real, 0, None)
+_FRACTION = Interval(numbers.Real, 0, 1, closed="left")
+
+# Each parameter's requirement, stated once (scikit-learn's ``_parameter_constraints``);
+# a tuple is checked in order, so NaN reads "a finite number" before any range.
+TRAIN_CONSTRAINTS: Constraints = {
+    "head_lr": (Finite(), _POSITIVE),
+    "base_lr": (Finite(), _POSITIVE),
+    "layer_decay": (Finite(), Interval(numbers.Real, 0, 1, closed="right")),
+    "weight_decay": (Finite(), _NON_NEGATIVE),
+    "warmup_epochs": (Finite(), _NON_NEGATIVE),
+    "label_smoothing": (Finite(), _FRACTION),
+    "dropout": (Finite(), _FRACTION),
+    "validation_fraction": (Finite(), _FRACTION),
+    "probe_l2": (Finite(), _NON_NEGATIVE),
+    "epochs": Interval(int, 1, None),
+    "batch_size": Interval(int, 1, None),
+    "head_hidden": Interval(int, 1, None),
+    "patience": Interval(int, 0, None),
+    "schedule": Options(SCHEDULES),
+    "head": Options(HEADS),
+    "bn_policy": Options(BN_POLICIES),
+    "class_weights": Options(CLASS_WEIGHTS),
+    "image_size": Optional(
+        Satisfies(image_size_fits, IMAGE_SIZE_RANGE, bad=8),
+        f"{IMAGE_SIZE_RANGE}, or unset for the backbone's own size",
+    ),
+    "layers": LayerNames(),
+    "seed": Interval(int, 0, None),
+    "device": Satisfies(_is_device, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", bad="gpu"),
+    "freeze_groups": Interval(int, None, None),
+    "num_workers": Interval(int, 0, None),
+}
 
 
 def _knob(default: Any, help: str, *, choices: tuple[str, ...] = (), alias: str = "") -> Any:
@@ -89,69 +138,7 @@ class TrainConfig:
     num_workers: int = _knob(0, "DataLoader worker processes (0: decode inline)")
 
     def __post_init__(self) -> None:
-        owner = "TrainConfig"
-        numbers = ("head_lr", "base_lr", "layer_decay", "weight_decay", "warmup_epochs")
-        for name in (*numbers, "label_smoothing", "dropout", "validation_fraction", "probe_l2"):
-            value = getattr(self, name)
-            if not is_finite_number(value):
-                raise invalid(owner, name, "a finite number", value)
-        positive_ints = ("epochs", "batch_size", "head_hidden")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise invalid(owner, name, "an int >= 1", value)
-        for name in ("head_lr", "base_lr"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise invalid(owner, name, "> 0", value)
-        if not 0 < self.layer_decay <= 1:
-            raise invalid(owner, "layer_decay", "in (0, 1]", self.layer_decay)
-        for name in ("weight_decay", "warmup_epochs", "probe_l2"):
-            if not getattr(self, name) >= 0:
-                raise invalid(owner, name, ">= 0", getattr(self, name))
-        if not 0 <= self.label_smoothing < 1:
-            raise invalid(owner, "label_smoothing", "in [0, 1)", self.label_smoothing)
-        if not 0 <= self.dropout < 1:
-            raise invalid(owner, "dropout", "in [0, 1)", self.dropout)
-        if not 0 <= self.validation_fraction < 1:
-            raise invalid(owner, "validation_fraction", "in [0, 1)", self.validation_fraction)
-        if not isinstance(self.patience, int) or self.patience < 0:
-            raise invalid(owner, "patience", "an int >= 0", self.patience)
-        if self.schedule not in SCHEDULES:
-            raise invalid(owner, "schedule", f"one of {SCHEDULES}", self.schedule)
-        if self.head not in HEADS:
-            raise invalid(owner, "head", f"one of {HEADS}", self.head)
-        if self.bn_policy not in BN_POLICIES:
-            raise invalid(owner, "bn_policy", f"one of {BN_POLICIES}", self.bn_policy)
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise invalid(owner, "class_weights", f"one of {CLASS_WEIGHTS}", self.class_weights)
-        if self.image_size is not None and not image_size_fits(self.image_size):
-            raise invalid(
-                owner,
-                "image_size",
-                f"{IMAGE_SIZE_RANGE}, or unset for the backbone's own size",
-                self.image_size,
-            )
-        if not isinstance(self.layers, tuple) or not self.layers:
-            raise invalid(
-                owner, "layers", "one or more layer names, e.g. final or stage-2,final", self.layers
-            )
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise invalid(owner, "seed", "an int >= 0", self.seed)
-        if not isinstance(self.device, str) or not (
-            self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")
-        ):
-            raise invalid(owner, "device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", self.device)
-        for layer in self.layers:
-            if not is_layer_name(layer):
-                raise invalid(
-                    owner, "layers", "names such as 'final', 'stage4', 'stage-1' or 'final_2x2'",
-                    layer,
-                )  # fmt: skip
-        if not isinstance(self.freeze_groups, int) or isinstance(self.freeze_groups, bool):
-            raise invalid(owner, "freeze_groups", "an int", self.freeze_groups)
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise invalid(owner, "num_workers", "an int >= 0", self.num_workers)
+        validate("TrainConfig", TRAIN_CONSTRAINTS, self)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again); unknown names are an error."""
