@@ -19,7 +19,11 @@ class ServeLimits:
     max_body_bytes: int = 20 * MB  # a request body above this: 413, before it is read whole
     max_images: int = 32  # images in one request above this: 413
     max_pixels: int | None = None  # per image; None: the model's own DecodeOptions.max_pixels
-    request_timeout_s: float = 30.0  # waiting for the model longer than this: 504
+    request_timeout_s: float = 30.0  # decoding + waiting for the model longer than this: 504
+    # The whole request body arriving longer than this: 408, however steadily it trickles
+    # (a client sending a byte a second would otherwise hold a connection for hours).
+    body_timeout_s: float = 120.0
+    max_connections: int = 64  # open connections above this: 503 from the server (uvicorn)
     max_batch_size: int = 32  # images in one forward pass (micro-batching)
     max_wait_ms: float = 5.0  # how long the first image of a batch waits for company
     max_queued_images: int = 256  # images waiting or running above this: 503 + Retry-After
@@ -37,6 +41,7 @@ class ServeLimits:
             "max_batch_size",
             "max_queued_images",
             "retry_after_s",
+            "max_connections",
             "max_zip_bytes",
             "max_zip_members",
             "max_zip_unpacked_bytes",
@@ -47,8 +52,10 @@ class ServeLimits:
                 raise invalid(owner, name, "an int >= 1", value)
         if self.max_pixels is not None and (not is_int(self.max_pixels) or self.max_pixels < 1):
             raise invalid(owner, "max_pixels", "an int >= 1 or None", self.max_pixels)
-        if not is_finite_number(self.request_timeout_s) or self.request_timeout_s <= 0:
-            raise invalid(owner, "request_timeout_s", "a number > 0", self.request_timeout_s)
+        for name in ("request_timeout_s", "body_timeout_s"):
+            value = getattr(self, name)
+            if not is_finite_number(value) or value <= 0:
+                raise invalid(owner, name, "a number > 0", value)
         if not is_finite_number(self.max_wait_ms) or self.max_wait_ms < 0:
             raise invalid(owner, "max_wait_ms", "a number >= 0", self.max_wait_ms)
 
