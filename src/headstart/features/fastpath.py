@@ -47,7 +47,7 @@ def fast_path_available(device: torch.device) -> bool:
 
 # Reduced precision may swap two classes whose logits are this close (relative to the
 # row's largest logit, at least 1): bf16 keeps 8 significant bits (2^-8 = 0.4 %) per
-# operation, and a network adds up many; 5 % is a wide margin over what was measured.
+# operation, and a network adds up many. 5 % is not yet enough on every model (BENCHMARKS 11).
 FAITHFUL_MARGIN = 0.05
 FAITHFUL_TOP = 5  # the top classes whose order must be fp32's (predict's top-k <= 5)
 
