@@ -68,7 +68,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-queued-images", type=int, default=256, help="beyond: 503 + Retry-After (256)"
     )
     limits.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds a request waits for the model (30)"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds a request's images may take to decode and predict (30)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a request body may take to arrive, all of it (120; beyond: 408)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=64,
+        help="open connections at once (64; beyond: 503)",
     )
     add_max_pixels_argument(limits)
     parser.set_defaults(run=run)
@@ -89,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         )
     import uvicorn
 
-    from headstart.serve.app import check_bind, create_app, is_loopback
+    from headstart.serve.app import check_bind, create_app, is_loopback, server_config
     from headstart.serve.limits import ServeLimits
     from headstart.serve.predictor import load_predictor
 
@@ -108,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         max_pixels=args.max_pixels,
         request_timeout_s=args.timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queued_images=args.max_queued_images,
@@ -139,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
     where = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}/"
     print(f"headstart: serving on {where} (Ctrl-C to stop)", flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        config = server_config(
+            app, args.host, args.port, limits, log_level="warning", access_log=False
+        )
+        uvicorn.Server(config).run()
     finally:
         log.removeHandler(handler)
     return 0

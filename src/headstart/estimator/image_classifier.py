@@ -47,6 +47,7 @@ from headstart.estimator.results import (
 )
 from headstart.features.cache import FeatureCache
 from headstart.features.fastpath import (
+    faithful_logits,
     fast_path_available,
     inference_model,
     inference_transforms,
@@ -298,6 +299,8 @@ class ImageClassifier(PredictsFiles):
             with torch.inference_mode(), numerics(run, device, fast):
                 for batch, _ in self._loader(images, batch_size, fast):
                     logits = run(batch.to(device).contiguous(memory_format=layout)).float()
+                    if fast_path:  # the model's own order, not bf16's: close rows in fp32
+                        logits = faithful_logits(logits, batch.to(device), model)
                     chunks.append(torch.softmax(logits, dim=1).cpu().numpy())
         finally:  # the fitted model goes back as it came: on the CPU, contiguous
             self.model_.to(memory_format=torch.contiguous_format).cpu()

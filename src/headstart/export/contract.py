@@ -19,12 +19,14 @@ the card's ``preprocessing`` says how, for a consumer that has no headstart.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from headstart._internal.validation import IMAGE_SIZE_RANGE, image_size_fits
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import DataError
 
@@ -34,7 +36,9 @@ __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAMES",
     "card_from_props",
+    "check_card",
     "check_exported_from",
+    "check_output_width",
     "image_pixels",
     "metadata_props",
     "read_card",
@@ -78,12 +82,81 @@ def card_from_props(props: dict[str, str], source: str | os.PathLike[str]) -> di
         )
     if card["format"] != CARD_FORMAT:
         raise DataError(f"{source}: model card format {card['format']!r} is not supported.")
+    check_card(card, source)
     return card
+
+
+def check_card(card: dict[str, Any], source: str | os.PathLike[str]) -> None:
+    """A DataError naming ``source`` and the field, for a card whose values no model
+    saved by headstart has (a damaged or edited file), with the bounds ``TrainConfig``
+    holds a model to: an input size of 16-2048 px, three finite means and positive
+    stds, and classes as distinct names. Checked before any image is resized by them."""
+
+    def bad(field: str, requirement: str, value: Any) -> DataError:
+        return DataError(
+            f"{source}: its metadata field {field!r} must be {requirement}; it holds "
+            f"{_short(value)} (the file is damaged or was edited; export it again)."
+        )
+
+    classes = card["classes"]
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, str) for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise bad("classes", "a list of distinct class names", classes)
+    pre = card["preprocessing"]
+    if not isinstance(pre, dict):
+        raise bad("preprocessing", "an object", pre)
+    size = pre.get("input_size")
+    if (
+        not isinstance(size, list)
+        or len(size) != 3
+        or size[0] != 3
+        or not all(image_size_fits(side) for side in size[1:])
+    ):
+        raise bad(
+            "preprocessing.input_size", f"[3, height, width], each side {IMAGE_SIZE_RANGE}", size
+        )
+    for field, positive in (("mean", False), ("std", True)):
+        values = pre.get(field)
+        if (
+            not isinstance(values, list)
+            or len(values) != 3
+            or not all(_finite(v) and (v > 0 or not positive) for v in values)
+        ):
+            requirement = "three finite numbers" + (" > 0" if positive else "")
+            raise bad(f"preprocessing.{field}", requirement, values)
+    crop = pre.get("crop_pct")
+    if not _finite(crop) or not 0 < crop <= 10:
+        raise bad("preprocessing.crop_pct", "a number in (0, 10]", crop)
+
+
+def check_output_width(shape: Any, card: dict[str, Any], source: str | os.PathLike[str]) -> None:
+    """A DataError when the graph's outputs (``shape``: N x classes; a symbolic width is
+    not checked) are not one score per class of the card."""
+    width = shape[-1] if len(shape) else None
+    if isinstance(width, int) and width != len(card["classes"]):
+        raise DataError(
+            f"{source}: its metadata field 'classes' names {len(card['classes'])} classes, "
+            f"but the model answers with {width} scores (the file is damaged or was "
+            "edited; export it again)."
+        )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The card of an exported file, read with onnxruntime (no torch)."""
-    from headstart.export.runtime import open_session
+    from headstart.export.session import open_session
 
     session = open_session(Path(path))
     return card_from_props(dict(session.get_modelmeta().custom_metadata_map), path)

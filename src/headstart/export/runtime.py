@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from headstart._internal.text import first_line
 from headstart._internal.validation import invalid, positive_int
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions
-from headstart.errors import DataError, ExportError
+from headstart.errors import DataError
 from headstart.estimator.results import (
     PredictsFiles,
     check_finite_scores,
@@ -28,42 +27,13 @@ from headstart.estimator.results import (
     image_input,
     labels_in_model_order,
 )
-from headstart.export.contract import INPUT_NAME, card_from_props, image_pixels
+from headstart.export.contract import INPUT_NAME, card_from_props, check_output_width, image_pixels
+
+# These live in export.session (contract reads a card with them too); still importable here.
+from headstart.export.session import INSTALL_HINT, open_session, session_from_bytes  # noqa: F401
 from headstart.train.metrics import classification_metrics
 
 __all__ = ["OnnxClassifier", "open_session", "session_from_bytes"]
-
-INSTALL_HINT = "pip install 'headstart[onnx]'"
-
-
-def open_session(path: Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session on ``path``; named errors for a missing, unreadable or
-    non-ONNX file, and for onnxruntime itself missing."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such ONNX file.")
-    return _session(str(path), str(path), threads)
-
-
-def session_from_bytes(data: bytes, what: str) -> Any:
-    """An onnxruntime CPU session on a model held in memory (``what`` names it)."""
-    return _session(data, what, None)
-
-
-def _session(model: str | bytes, what: str, threads: int | None) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ExportError(
-            f"Running an ONNX model needs onnxruntime, which is not installed ({INSTALL_HINT})."
-        ) from exc
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings are not the user's business
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise DataError(f"{what}: not a model ONNX Runtime can run ({first_line(exc)}).") from exc
 
 
 class OnnxClassifier(PredictsFiles):
@@ -94,6 +64,8 @@ class OnnxClassifier(PredictsFiles):
             )
         session = open_session(path, threads)
         card = card_from_props(dict(session.get_modelmeta().custom_metadata_map), path)
+        for output in session.get_outputs():  # a width the graph states: checked now
+            check_output_width(output.shape, card, path)
         return cls(path, session, card)
 
     def metadata(self) -> dict[str, Any]:
@@ -132,7 +104,9 @@ class OnnxClassifier(PredictsFiles):
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """The graph's probabilities for a uint8 (N, H, W, 3) batch."""
-        return self.session.run(["probabilities"], {INPUT_NAME: pixels})[0]
+        proba = self.session.run(["probabilities"], {INPUT_NAME: pixels})[0]
+        check_output_width(proba.shape, self.card, self.path)  # a symbolic width: now
+        return proba
 
     def predict(self, images: ImageDataset | Sequence[Any], *, batch_size: int = 64):
         proba = self.predict_proba(images, batch_size=batch_size)

@@ -22,6 +22,7 @@ from headstart.features.layers import pooled_features
 
 __all__ = [
     "fast_path_available",
+    "faithful_logits",
     "fold_batchnorm",
     "inference_model",
     "inference_transforms",
@@ -42,6 +43,34 @@ def fast_path_available(device: torch.device) -> bool:
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(getattr(cpu, name, lambda: False)() for name in checks)
     return False
+
+
+# Reduced precision may swap two classes whose logits are this close (relative to the
+# row's largest logit, at least 1): bf16 keeps 8 significant bits (2^-8 = 0.4 %) per
+# operation, and a network adds up many. 5 % is not yet enough on every model (BENCHMARKS 11).
+FAITHFUL_MARGIN = 0.05
+FAITHFUL_TOP = 5  # the top classes whose order must be fp32's (predict's top-k <= 5)
+
+
+def faithful_logits(logits: torch.Tensor, batch: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """``logits`` from the fast path, with every row whose top classes are within
+    ``FAITHFUL_MARGIN`` of each other recomputed by ``model`` in fp32: its top-1 and its
+    top-5 order are then the fp32 model's, while the rows with clear margins (most)
+    keep the fast path's speed."""
+    k = min(FAITHFUL_TOP + 1, logits.shape[1])
+    if k < 2 or not len(logits):
+        return logits
+    top = logits.topk(k, dim=1).values
+    gaps = (top[:, :-1] - top[:, 1:]).min(dim=1).values
+    scale = logits.abs().amax(dim=1).clamp(min=1.0)
+    close = (gaps <= FAITHFUL_MARGIN * scale).nonzero().flatten()
+    if not len(close):
+        return logits
+    with torch.autocast(device_type=batch.device.type, enabled=False):
+        exact = model(batch[close].float().contiguous()).float()
+    logits = logits.clone()
+    logits[close] = exact
+    return logits
 
 
 @contextlib.contextmanager

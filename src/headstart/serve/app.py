@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from headstart.data.decode import decode_image
 from headstart.errors import ConfigError, ImageDecodeError, respell
@@ -35,7 +37,7 @@ from headstart.serve.batching import MicroBatcher, QueueFull
 from headstart.serve.limits import ServeLimits
 from headstart.serve.predictor import Predictor
 
-__all__ = ["ServerState", "check_bind", "create_app"]
+__all__ = ["ServerState", "check_bind", "create_app", "server_config"]
 
 PAGE = Path(__file__).parent / "page"
 LOG = logging.getLogger("headstart.serve")
@@ -123,6 +125,7 @@ def create_app(
         EdgeMiddleware,
         limit_for=lambda path: limits.max_zip_bytes if path == zip_route else limits.max_body_bytes,
         read_timeout_s=limits.request_timeout_s,
+        body_timeout_s=limits.body_timeout_s,
         allowed_hosts=allowed_hosts,
     )
     require_token = _token_check(token)
@@ -160,6 +163,8 @@ def create_app(
         one raw image as the body (``image/*`` or ``application/octet-stream``)."""
         served = _served(state)
         items = await _uploaded_images(request, limits)
+        # Decoding and the model share one deadline, from when the body has arrived.
+        deadline = time.monotonic() + limits.request_timeout_s
         request.state.images = len(items)
         options = served.decode_options
         if limits.max_pixels is not None:
@@ -169,7 +174,10 @@ def create_app(
         try:
             state.batcher.check_room(len(items))  # refused before decoding, when full
             with state.batcher.arriving() as arrival:  # a gathering batch waits for these
-                decoded = await asyncio.to_thread(_decode_all, items, options, words)
+                decoded = await asyncio.wait_for(
+                    asyncio.to_thread(_decode_all, items, options, words, deadline),
+                    max(deadline - time.monotonic(), 0.0),
+                )
                 images = [image for _, image, _ in decoded if image is not None]
                 if images:
                     future = state.batcher.submit(images, arrival)
@@ -177,9 +185,14 @@ def create_app(
             raise HTTPException(
                 503, exc.message, headers={"Retry-After": str(limits.retry_after_s)}
             ) from None
+        except TimeoutError:
+            raise HTTPException(
+                504, f"The images were not decoded within {limits.request_timeout_s:g} s."
+            ) from None
         if future is not None:
             try:
-                classes, proba = await state.batcher.wait(future, limits.request_timeout_s)
+                left = max(deadline - time.monotonic(), 0.001)
+                classes, proba = await state.batcher.wait(future, left)
             except TimeoutError:
                 raise HTTPException(
                     504, f"No answer from the model within {limits.request_timeout_s:g} s."
@@ -207,6 +220,18 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=PAGE), name="static")
     return app
+
+
+def server_config(app: FastAPI, host: str, port: int, limits: ServeLimits, **options: Any) -> Any:
+    """The uvicorn configuration serving ``app``: at most ``limits.max_connections`` open
+    connections (beyond, uvicorn answers 503 at once), so clients that hold connections
+    open cannot exhaust the process; ``options`` go to ``uvicorn.Config`` as they are."""
+    import uvicorn
+
+    # uvicorn counts the connection asking among the open ones: N + 1 lets N be served.
+    return uvicorn.Config(
+        app, host=host, port=port, limit_concurrency=limits.max_connections + 1, **options
+    )
 
 
 def _served(state: ServerState) -> Predictor:
@@ -272,16 +297,34 @@ def _too_many(limits: ServeLimits) -> HTTPException:
 
 
 def _decode_all(
-    items: list[tuple[str, bytes]], options: Any, words: Mapping[str, str] | None
+    items: list[tuple[str, bytes]],
+    options: Any,
+    words: Mapping[str, str] | None,
+    deadline: float | None = None,
 ) -> list[tuple[str, Image.Image | None, str | None]]:
-    """Each upload decoded by headstart's own decoder, or the decoder's reason why not."""
+    """Each upload decoded by headstart's own decoder, or the decoder's reason why not
+    (without the bytes it quotes). TimeoutError once ``deadline`` (monotonic) has passed:
+    a request's time is not spent decoding images nobody waits for any more."""
     decoded: list[tuple[str, Image.Image | None, str | None]] = []
     for name, data in items:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError
         try:
             decoded.append((name, decode_image(data, options, name=name)[0], None))
         except ImageDecodeError as exc:
-            decoded.append((name, None, respell(exc.reason, words)))
+            decoded.append((name, None, client_reason(respell(exc.reason, words))))
     return decoded
+
+
+# A Python bytes literal in a decoder's reason (b'...' or b"..."): the file's own bytes.
+_QUOTED_BYTES = re.compile(r"""(?:;?\s*starts with\s*)?\bb(['"])(?:\\.|(?!\1).)*\1""")
+
+
+def client_reason(reason: str) -> str:
+    """A decoder's reason as a client may read it: the file bytes it quotes (which the
+    command line shows, to help its user) are cut, so a server never echoes what it
+    was sent, nor a file it read."""
+    return _QUOTED_BYTES.sub("", reason)
 
 
 def _top(row: np.ndarray, classes: list[str], top_k: int) -> dict[str, Any]:
@@ -295,14 +338,18 @@ class _BodyTooLarge(Exception):
 
 
 class _BodyTooSlow(Exception):
-    pass
+    def __init__(self, whole: bool) -> None:
+        super().__init__()
+        self.whole = whole  # the whole body's deadline passed (not a pause between chunks)
 
 
 class EdgeMiddleware:
     """At the edge of every HTTP request: the body limit (413 on the declared length,
     before reading; or as soon as a streamed body passes it), a body that stops coming
-    (408 after ``read_timeout_s`` without a byte: a slow client cannot hold a request
-    open for ever), and one structured log line per request."""
+    (408 after ``read_timeout_s`` without a byte) or that has not all come within
+    ``body_timeout_s`` (408: a client trickling a byte a second cannot hold a request
+    open for hours), a client that went away (one log line, no traceback), and one
+    structured log line per request."""
 
     def __init__(
         self,
@@ -310,11 +357,13 @@ class EdgeMiddleware:
         *,
         limit_for: Callable[[str], int],
         read_timeout_s: float,
+        body_timeout_s: float | None = None,
         allowed_hosts: Sequence[str] | None = None,
     ) -> None:
         self.app = app
         self.limit_for = limit_for  # the body limit of a request path
         self.read_timeout_s = read_timeout_s
+        self.body_timeout_s = body_timeout_s  # None: no deadline on the whole body
         self.allowed_hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -322,17 +371,23 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        seen = {"status": 0, "received": 0, "body_done": False}
+        seen = {"status": 0, "received": 0, "body_done": False, "disconnected": False}
         state = scope.setdefault("state", {})
         limit = self.limit_for(scope.get("path", ""))
+        body_deadline = None if self.body_timeout_s is None else started + self.body_timeout_s
 
         async def counted_receive() -> dict:
             if seen["body_done"]:  # afterwards only a disconnect comes (awaited by streams)
                 return await receive()
+            wait, whole = self.read_timeout_s, False
+            if body_deadline is not None and body_deadline - time.perf_counter() < wait:
+                wait, whole = body_deadline - time.perf_counter(), True
+            if wait <= 0:
+                raise _BodyTooSlow(whole=True)
             try:
-                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+                message = await asyncio.wait_for(receive(), wait)
             except TimeoutError:
-                raise _BodyTooSlow from None
+                raise _BodyTooSlow(whole) from None
             if message["type"] == "http.request":
                 seen["received"] += len(message.get("body", b""))
                 seen["body_done"] = not message.get("more_body", False)
@@ -357,15 +412,22 @@ class EdgeMiddleware:
             if declared is not None and declared > limit:
                 raise _BodyTooLarge
             await self.app(scope, counted_receive, watched_send)
+        except ClientDisconnect:  # the client went away: nobody to answer, nothing broke
+            seen["disconnected"] = True
         except (_BodyTooLarge, _BodyTooSlow) as error:
             if seen["status"]:
                 raise
             if isinstance(error, _BodyTooLarge):
                 status, detail = 413, f"Request body above the limit of {limit:,} bytes."
+            elif error.whole:
+                status = 408
+                detail = f"The request body did not all arrive within {self.body_timeout_s:g} s."
             else:
                 status = 408
                 detail = f"No request body received for {self.read_timeout_s:g} s."
-            answer = JSONResponse({"detail": detail}, status_code=status)
+            answer = JSONResponse(
+                {"detail": detail}, status_code=status, headers={"connection": "close"}
+            )
             await answer(scope, receive, watched_send)
         finally:
             LOG.info(
@@ -378,6 +440,7 @@ class EdgeMiddleware:
                         "bytes_in": seen["received"],
                         "images": state.get("images"),
                         "client": (scope.get("client") or ("?",))[0],
+                        **({"disconnected": True} if seen["disconnected"] else {}),
                     }
                 )
             )

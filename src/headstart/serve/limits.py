@@ -21,12 +21,14 @@ SERVE_LIMITS_CONSTRAINTS: Constraints = {
     "max_batch_size": _COUNT,
     "max_queued_images": _COUNT,
     "retry_after_s": _COUNT,
+    "max_connections": _COUNT,
     "max_zip_bytes": _COUNT,
     "max_zip_members": _COUNT,
     "max_zip_unpacked_bytes": _COUNT,
     "max_zip_ratio": _COUNT,
     "max_pixels": Optional(_COUNT),
     "request_timeout_s": Interval(numbers.Real, 0, None, closed="neither", finite=True),
+    "body_timeout_s": Interval(numbers.Real, 0, None, closed="neither", finite=True),
     "max_wait_ms": Interval(numbers.Real, 0, None, finite=True),
 }
 
@@ -38,7 +40,11 @@ class ServeLimits:
     max_body_bytes: int = 20 * MB  # a request body above this: 413, before it is read whole
     max_images: int = 32  # images in one request above this: 413
     max_pixels: int | None = None  # per image; None: the model's own DecodeOptions.max_pixels
-    request_timeout_s: float = 30.0  # waiting for the model longer than this: 504
+    request_timeout_s: float = 30.0  # decoding + waiting for the model longer than this: 504
+    # The whole request body arriving longer than this: 408, however steadily it trickles
+    # (a client sending a byte a second would otherwise hold a connection for hours).
+    body_timeout_s: float = 120.0
+    max_connections: int = 64  # open connections above this: 503 from the server (uvicorn)
     max_batch_size: int = 32  # images in one forward pass (micro-batching)
     max_wait_ms: float = 5.0  # how long the first image of a batch waits for company
     max_queued_images: int = 256  # images waiting or running above this: 503 + Retry-After

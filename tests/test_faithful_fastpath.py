@@ -1,0 +1,31 @@
+"""The bf16 fast path answers as the fp32 model does: rows whose top classes are close
+enough for reduced precision to swap them are recomputed in fp32 (issue 21 case 8)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from fixtures_images import colour_data
+
+from headstart.estimator import image_classifier as image_classifier_module
+from headstart.estimator.image_classifier import ImageClassifier
+
+
+def test_low_margin_rows_keep_the_fp32_top1_and_top_k_order(tiny_model_folder, monkeypatch):
+    clf = ImageClassifier.load(tiny_model_folder)
+    torch.manual_seed(0)
+    with torch.no_grad():  # logits a hair apart: what bf16 cannot tell apart
+        head = clf.model_.head
+        head.weight.copy_(torch.randn_like(head.weight) * 1e-3 + 0.5)
+        head.bias.zero_()
+    images = colour_data(per_class=15, seed=7)
+    monkeypatch.setattr(image_classifier_module, "fast_path_available", lambda device: True)
+    clf.config_ = clf.config_.replace(fast=True)
+    fast = clf.predict_proba(images, device="cpu")
+    clf.config_ = clf.config_.replace(fast=False)
+    exact = clf.predict_proba(images, device="cpu")
+    order = np.argsort(-exact, axis=1, kind="stable")
+    margins = np.sort(exact, axis=1)[:, -1] - np.sort(exact, axis=1)[:, -2]
+    assert margins.max() < 1e-2  # the case is the hard one: every row is close
+    assert (np.argsort(-fast, axis=1, kind="stable") == order).all()
+    assert (fast.argmax(1) == exact.argmax(1)).all()
