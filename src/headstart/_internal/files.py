@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import BinaryIO
 
 __all__ = [
     "DESCRIPTION_MAX_BYTES",
@@ -82,12 +83,26 @@ def read_capped(path: str | os.PathLike[str], cap: int, *, over: str) -> bytes:
         if info.st_size > cap:
             raise FileRefused(path, _over_cap(info.st_size, over))
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(cap + 1)
+            data = _read_up_to(handle, info.st_size, cap)
     finally:
         os.close(fd)
     if len(data) > cap:
         raise FileRefused(path, _over_cap(len(data), over, at_least=True))
     return data
+
+
+def _read_up_to(handle: BinaryIO, size: int, cap: int) -> bytes:
+    """The file's bytes, stopping once past ``cap``: ``read(n)`` allocates ``n`` bytes at
+    once, so it asks for the size ``fstat`` gave (plus one, to see growth), never the cap."""
+    chunks = [handle.read(min(size, cap) + 1)]
+    total = len(chunks[0])
+    while total > size and total <= cap:  # it grew since fstat: read on, bounded
+        chunk = handle.read(min(MB, cap + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _over_cap(size: int, over: str, *, at_least: bool = False) -> str:
