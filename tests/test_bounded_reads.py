@@ -22,7 +22,7 @@ from fixtures_images import build_image_folder, solid_png
 from PIL import Image, features
 
 import headstart
-from headstart.data.decode import DecodeOptions, decode_image, image_byte_cap
+from headstart.data.decode import DecodeOptions, decode_image
 from headstart.data.loaders import load_csv, load_folder
 from headstart.errors import DataError, ImageDecodeError
 from headstart.estimator.model_files import load_model
@@ -195,6 +195,8 @@ def test_a_file_larger_than_the_image_cap_is_skipped_naming_cap_and_setting(
     tmp_path: Path,
 ) -> None:
     """An image file above what ``max_pixels`` pixels can take is skipped unread."""
+    from headstart.data.decode import image_byte_cap
+
     options = DecodeOptions(max_pixels=64)
     big = tmp_path / "big.png"
     with open(big, "wb") as handle:
