@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
+from headstart._internal.files import MB, FileRefused, describe_bytes, read_capped
 from headstart._internal.validation import invalid
 from headstart.errors import DataError, ImageDecodeError
 
@@ -31,15 +32,24 @@ __all__ = [
     "decode_image",
 ]
 
+# JPEG 2000's endings, as Pillow registers them; images wherever Pillow has the codec.
+_JPEG_2000 = frozenset({".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c"})
+
 #: File name endings treated as images when scanning folders (compared lower-case).
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
+) | (_JPEG_2000 if features.check_codec("jpg_2000") else frozenset())
 
 # Pillow's own default for Image.MAX_IMAGE_PIXELS. Written out rather than read from
 # Pillow's mutable global, so a decode result never depends on what other code did
 # to that global before headstart was imported.
 _PILLOW_DEFAULT_MAX_PIXELS = 89_478_485
+
+# The most bytes an image file of N pixels is read at: 8 a pixel (16-bit RGBA stored raw,
+# the largest Pillow decodes) and room for metadata (EXIF, ICC profiles, thumbnails).
+# A larger file is refused before it is read: it cannot be an image within the limit.
+_BYTES_PER_PIXEL = 8
+_METADATA_ROOM = 64 * MB
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -117,14 +127,32 @@ def decode_image(
         data = bytes(source)
     else:
         label = name if name is not None else str(source)
-        data = read_image_bytes(source, label)
+        data = read_image_bytes(source, label, options.max_pixels)
     return decode_bytes(data, options, label)
 
 
-def read_image_bytes(path: str | Path, label: str) -> bytes:
-    """Read a whole file, turning every OS-level failure into an ImageDecodeError."""
+def image_byte_cap(max_pixels: int) -> int:
+    """The largest file read as an image of at most ``max_pixels`` pixels."""
+    return _BYTES_PER_PIXEL * max_pixels + _METADATA_ROOM
+
+
+def read_image_bytes(
+    path: str | Path, label: str, max_pixels: int = _PILLOW_DEFAULT_MAX_PIXELS
+) -> bytes:
+    """Read a whole file, turning every OS-level failure into an ImageDecodeError.
+
+    Only a regular file is read (a FIFO would wait forever, ``/dev/zero`` never end), and
+    only up to `image_byte_cap` of ``max_pixels``: a larger file is skipped unread."""
+    cap = image_byte_cap(max_pixels)
+    over = (
+        f"the {describe_bytes(cap)} cap for an image of at most {max_pixels:,} pixels "
+        f"({_BYTES_PER_PIXEL} bytes a pixel and {describe_bytes(_METADATA_ROOM)} of metadata); "
+        "raise DecodeOptions.max_pixels to read it"
+    )
     try:
-        return Path(path).read_bytes()
+        return read_capped(path, cap, over=over)
+    except FileRefused as refused:
+        raise ImageDecodeError(label, refused.reason) from None
     except FileNotFoundError:
         raise ImageDecodeError(label, "file not found") from None
     except IsADirectoryError:

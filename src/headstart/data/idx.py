@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headstart._internal.files import MB, FileRefused, describe_bytes, read_capped
 from headstart.data.arrays import dataset_from_arrays, label_indices
 from headstart.data.dataset import ImageDataset
 from headstart.errors import DataError
@@ -24,6 +25,9 @@ __all__ = [
     "load_idx",
     "load_sample",
 ]
+
+# The largest IDX file read (60,000 28x28 images are 47 MB raw; this allows ~5 million).
+IDX_MAX_BYTES = 4096 * MB
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -98,8 +102,11 @@ def _dataset_from_idx(
 
 
 def _read_data_file(path: str | Path) -> bytes:
+    over = f"the {describe_bytes(IDX_MAX_BYTES)} cap for an IDX file"
     try:
-        return Path(path).read_bytes()
+        return read_capped(path, IDX_MAX_BYTES, over=over)
+    except FileRefused as refused:
+        raise DataError(f"{path}: not read: {refused.reason}") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -16,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
+from headstart._internal.files import MB, FileRefused, describe_bytes, read_capped
 from headstart._internal.text import printable
 from headstart._internal.validation import invalid
 from headstart.data.dataset import UNLABELLED, ImageDataset, LoadReport, SkippedFile
@@ -51,6 +54,10 @@ _ARTIFACT_FOLDERS = frozenset({"__MACOSX"})
 
 _FIRST_BAD_SHOWN = 5
 
+#: The largest CSV `load_csv` reads unless told otherwise: about 2.5 million rows of
+#: "path,label", a hundred bytes each; the whole file is held while it is parsed.
+CSV_MAX_BYTES = 256 * MB
+
 
 @dataclass(frozen=True)
 class _Inspected:
@@ -66,7 +73,7 @@ def _inspect_file(path: str, options: DecodeOptions) -> _Inspected:
     # Read once, hash those bytes, decode those bytes: the hash always describes
     # exactly what was checked.
     try:
-        data = read_image_bytes(path, path)
+        data = read_image_bytes(path, path, options.max_pixels)
         content_hash = hashlib.sha256(data).hexdigest()
         _, info = decode_bytes(data, options, path)
     except ImageDecodeError as error:
@@ -318,42 +325,26 @@ def load_csv(
     strict: bool = False,
     max_bad_fraction: float = 0.5,
     options: DecodeOptions = _DEFAULT_OPTIONS,
+    max_bytes: int = CSV_MAX_BYTES,
 ) -> ImageDataset:
     """Load images listed in a CSV with a header row naming ``path`` and ``label`` columns.
 
     Relative paths resolve against ``root``, or the CSV's own folder so a dataset
     folder can be moved as a whole. Extra columns are ignored; missing files are
-    skipped and reported as "file not found".
+    skipped and reported as "file not found". Only a regular file of at most
+    ``max_bytes`` is read (`CSV_MAX_BYTES` unless raised).
     """
     _check_load_arguments("load_csv", strict, max_bad_fraction, options)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise invalid("load_csv", "max_bytes", "an int >= 1", max_bytes)
     csv_path = Path(path)
     base = Path(root) if root is not None else csv_path.parent
-    items: list[tuple[str, str]] = []
+    over = f"the {describe_bytes(max_bytes)} cap for a CSV file (raise load_csv's max_bytes)"
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [column.strip().lower() for column in next(reader, [])]
-            missing = [column for column in ("path", "label") if column not in header]
-            if missing:
-                raise DataError(
-                    f"{csv_path}: line 1: no {' or '.join(repr(c) for c in missing)} column in "
-                    f"the header {header}; expected a header row with 'path' and 'label' columns "
-                    "(extra columns are ignored)"
-                )
-            path_column, label_column = header.index("path"), header.index("label")
-            for row in reader:
-                if not any(cell.strip() for cell in row):
-                    continue  # blank line
-                line = reader.line_num
-                cells = {}
-                for column, index in (("path", path_column), ("label", label_column)):
-                    value = row[index].strip() if index < len(row) else ""
-                    if not value:
-                        raise DataError(f"{csv_path}: line {line}: empty or missing {column!r}")
-                    cells[column] = value
-                image_path = Path(cells["path"])
-                resolved = image_path if image_path.is_absolute() else base / image_path
-                items.append((str(resolved), cells["label"]))
+        text = read_capped(csv_path, max_bytes, over=over).decode("utf-8-sig")
+        items = _csv_items(csv_path, csv.reader(io.StringIO(text, newline="")), base)
+    except FileRefused as refused:
+        raise DataError(f"{csv_path}: cannot read CSV: {refused.reason}") from None
     except FileNotFoundError:
         raise DataError(f"{csv_path}: CSV file not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
@@ -370,6 +361,34 @@ def load_csv(
         options=options,
         ignored=[],
     )
+
+
+def _csv_items(csv_path: Path, reader: Any, base: Path) -> list[tuple[str, str]]:
+    """``(image path, label)`` per row of a CSV with 'path' and 'label' columns."""
+    items: list[tuple[str, str]] = []
+    header = [column.strip().lower() for column in next(reader, [])]
+    missing = [column for column in ("path", "label") if column not in header]
+    if missing:
+        raise DataError(
+            f"{csv_path}: line 1: no {' or '.join(repr(c) for c in missing)} column in "
+            f"the header {header}; expected a header row with 'path' and 'label' columns "
+            "(extra columns are ignored)"
+        )
+    path_column, label_column = header.index("path"), header.index("label")
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        line = reader.line_num
+        cells = {}
+        for column, index in (("path", path_column), ("label", label_column)):
+            value = row[index].strip() if index < len(row) else ""
+            if not value:
+                raise DataError(f"{csv_path}: line {line}: empty or missing {column!r}")
+            cells[column] = value
+        image_path = Path(cells["path"])
+        resolved = image_path if image_path.is_absolute() else base / image_path
+        items.append((str(resolved), cells["label"]))
+    return items
 
 
 def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -154,8 +154,9 @@ def _check_preprocessing(meta_path: Path, prep: Any) -> None:
         or len(size) != 3
         or not all(map(POSITIVE_INT.accepts, size))
         or size[0] != 3
+        or not all(map(image_size_fits, size[1:]))
     ):
-        raise _fail(meta_path, "input_size", "[3, height, width], each >= 1", size)
+        raise _fail(meta_path, "input_size", f"[3, height, width], each {IMAGE_SIZE_RANGE}", size)
     if prep["interpolation"] not in INTERPOLATIONS:
         raise _fail(
             meta_path, "interpolation", "one of " + ", ".join(INTERPOLATIONS), prep["interpolation"]

@@ -21,6 +21,13 @@ from safetensors.torch import load, save
 from torch import nn
 
 from headstart._internal.atomic import atomic_write_files
+from headstart._internal.files import (
+    DESCRIPTION_MAX_BYTES,
+    MB,
+    FileRefused,
+    describe_bytes,
+    read_capped,
+)
 from headstart._internal.version import __version__
 from headstart.backbones.registry import check_backbone_name
 from headstart.errors import DataError, HeadstartError, WeightsError
@@ -49,6 +56,9 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 META_FILE = "headstart.json"
+
+# The largest model.safetensors read (a ViT-g is ~4 GB in fp32); a larger file is refused.
+WEIGHTS_MAX_BYTES = 64 * 1024 * MB
 
 
 @dataclass
@@ -115,13 +125,16 @@ def load_model(folder: Path) -> ModelFiles:
     """Rebuild a saved model from its JSON description and safetensors weights."""
     folder = Path(folder)
     meta_path = folder / META_FILE
-    if not meta_path.is_file():
+    if not meta_path.exists():  # a FIFO or device is refused by read_capped, unread
         raise DataError(
             f"{folder}: not a headstart model folder (no {META_FILE}).",
             hint="Give {model_folder}.",
         )
+    over = f"the {describe_bytes(DESCRIPTION_MAX_BYTES)} cap for a model description"
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(read_capped(meta_path, DESCRIPTION_MAX_BYTES, over=over).decode())
+    except FileRefused as refused:
+        raise DataError(f"{meta_path}: not read: {refused.reason}.") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"{meta_path}: unreadable model description ({exc}).") from exc
     if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
@@ -147,10 +160,11 @@ def load_model(folder: Path) -> ModelFiles:
         raise DataError(f"{meta_path}: invalid model description ({exc}).") from exc
     path = folder / WEIGHTS_FILE
     try:
-        blob = path.read_bytes()
+        over = f"the {describe_bytes(WEIGHTS_MAX_BYTES)} cap for model weights"
+        blob = read_capped(path, WEIGHTS_MAX_BYTES, over=over)
         check_weights_hash(path, blob, meta)  # before parsing: a damaged file says so
         tensors = load(blob)
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, FileRefused) as exc:
         raise WeightsError(f"{path}: model weights cannot be read ({exc}).") from exc
     check_finite_weights(path, tensors)
     try:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from headstart._internal.files import DESCRIPTION_MAX_BYTES, FileRefused, read_capped
 from headstart._internal.validation import IMAGE_SIZE_RANGE, image_size_fits
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import DataError
@@ -167,8 +168,9 @@ def check_exported_from(card: dict[str, Any], folder: Path, onnx_file: Path) -> 
     than the folder holds now (it was retrained since): it would answer as the old model."""
     meta = folder / "headstart.json"
     try:
-        current = json.loads(meta.read_text()).get(SOURCE_FIELD)
-    except (OSError, ValueError, AttributeError):
+        text = read_capped(meta, DESCRIPTION_MAX_BYTES, over="the cap for a model description")
+        current = json.loads(text).get(SOURCE_FIELD)
+    except (OSError, ValueError, AttributeError, FileRefused):
         return  # no readable model beside it: the file is on its own
     exported = (card.get("source_model") or {}).get(SOURCE_FIELD)
     if current and exported and exported != current:  # None: exported before saving
