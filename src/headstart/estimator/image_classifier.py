@@ -300,7 +300,7 @@ class ImageClassifier(PredictsFiles):
                 for batch, _ in self._loader(images, batch_size, fast):
                     logits = run(batch.to(device).contiguous(memory_format=layout)).float()
                     if fast_path:  # the model's own order, not bf16's: close rows in fp32
-                        logits = faithful_logits(logits, batch.to(device), model)
+                        logits = faithful_logits(logits, batch.to(device), model, run)
                     chunks.append(torch.softmax(logits, dim=1).cpu().numpy())
         finally:  # the fitted model goes back as it came: on the CPU, contiguous
             self.model_.to(memory_format=torch.contiguous_format).cpu()
