@@ -165,3 +165,16 @@ def test_fit_folder_still_works_and_is_the_job(tmp_path):
     data = colour_folder(tmp_path / "colours", per_class=6)
     clf, evaluation = headstart.fit_folder(data, config={"image_size": 32}, **TINY)
     assert evaluation["n"] == clf.metrics_["test"]["n"] and "confusion_matrix" in evaluation
+
+
+def test_fit_folder_takes_its_old_keywords_and_bad_types_are_worded(tmp_path):
+    import headstart
+
+    data = colour_folder(tmp_path / "colours", per_class=6)
+    clf, _ = headstart.fit_folder(
+        data, config={"image_size": 32}, checkpoint_dir=tmp_path / "ckpt", **TINY
+    )
+    assert clf.classes_ == ["blue", "green", "red"]
+    with pytest.raises(ConfigError) as raised:
+        TrainingJob(data, ensemble="3", **TINY).check()
+    assert str(raised.value) == "ensemble takes an int. Got '3'."

@@ -104,7 +104,7 @@ def _classifier(
         config=config,
         weights=job.weights,
         cache_dir=_cache_dir(job),
-        checkpoint_dir=out.checkpoints if out is not None else None,
+        checkpoint_dir=out.checkpoints if out is not None else job.checkpoint_dir,
         callback=callback,
     )
 

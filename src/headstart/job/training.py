@@ -83,6 +83,7 @@ class TrainingJob:
     weights: str = AUTO
     cache_dir: str | os.PathLike[str] | None = None
     out: str | os.PathLike[str] | None = None
+    checkpoint_dir: str | os.PathLike[str] | None = None  # without out: where checkpoints go
     overwrite: bool = False
     resume: bool = False
     strict: bool = False
@@ -149,7 +150,10 @@ class TrainingJob:
                 )
             return
         if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int):
-            raise ConfigError(f"{{ensemble}} takes an int. Got {self.ensemble!r}.")
+            raise ConfigError(
+                f"{{ensemble}} takes an int. Got {literal(repr(self.ensemble))}.",
+                names_in_message=True,
+            )
         if self.ensemble < 2:
             raise ConfigError(
                 f"{{ensemble}} takes 2 or more members. Got {self.ensemble}.",
