@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev,lite,serve,onnx,tensorboard,mlflow]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,lite,serve,onnx,tensorboard,mlflow,dicom,tiff]"
 	touch $(STAMP)
 
 demo: $(STAMP)

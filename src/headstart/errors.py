@@ -50,6 +50,8 @@ API_WORDS = {
     "out": "folder",
     "strict": "strict=True",
     "max_pixels": "DecodeOptions.max_pixels",
+    "dicom_window": "DecodeOptions.dicom_window",
+    "frames": "DecodeOptions.frames",
     "classes": "classes=[...]",
     "model_folder": "a folder written by ImageClassifier.save",
     "unlabelled_images": "fit(train, unlabelled=load_unlabelled(folder))",
@@ -63,7 +65,7 @@ API_WORDS = {
 # Settings a message may name in its text rather than in its hint: an image skipped
 # above the pixel limit says so in its reason, which travels as a string (a load report,
 # a check finding) to a face that then words the setting its own way.
-_SETTINGS_IN_MESSAGES = ("max_pixels",)
+_SETTINGS_IN_MESSAGES = ("max_pixels", "dicom_window", "frames")
 
 
 def respell(text: str, words: Mapping[str, str] | None = None) -> str:

@@ -107,3 +107,22 @@ def _read_up_to(handle: BinaryIO, size: int, cap: int) -> bytes:
 
 def _over_cap(size: int, over: str, *, at_least: bool = False) -> str:
     return f"file is {'over ' if at_least else ''}{size:,} bytes, larger than {over}"
+
+
+def read_head(path: str | os.PathLike[str], size: int) -> bytes:
+    """The first ``size`` bytes of a regular file; b"" for anything else or any OSError.
+
+    For sniffing a file's kind while scanning a folder (a DICOM file named without an
+    extension): opened non-blocking, so a FIFO is never waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.read(fd, size)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)

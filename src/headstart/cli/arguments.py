@@ -79,6 +79,26 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_strict_argument(parser)
     add_max_pixels_argument(parser)
+    add_dicom_arguments(parser)
+
+
+def add_dicom_arguments(parser: argparse.ArgumentParser) -> None:
+    """How DICOM values become pixels and which frames of a stack are read, for the
+    commands that read training data (a trained model keeps its own rule)."""
+    parser.add_argument(
+        "--dicom-window",
+        metavar="RULE",
+        help="DICOM values to gray: 'file' (the file's first window; default), a preset "
+        "(lung, mediastinum, abdomen, liver, brain, bone), CENTER,WIDTH, or 'none' "
+        "(the full range of the stored bits)",
+    )
+    parser.add_argument(
+        "--dicom-frames",
+        dest="frames",
+        choices=("middle", "all"),
+        help="multi-frame DICOM and multi-page TIFF: the middle frame (default), or every "
+        "frame as an image of the file's label (a file's frames stay on one side of the split)",
+    )
 
 
 def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
@@ -94,16 +114,20 @@ def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def decode_options(args: argparse.Namespace, base: Any = None) -> Any:
-    """``base`` (a model's own decode options, else the defaults) with ``--max-pixels``
-    applied; a bad value is the library's ConfigError, worded as the flag by main."""
+    """``base`` (a model's own decode options, else the defaults) with ``--max-pixels``,
+    ``--dicom-window`` and ``--dicom-frames`` applied, where the command has them; a bad
+    value is the library's ConfigError, worded as the flag by main."""
     from dataclasses import replace
 
     from headstart.data.decode import DecodeOptions
 
     options = base if base is not None else DecodeOptions()
-    if args.max_pixels is None:
-        return options
-    return replace(options, max_pixels=args.max_pixels)
+    given = {
+        name: getattr(args, name)
+        for name in ("max_pixels", "dicom_window", "frames")
+        if getattr(args, name, None) is not None
+    }
+    return replace(options, **given) if given else options
 
 
 def _share_or_count(text: str) -> float | int:

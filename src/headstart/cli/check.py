@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from headstart.cli.arguments import (
+    add_dicom_arguments,
     add_max_pixels_argument,
     add_out_argument,
     add_strict_argument,
@@ -23,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("data", help="folder of class folders, train/+test/, a CSV or IDX files")
     add_strict_argument(parser)
     add_max_pixels_argument(parser)
+    add_dicom_arguments(parser)
     add_out_argument(parser, "check", makes_files=False)
     parser.set_defaults(run=run)
 

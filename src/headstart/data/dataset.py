@@ -26,7 +26,9 @@ from headstart.data.decode import (
     DecodeOptions,
     decode_array,
     decode_image,
+    split_frame,
 )
+from headstart.data.dicom import DicomInfo
 from headstart.errors import DataError, respell
 
 __all__ = ["UNLABELLED", "ImageDataset", "LoadReport", "SkippedFile", "TorchImageDataset"]
@@ -55,6 +57,7 @@ class LoadReport:
     converted: dict[str, str] = field(default_factory=dict)  # path -> what was converted
     downscaled: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # non-image files and hidden entries
+    dicom: dict[str, DicomInfo] = field(default_factory=dict)  # path -> what the DICOM file was
 
     def summary(self, words: Mapping[str, str] | None = None) -> str:
         """A few human-readable lines: counts, then one line per skipped file (names
@@ -74,11 +77,20 @@ class LoadReport:
             lines.append(f"Converted {len(self.converted)} image(s) to RGB: {described}.")
         if self.downscaled:
             lines.append(f"Downscaled {len(self.downscaled)} large image(s) while decoding.")
+        if self.dicom:
+            windows = Counter(_window_kind(info.window) for info in self.dicom.values())
+            described = ", ".join(f"{count} {kind}" for kind, count in sorted(windows.items()))
+            lines.append(f"Read {len(self.dicom)} DICOM image(s): {described}.")
         if self.ignored:
             examples = ", ".join(map(printable, self.ignored[:3]))
             examples += ", ..." if len(self.ignored) > 3 else ""
             lines.append(f"Ignored {len(self.ignored)} non-image or hidden entries ({examples}).")
         return "\n".join(lines)
+
+
+def _window_kind(window: str) -> str:
+    """The rule without its numbers: "file window C=40 W=400" is "file window"."""
+    return window.split(" C=")[0].split(" of ")[0]
 
 
 class ImageDataset:
@@ -141,6 +153,11 @@ class ImageDataset:
         if self._arrays is not None:
             return decode_array(self._arrays[index], self._sources[index])
         return decode_image(self._sources[index], self.options)[0]
+
+    def groups(self) -> list[str]:
+        """The file each item comes from: frames of one stack (``scan.dcm#frame=3``) share
+        their file's, so a split keeps them on one side; every other item is its own."""
+        return [str(split_frame(source)[0]) for source in self._sources]
 
     def source(self, i: int) -> str:
         """The file path of item ``i``, or ``"<source>[k]"`` for an in-memory array."""

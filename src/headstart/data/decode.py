@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
 from headstart._internal.files import MB, FileRefused, describe_bytes, read_capped
 from headstart._internal.validation import invalid
+from headstart.data.dicom import DICOM_EXTENSIONS, DicomInfo, check_window, decode_dicom, is_dicom
+from headstart.data.tiff import is_tiff, tiff_frame
 from headstart.errors import DataError, ImageDecodeError
 
 __all__ = [
@@ -30,15 +33,28 @@ __all__ = [
     "DecodeOptions",
     "decode_array",
     "decode_image",
+    "frame_source",
+    "split_frame",
 ]
 
 # JPEG 2000's endings, as Pillow registers them; images wherever Pillow has the codec.
 _JPEG_2000 = frozenset({".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c"})
 
 #: File name endings treated as images when scanning folders (compared lower-case).
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-) | (_JPEG_2000 if features.check_codec("jpg_2000") else frozenset())
+IMAGE_EXTENSIONS = (
+    frozenset(
+        {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+    )
+    | (_JPEG_2000 if features.check_codec("jpg_2000") else frozenset())
+    | DICOM_EXTENSIONS
+)
+
+#: How multi-frame DICOM files and multi-page TIFF stacks are read: the middle frame, or
+#: every frame as an image of its own (of the file's label, kept on one side of a split).
+FRAME_RULES = ("middle", "all")
+
+# One frame of a file, as a source: "scan.dcm#frame=3" (frames counted from 0).
+_FRAME_SUFFIX = re.compile(r"^(?P<path>.+)#frame=(?P<frame>\d{1,6})$", re.DOTALL)
 
 # Pillow's own default for Image.MAX_IMAGE_PIXELS. Written out rather than read from
 # Pillow's mutable global, so a decode result never depends on what other code did
@@ -69,6 +85,11 @@ class DecodeOptions:
     max_pixels: int = _PILLOW_DEFAULT_MAX_PIXELS  # width*height above this: skipped as a bomb
     max_side: int = 1024  # longer side above this: downscaled while decoding (bounded memory)
     background: tuple[int, int, int] = (255, 255, 255)  # transparent pixels are composited on it
+    # DICOM values to 0..255: "file" (the file's first window, else its VOI LUT, else the
+    # full range), "none" (the full range the stored bits hold), a preset name such as
+    # "lung" or "bone", or "CENTER,WIDTH".
+    dicom_window: str = "file"
+    frames: str = "middle"  # multi-frame DICOM and TIFF stacks: "middle" or "all" (FRAME_RULES)
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_pixels) or self.max_pixels <= 0:
@@ -87,6 +108,17 @@ class DecodeOptions:
             )
         # Lists are accepted for convenience; store a tuple so the options stay hashable.
         object.__setattr__(self, "background", tuple(int(c) for c in background))
+        why = check_window(self.dicom_window)
+        if why is not None:
+            raise invalid(
+                "DecodeOptions",
+                "dicom_window",
+                "'file', 'none', a preset (lung, mediastinum, abdomen, liver, brain, bone) "
+                f"or 'CENTER,WIDTH' with WIDTH >= 1 ({why})",
+                self.dicom_window,
+            )
+        if self.frames not in FRAME_RULES:
+            raise invalid("DecodeOptions", "frames", "'middle' or 'all'", self.frames)
 
 
 @dataclass(frozen=True)
@@ -97,8 +129,11 @@ class DecodeInfo:
     original_size: tuple[int, int]  # (width, height) as stored, before rotation or downscaling
     rotated: bool  # EXIF orientation was applied
     conversion: str | None  # e.g. "CMYK->RGB"; None when the file was already RGB
-    frames: int  # > 1 for animations and multi-page files; the first frame is used
+    frames: int  # > 1 for animations, multi-page and multi-frame files
     downscaled: bool
+    frame: int = 0  # the frame decoded (the first of an animation, the middle of a stack)
+    dicom: DicomInfo | None = None  # what a DICOM file was (pixel-module facts only)
+    stack: bool = False  # a DICOM or TIFF stack, whose frames FRAME_RULES choose from
 
 
 _DEFAULT_OPTIONS = DecodeOptions()
@@ -118,17 +153,34 @@ def decode_image(
 ) -> tuple[Image.Image, DecodeInfo]:
     """Decode a file path or raw bytes into a fully loaded RGB image.
 
+    A path may name one frame of a stack, ``scan.dcm#frame=3`` (`frame_source`).
     Raises ImageDecodeError naming ``name`` (or the path) for any unusable input:
     unreadable or missing file, empty file, not an image, truncated data, or an
     image above ``options.max_pixels``.
     """
     if isinstance(source, bytes | bytearray | memoryview):
         label = name if name is not None else "<bytes>"
-        data = bytes(source)
-    else:
-        label = name if name is not None else str(source)
-        data = read_image_bytes(source, label, options.max_pixels)
-    return decode_bytes(data, options, label)
+        return decode_bytes(bytes(source), options, label)
+    label = name if name is not None else str(source)
+    path, frame = split_frame(source)
+    data = read_image_bytes(path, label, options.max_pixels)
+    return decode_bytes(data, options, label, frame=frame)
+
+
+def frame_source(path: str, frame: int) -> str:
+    """The source naming frame ``frame`` (from 0) of the stack at ``path``."""
+    return f"{path}#frame={frame}"
+
+
+def split_frame(source: str | Path) -> tuple[str | Path, int | None]:
+    """``(path, frame)`` of a `frame_source`, ``(source, None)`` for a plain path.
+
+    A file whose own name ends in ``#frame=N`` is still that file."""
+    text = str(source)
+    match = _FRAME_SUFFIX.match(text)
+    if match is None or Path(text).exists():
+        return source, None
+    return match["path"], int(match["frame"])
 
 
 def image_byte_cap(max_pixels: int) -> int:
@@ -161,27 +213,40 @@ def read_image_bytes(
         raise ImageDecodeError(label, f"cannot read file: {error.strerror or error}") from None
 
 
-def decode_bytes(data: bytes, options: DecodeOptions, label: str) -> tuple[Image.Image, DecodeInfo]:
-    """Decode bytes already in memory (the loaders hash the same bytes they decode)."""
+def decode_bytes(
+    data: bytes, options: DecodeOptions, label: str, *, frame: int | None = None
+) -> tuple[Image.Image, DecodeInfo]:
+    """Decode bytes already in memory (the loaders hash the same bytes they decode).
+
+    ``frame`` picks a frame of a DICOM or TIFF stack; None follows ``options.frames``
+    (the middle one; the first of an animation)."""
     if len(data) == 0:
         raise ImageDecodeError(label, "empty file (0 bytes)")
+    if is_dicom(data, label):
+        return _decode_dicom(data, options, label, frame)
     try:
-        return _decode(data, options, label)
+        return _decode(data, options, label, frame)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageDecodeError(label, _bomb_reason(str(error), options.max_pixels)) from None
     except UnidentifiedImageError:
+        if is_tiff(data):
+            return _decode_tiff(data, options, label, frame)
         raise ImageDecodeError(label, _unidentified_reason(data)) from None
     except Exception as error:
         # Pillow's format plugins raise a wide, undocumented range of types for
         # malformed input (OSError, ValueError, SyntaxError, struct.error, EOFError,
         # IndexError, ZeroDivisionError, ...). All of them mean "this file is bad";
         # the type name stays in the reason so a genuine bug is still visible.
+        if is_tiff(data):  # a TIFF Pillow cannot read (16-bit RGB, float64, ...)
+            return _decode_tiff(data, options, label, frame)
         raise ImageDecodeError(label, _failure_reason(error)) from None
 
 
-def _decode(data: bytes, options: DecodeOptions, label: str) -> tuple[Image.Image, DecodeInfo]:
+def _decode(
+    data: bytes, options: DecodeOptions, label: str, frame: int | None
+) -> tuple[Image.Image, DecodeInfo]:
     with _pillow_limit(options.max_pixels):
         image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -196,8 +261,10 @@ def _decode(data: bytes, options: DecodeOptions, label: str) -> tuple[Image.Imag
         if width == 0 or height == 0:
             raise ImageDecodeError(label, f"image has no pixels ({width}x{height})")
         frames = int(getattr(image, "n_frames", 1))
+        stack = image.format == "TIFF" and frames > 1
+        index = _frame_index(frame, frames, stack, label)
         if frames > 1:
-            image.seek(0)
+            image.seek(index)
         original_mode, original_size = image.mode, image.size
         downscaled = _draft_jpeg(image, options.max_side)
         image.load()
@@ -211,8 +278,91 @@ def _decode(data: bytes, options: DecodeOptions, label: str) -> tuple[Image.Imag
         conversion=conversion,
         frames=frames,
         downscaled=downscaled,
+        frame=index,
+        stack=stack,
     )
     return rgb, info
+
+
+def _frame_index(frame: int | None, frames: int, stack: bool, label: str) -> int:
+    """The frame to decode: the one asked for, else the middle of a stack, else the first."""
+    if frame is None:
+        return frames // 2 if stack else 0
+    if not 0 <= frame < frames:
+        raise ImageDecodeError(label, f"has no frame {frame}: it has {frames}")
+    return frame
+
+
+def _decode_dicom(
+    data: bytes, options: DecodeOptions, label: str, frame: int | None
+) -> tuple[Image.Image, DecodeInfo]:
+    pixels, dicom = decode_dicom(
+        data, label, window=options.dicom_window, frame=frame, max_pixels=options.max_pixels
+    )
+    index = dicom.frames // 2 if frame is None else frame
+    return _from_array(pixels, options, dicom.frames, index, f"DICOM {dicom.photometric}", dicom)
+
+
+def _decode_tiff(
+    data: bytes, options: DecodeOptions, label: str, frame: int | None
+) -> tuple[Image.Image, DecodeInfo]:
+    raw, frames, index, mode = tiff_frame(data, label, frame, options.max_pixels)
+    pixels, scaled = _array_to_8_bits(raw)
+    return _from_array(pixels, options, frames, index, f"TIFF {mode}{scaled}", None)
+
+
+def _from_array(
+    pixels: np.ndarray,
+    options: DecodeOptions,
+    frames: int,
+    index: int,
+    mode: str,
+    dicom: DicomInfo | None,
+) -> tuple[Image.Image, DecodeInfo]:
+    """An 8-bit gray or RGB array decoded by pydicom or tifffile, as Pillow's images are."""
+    height, width = pixels.shape[:2]
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    downscaled = max(rgb.size) > options.max_side
+    if downscaled:
+        rgb.thumbnail((options.max_side, options.max_side), Image.Resampling.LANCZOS)
+    conversion = f"{mode}->RGB" if dicom is None else f"{mode}->RGB ({dicom.window})"
+    info = DecodeInfo(
+        original_mode=mode,
+        original_size=(int(width), int(height)),
+        rotated=False,
+        conversion=conversion,
+        frames=frames,
+        downscaled=downscaled,
+        frame=index,
+        dicom=dicom,
+        stack=True,
+    )
+    return rgb, info
+
+
+def _array_to_8_bits(raw: np.ndarray) -> tuple[np.ndarray, str]:
+    """tifffile's arrays by the rules Pillow's modes follow in `_to_rgb`: 16 bits /257,
+    0..1 floats x255, anything else min-max; (H, W) or (H, W, 3) uint8 out."""
+    if raw.ndim == 3 and raw.shape[2] == 4:
+        raw = raw[:, :, :3]  # TIFF extra samples: the colour without its alpha
+    if raw.dtype == np.uint8:
+        return raw, ""
+    if raw.dtype == np.bool_:
+        return raw.astype(np.uint8) * 255, " (1-bit)"
+    pixels = raw.astype(np.float64)
+    if np.issubdtype(raw.dtype, np.floating):
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=0.0, neginf=0.0)
+        if pixels.min() >= 0.0 and pixels.max() <= 1.0:
+            return _clip_8(pixels * 255.0), " (0..1 scaled)"
+        return _clip_8(_stretch(pixels)), " (min-max scaled)"
+    if pixels.min() >= 0 and pixels.max() <= 65535:
+        return _clip_8(pixels / 257.0), " (16-bit scaled)"
+    return _clip_8(_stretch(pixels)), " (min-max scaled)"
+
+
+def _clip_8(pixels: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
 def _normalise(

@@ -75,6 +75,9 @@ def split_dataset(
     if len(ds) < 2:
         raise DataError(f"cannot split {ds!r}: a split needs at least 2 items, it has {len(ds)}")
     n_test = _test_count(test_size, len(ds))
+    groups = ds.groups()
+    if len(set(groups)) < len(groups):
+        return _split_groups(ds, groups, n_test, seed, stratify)
     rng = np.random.default_rng(seed)
     if stratify:
         class_sizes = np.bincount(ds.labels, minlength=len(ds.classes))
@@ -88,6 +91,35 @@ def split_dataset(
         test_indices = rng.permutation(len(ds))[:n_test]
     in_test = np.zeros(len(ds), dtype=bool)
     in_test[test_indices] = True
+    return ds.subset(np.flatnonzero(~in_test)), ds.subset(np.flatnonzero(in_test))
+
+
+def _split_groups(
+    ds: ImageDataset, groups: list[str], n_test: int, seed: int, stratify: bool
+) -> tuple[ImageDataset, ImageDataset]:
+    """The split drawn over files, not frames: every frame of a stack lands on the side
+    its file does (a test frame next to its training neighbours would flatter the score).
+    ``n_test`` frames asked for become the share of files it is of all items."""
+    names = list(dict.fromkeys(groups))
+    member = {name: index for index, name in enumerate(names)}
+    of_item = np.array([member[name] for name in groups])
+    first = np.array([int(np.flatnonzero(of_item == g)[0]) for g in range(len(names))])
+    files = ds.subset(first)  # one item per file, labelled as the file
+    if len(files) < 2:
+        raise DataError(
+            f"cannot split {ds!r}: its {len(ds)} frames come from one file, and a file's "
+            "frames stay on one side of a split; add files"
+        )
+    share = min(max(round(n_test / len(ds) * len(files)), 1), len(files) - 1)
+    plain = ImageDataset(
+        classes=files.classes,
+        labels=files.labels,
+        sources=[f"{i}" for i in range(len(files))],
+        content_hashes=files.content_hashes(),
+        report=files.report,
+    )
+    _, test_files = split_dataset(plain, test_size=share, seed=seed, stratify=stratify)
+    in_test = np.isin(of_item, [int(test_files.source(i)) for i in range(len(test_files))])
     return ds.subset(np.flatnonzero(~in_test)), ds.subset(np.flatnonzero(in_test))
 
 
