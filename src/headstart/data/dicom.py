@@ -257,9 +257,11 @@ def _transfer_syntax(ds: Any, label: str) -> Any:
     named = f"transfer syntax {syntax.name} ({syntax}) {_TAGS['TransferSyntaxUID']}"
     if _VIDEO_OR_REFERENCED.match(str(syntax)):
         raise ImageDecodeError(label, f"{named} is video or referenced pixel data; not read")
+    if not syntax.is_transfer_syntax:
+        raise ImageDecodeError(label, f"{named} is not supported: not a transfer syntax known")
     if not syntax.is_compressed:
         return syntax
-    decoder = get_decoder(syntax) if syntax.is_transfer_syntax else None
+    decoder = get_decoder(syntax)
     if decoder is None:
         raise ImageDecodeError(label, f"{named} is not supported: no decoder for it exists")
     if not decoder.is_available:
