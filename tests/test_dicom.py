@@ -246,3 +246,14 @@ def load_folder_of(tmp_path: Path, names: list[str], **options):
     for name in names:
         shutil.copy(tmp_path / name, folder / name)
     return load_folder(folder.parent, options=DecodeOptions(**options))
+
+
+def test_the_window_rule_is_part_of_the_feature_cache_key():
+    from headstart.features.cache import model_key
+
+    backbone = create_backbone("test_efficientnet", weights="none", image_size=32)
+    keys = {
+        model_key(backbone, False, None, DecodeOptions(**options))
+        for options in ({}, {"dicom_window": "lung"}, {"dicom_window": "40,400"}, {"frames": "all"})
+    }
+    assert len(keys) == 4
