@@ -257,3 +257,25 @@ def test_the_window_rule_is_part_of_the_feature_cache_key():
         for options in ({}, {"dicom_window": "lung"}, {"dicom_window": "40,400"}, {"frames": "all"})
     }
     assert len(keys) == 4
+
+
+def test_damaged_dicom_bytes_give_an_image_or_a_reason_only(tmp_path):
+    """Truncations and flipped bytes anywhere in real files: an image, or ImageDecodeError."""
+    rng = np.random.default_rng(7)
+    names = ("CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle_2frame.dcm")
+    sources = [pydicom_file(name) for name in names]
+    outcomes = {"image": 0, "reason": 0}
+    for source in sources:
+        original = source.read_bytes()
+        for _ in range(40):
+            cut = int(rng.integers(1, len(original) + 1)) if rng.random() < 0.5 else None
+            data = bytearray(original[:cut])
+            for at in rng.integers(0, len(data), size=int(rng.integers(0, 6))):
+                data[at] = int(rng.integers(0, 256))
+            try:
+                image, _ = decode_image(bytes(data), name="x.dcm")
+                assert image.mode == "RGB"
+                outcomes["image"] += 1
+            except ImageDecodeError:
+                outcomes["reason"] += 1
+    assert outcomes["image"] > 0 and outcomes["reason"] > 0

@@ -174,7 +174,9 @@ def decode_dicom(
         return _decode(ds, label, window, frame, max_pixels)
     except ImageDecodeError:
         raise
-    except Exception as error:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError):
+        raise
+    except BaseException as error:  # Rust decoders panic (pyo3's PanicException) on bad data
         raise ImageDecodeError(label, _failure(error, ds)) from None
 
 
@@ -428,9 +430,13 @@ def _to_8_bits(values: np.ndarray, bits: int) -> np.ndarray:
     return np.rint(np.clip(values.astype(np.float64) / top, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _failure(error: Exception, ds: Any) -> str:
-    """A decoder's complaint, kept only after every identifying value in ``ds`` is removed."""
-    message = _scrub(" ".join(str(error).split()) or "no message", ds)[:300]
+def _failure(error: BaseException, ds: Any) -> str:
+    """A decoder's complaint, kept only after every identifying value in ``ds`` is removed
+    (or dropped whole when the damaged file cannot even be searched for them)."""
+    try:
+        message = _scrub(" ".join(str(error).split()) or "no message", ds)[:300]
+    except Exception:
+        message = "the damaged file's message is not shown"
     if "less than expected" in message or "truncated" in message.lower():
         return f"truncated pixel data {_PIXEL_DATA} ({message})"
     return f"cannot decode DICOM pixel data {_PIXEL_DATA} ({type(error).__name__}: {message})"
