@@ -114,6 +114,37 @@ def test_a_uniform_set_is_not_flagged(tmp_path) -> None:
     assert diagnosis.warnings == []
 
 
+def test_no_window_anywhere_is_one_warning_without_a_line_per_file(tmp_path) -> None:
+    root = tmp_path / "full-range"
+    for name, seed in (("a", 0), ("b", 50)):
+        for i in range(3):
+            write_dicom(root / name / f"{i}.dcm", ramp(32, 32, seed=seed + i), bits=16, signed=True)
+    window = finding(check_data(root), "dicom_window")
+    assert window.severity == "warning" and "6 with none (full range)" in window.summary
+    assert "few gray levels" in window.summary and window.details == () and window.count == 6
+
+
+def test_modalities_shared_and_sizes_of_each_image_own_are_no_shortcut(tmp_path) -> None:
+    """CT and MR in both classes: a warning, but no claim that modality separates them;
+    sizes that differ from image to image: information, not a shortcut."""
+    root = tmp_path / "shared"
+    for name, seed in (("a", 0), ("b", 50)):
+        for i, modality in enumerate(("CT", "MR", "CT", "MR")):
+            rows = 32 + seed // 10 + i  # a size of its own for every image
+            write_dicom(
+                root / name / f"{i}.dcm", ramp(rows, 33, seed=seed + i), modality=modality,
+                window=(40, 400),
+            )  # fmt: skip
+    diagnosis = check_data(root)
+    modality = finding(diagnosis, "dicom_modality")
+    assert modality.severity == "warning" and "alone" not in modality.summary
+    assert "different modalities" not in modality.summary
+    assert set(modality.details) == {"a: CT 2, MR 2", "b: CT 2, MR 2"}
+    size = finding(diagnosis, "dicom_size")
+    assert size.severity == "info" and "alone" not in size.summary and size.advice == ""
+    assert "8 sizes (rows x columns)" in size.summary
+
+
 def test_many_files_are_counted_per_rule_not_listed(tmp_path, capsys) -> None:
     """60 files, each with a window of its own: a handful of lines, not 60 conversions;
     a gray PNG beside them is still listed as converted."""
@@ -134,6 +165,7 @@ def test_many_files_are_counted_per_rule_not_listed(tmp_path, capsys) -> None:
     assert "converted to RGB by window in the file: 60 image(s)" in printed
     assert "1 image(s) converted to RGB: 1 L->RGB" in printed
     assert "60 distinct" not in printed and "and 57 more" in printed  # windows, in one line
+    assert "[info] windows of 60 gray DICOM image(s)" in printed  # differing: no warning
     assert printed.count(".dcm") <= 3
 
 

@@ -168,7 +168,11 @@ def _summary(facts: DicomFacts) -> Finding:
 
 
 def _windows(facts: DicomFacts) -> Finding | None:
-    """How the files' own windows went, when the rule was the file's (the default)."""
+    """How the files' own windows went, when the rule was the file's (the default).
+
+    A warning where files lack a window (the full range of 16 stored bits leaves soft
+    tissue a few gray levels) or where some have one and others not; windows that merely
+    differ (MR files are often windowed each on its own) are said, as information."""
     counts = {rule: facts.windows[rule] for rule in _FROM_THE_FILE}
     total = sum(counts.values())
     if total == 0:  # a window was chosen for every file (or all are colour)
@@ -180,51 +184,65 @@ def _windows(facts: DicomFacts) -> Finding | None:
     distinct = len(facts.file_windows)
     if distinct > 1:
         summary += f"; the files' windows differ ({_counted(facts.file_windows, 3)})"
-    details = [f"{source}: no window in the file" for source in facts.unwindowed]
-    mixed = distinct > 1 or sum(v > 0 for v in counts.values()) > 1
-    if mixed:
+    mixed = sum(count > 0 for count in counts.values()) > 1
+    if mixed or distinct > 1:
         summary += "; the same tissue can come out differently from file to file"
     if counts[NO_WINDOW]:
         summary += "; a full range can squeeze the tissue into a few gray levels"
-    uneven = mixed or counts[NO_WINDOW] > 0
+    # The files with none, unless that is all of them (the summary says so then).
+    details = [f"{source}: no window in the file" for source in facts.unwindowed]
+    details = details if counts[NO_WINDOW] < total else []
     return Finding(
         kind="dicom_window",
-        severity="warning" if uneven else "info",
+        severity="warning" if mixed or counts[NO_WINDOW] else "info",
         count=counts[NO_WINDOW] if details else total,  # details: the files with none
         summary=summary,
-        advice=_WINDOW_ADVICE if uneven else "",
+        advice=_WINDOW_ADVICE if mixed or counts[NO_WINDOW] or distinct > 1 else "",
         details=tuple(details[:MAX_DETAILS]),
     )
 
 
+def _separable(per_class: dict[str, Counter[str]]) -> bool:
+    """Whether knowing the value names the class, for every image, with values shared
+    by images (two at least on average): a shortcut a model learns, not a coincidence
+    of sizes that are each one image's own."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for name, counts in per_class.items():
+        for value in counts:
+            owners[value].add(name)
+    images = sum(sum(counts.values()) for counts in per_class.values())
+    return (
+        len(per_class) > 1
+        and len(owners) * 2 <= images
+        and all(len(classes) == 1 for classes in owners.values())
+    )
+
+
 def _mixed(facts: DicomFacts, fact: str) -> Finding | None:
-    """Several modalities (or sizes) in one set; a warning when the classes differ by it."""
+    """Several modalities (or sizes) in one set: a warning for modalities, and for sizes
+    where they tell the classes apart."""
     overall = facts.modalities if fact == "modality" else facts.sizes
     if len(overall) < 2:
         return None
     per_class = {name: counts[fact] for name, counts in facts.by_class.items()}
-    differ = len({frozenset(counts) for counts in per_class.values()}) > 1
-    owners = Counter(value for counts in per_class.values() for value in counts)
-    alone = len(per_class) > 1 and all(count == 1 for count in owners.values())
+    alone = _separable(per_class)
     what = "modalities" if fact == "modality" else "sizes (rows x columns)"
     summary = f"DICOM images of {len(overall)} {what}: {_counted(overall)}"
     if alone:
         summary += f"; each {fact} occurs in one class only: a model can tell the classes "
         summary += f"apart by {fact} alone, whatever the images show"
-    elif differ:
-        summary += f"; the classes differ in {what}"
+    elif fact == "modality" and len({frozenset(c) for c in per_class.values()}) > 1:
+        summary += "; the classes hold different modalities"
     if fact == "modality":
         advice = "train on one modality, or make sure every class holds each modality alike"
-        severity = "warning"
     else:
-        advice = "each image is resized to the backbone's input: different sizes mean "
-        advice += "different pixel spacing; check the classes were imaged alike"
-        severity = "warning" if differ else "info"
+        advice = "each image is resized to the backbone's input, so the same anatomy comes "
+        advice += "out at other scales; check the classes were imaged alike"
     return Finding(
         kind=f"dicom_{fact}",
-        severity=severity,
+        severity="warning" if alone or fact == "modality" else "info",
         count=len(per_class),  # classes, one line each
         summary=summary,
-        advice=advice if differ or fact == "modality" else "",
+        advice=advice if alone or fact == "modality" else "",
         details=tuple(f"{name}: {_counted(counts)}" for name, counts in per_class.items()),
     )
