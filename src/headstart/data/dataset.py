@@ -71,10 +71,12 @@ class LoadReport:
         ]
         if self.rotated:
             lines.append(f"Applied EXIF orientation to {len(self.rotated)} image(s).")
-        if self.converted:
-            kinds = Counter(self.converted.values())
+        # DICOM files are counted by window rule below, not by each file's own numbers.
+        converted = [how for path, how in self.converted.items() if path not in self.dicom]
+        if converted:
+            kinds = Counter(converted)
             described = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-            lines.append(f"Converted {len(self.converted)} image(s) to RGB: {described}.")
+            lines.append(f"Converted {len(converted)} image(s) to RGB: {described}.")
         if self.downscaled:
             lines.append(f"Downscaled {len(self.downscaled)} large image(s) while decoding.")
         if self.dicom:

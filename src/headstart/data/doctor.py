@@ -16,7 +16,11 @@ into findings a person can act on:
 - ``tiny``: images smaller than ``tiny_side`` pixels on a side, which are
   upscaled to the backbone's input and carry little detail;
 - ``converted``, ``rotated``, ``downscaled``, ``ignored``: what loading did
-  on its own, listed so that nothing about the data is decided silently.
+  on its own, listed so that nothing about the data is decided silently;
+- ``dicom``, ``dicom_window``, ``dicom_modality``, ``dicom_size``: for DICOM files,
+  their bits, photometric interpretations and windows (the conversions counted per
+  window rule, not listed per file), and modalities or sizes that differ, which a
+  model could separate the classes by (`dicom_findings`).
 
 :func:`diagnose` is pure: datasets in, a :class:`Diagnosis` out. Nothing is
 decoded again. :func:`check_data` loads a path the way ``load_images`` does
@@ -36,6 +40,7 @@ from headstart._internal.text import printable
 from headstart._internal.validation import invalid
 from headstart.data.dataset import ImageDataset, LoadReport
 from headstart.data.decode import DecodeOptions
+from headstart.data.dicom_findings import dicom_facts, dicom_findings
 from headstart.data.findings import (
     MAX_DETAILS,
     SEVERITIES,
@@ -69,6 +74,7 @@ class Diagnosis:
     images: dict[str, int]  # split name ("data", or "train" and "test") -> images loaded
     class_counts: dict[str, dict[str, int]]  # split -> class -> images
     findings: tuple[Finding, ...] = field(default_factory=tuple)
+    dicom: dict[str, Any] | None = None  # counts over the DICOM images; None: there are none
 
     def find(self, kind: str) -> Finding | None:
         """The finding of one kind, or None when the doctor found nothing of it."""
@@ -91,6 +97,7 @@ class Diagnosis:
             "class_counts": {split: dict(c) for split, c in self.class_counts.items()},
             "skipped": self.skipped,
             "findings": [finding.to_dict() for finding in self.findings],
+            "dicom": self.dicom,
         }
 
     def to_text(
@@ -171,6 +178,7 @@ def diagnose(
     _check_number("imbalance_ratio", imbalance_ratio, 1)
     splits = {"data": train} if test is None else {"train": train, "test": test}
     reports = _distinct_reports([ds.report for ds in splits.values()])
+    dicom = dicom_facts(splits)
     findings = [
         unreadable(reports),
         too_few_classes(train, "data" if test is None else "train"),
@@ -178,6 +186,7 @@ def diagnose(
         imbalance(train, imbalance_ratio, "data" if test is None else "train"),
         tiny(splits, tiny_side),
         *what_loading_did(reports),
+        *dicom_findings(dicom),
     ]
     order = {severity: rank for rank, severity in enumerate(SEVERITIES)}
     kept = sorted((f for f in findings if f is not None), key=lambda f: order[f.severity])
@@ -186,6 +195,7 @@ def diagnose(
         images={name: len(ds) for name, ds in splits.items()},
         class_counts={name: ds.class_counts() for name, ds in splits.items()},
         findings=tuple(kept),
+        dicom=dicom.to_dict() if dicom is not None else None,
     )
 
 

@@ -219,7 +219,13 @@ def _info(kind: str, summary: str, details: list[str]) -> Finding:
 
 
 def what_loading_did(reports: list[LoadReport]) -> list[Finding]:
-    converted = {path: how for report in reports for path, how in report.converted.items()}
+    # A DICOM file's conversion is said once per window rule by the `dicom` finding.
+    converted = {
+        path: how
+        for report in reports
+        for path, how in report.converted.items()
+        if path not in report.dicom
+    }
     rotated = sorted({path for report in reports for path in report.rotated})
     downscaled = sorted({path for report in reports for path in report.downscaled})
     ignored = sorted({path for report in reports for path in report.ignored})

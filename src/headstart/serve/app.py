@@ -5,7 +5,9 @@ with its own status: 413 for a body or an image count too large, 415 for a media
 type that is no image, 503 + ``Retry-After`` for a full queue, 504 for a model that
 did not answer in time. An image that cannot be decoded is never an HTTP error: its
 entry in the answer carries the decoder's reason, as the CLI's skip notes do. No
-value a client sends is ever used as a filesystem path.
+value a client sends is ever used as a filesystem path. A DICOM upload's answer carries
+the decoded picture (windowed, small, a PNG data URI: ``preview``), which a browser
+cannot draw from the file itself; ``preview=true`` asks for it for every image.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from headstart.errors import ConfigError, ImageDecodeError, respell
 from headstart.serve.batching import MicroBatcher, QueueFull
 from headstart.serve.limits import ServeLimits
 from headstart.serve.predictor import Predictor
+from headstart.serve.preview import preview_uri
 
 __all__ = ["ServerState", "check_bind", "create_app", "server_config"]
 
@@ -43,6 +46,7 @@ PAGE = Path(__file__).parent / "page"
 LOG = logging.getLogger("headstart.serve")
 _IMAGE_MEDIA_PREFIX = "image/"
 _RAW_MEDIA = "application/octet-stream"
+_DICOM_MEDIA = "application/dicom"  # RFC 3240's type for one DICOM file
 _MAX_NAME = 200  # characters of a client's file name echoed back (a label, never a path)
 
 
@@ -157,10 +161,15 @@ def create_app(
 
     @app.post("/v1/predict", tags=["model"], dependencies=[Depends(require_token)])
     async def predict(
-        request: Request, top_k: int = Query(3, ge=1, le=1000, description="classes per image")
+        request: Request,
+        top_k: int = Query(3, ge=1, le=1000, description="classes per image"),
+        preview: bool = Query(
+            False, description="a small PNG data URI of every decoded image (DICOM: always)"
+        ),
     ) -> dict[str, Any]:
         """Top classes of one or many images: multipart files in the field ``files``, or
-        one raw image as the body (``image/*`` or ``application/octet-stream``)."""
+        one raw image as the body (``image/*``, ``application/dicom`` or
+        ``application/octet-stream``)."""
         served = _served(state)
         items = await _uploaded_images(request, limits)
         # Decoding and the model share one deadline, from when the body has arrived.
@@ -175,10 +184,10 @@ def create_app(
             state.batcher.check_room(len(items))  # refused before decoding, when full
             with state.batcher.arriving() as arrival:  # a gathering batch waits for these
                 decoded = await asyncio.wait_for(
-                    asyncio.to_thread(_decode_all, items, options, words, deadline),
+                    asyncio.to_thread(_decode_all, items, options, words, deadline, preview),
                     max(deadline - time.monotonic(), 0.0),
                 )
-                images = [image for _, image, _ in decoded if image is not None]
+                images = [image for _, image, _, _ in decoded if image is not None]
                 if images:
                     future = state.batcher.submit(images, arrival)
         except QueueFull as exc:
@@ -204,11 +213,13 @@ def create_app(
                 ) from None
         rows = iter(proba)
         results = []
-        for name, image, reason in decoded:
+        for name, image, reason, shown in decoded:
             if image is None:
                 results.append({"name": name, "error": reason})
             else:
                 results.append({"name": name, **_top(next(rows), classes, top_k)})
+                if shown is not None:
+                    results[-1]["preview"] = shown
         return {"predictions": results}
 
     if training is not None:
@@ -279,13 +290,14 @@ async def _uploaded_images(request: Request, limits: ServeLimits) -> list[tuple[
             await form.close()
         if not items:
             raise HTTPException(400, "No images: send them as files in the form field 'files'.")
-    elif media.startswith(_IMAGE_MEDIA_PREFIX) or media == _RAW_MEDIA:
+    elif media.startswith(_IMAGE_MEDIA_PREFIX) or media in (_RAW_MEDIA, _DICOM_MEDIA):
         items = [("body", await request.body())]
     else:
         raise HTTPException(
             415,
             f"Unsupported media type {media or '(none)'!r}: send multipart/form-data with "
-            "files in the field 'files', or one image as image/* or application/octet-stream.",
+            "files in the field 'files', or one image as image/*, application/dicom or "
+            "application/octet-stream.",
         )
     if len(items) > limits.max_images:
         raise _too_many(limits)
@@ -301,18 +313,23 @@ def _decode_all(
     options: Any,
     words: Mapping[str, str] | None,
     deadline: float | None = None,
-) -> list[tuple[str, Image.Image | None, str | None]]:
+    preview: bool = False,
+) -> list[tuple[str, Image.Image | None, str | None, str | None]]:
     """Each upload decoded by headstart's own decoder, or the decoder's reason why not
-    (without the bytes it quotes). TimeoutError once ``deadline`` (monotonic) has passed:
+    (without the bytes it quotes), with its preview (`preview_uri`) for a DICOM file, or
+    for any image when ``preview``. TimeoutError once ``deadline`` (monotonic) has passed:
     a request's time is not spent decoding images nobody waits for any more."""
-    decoded: list[tuple[str, Image.Image | None, str | None]] = []
+    decoded: list[tuple[str, Image.Image | None, str | None, str | None]] = []
     for name, data in items:
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError
         try:
-            decoded.append((name, decode_image(data, options, name=name)[0], None))
+            image, info = decode_image(data, options, name=name)
         except ImageDecodeError as exc:
-            decoded.append((name, None, client_reason(respell(exc.reason, words))))
+            decoded.append((name, None, client_reason(respell(exc.reason, words)), None))
+            continue
+        shown = preview_uri(image) if preview or info.dicom is not None else None
+        decoded.append((name, image, None, shown))
     return decoded
 
 

@@ -61,6 +61,10 @@ async function loadModel() {
 
 // ------------------------------------------------------------------ predict
 
+// What a browser draws from the file itself; anything else (DICOM, TIFF, a file named
+// IM0001) is shown from the server's preview: the picture the model saw, windowed.
+const DRAWABLE = /^image\/(png|jpeg|gif|webp|bmp|avif|svg\+xml)$/;
+
 async function predict(files) {
   files = [...files];
   if (!files.length) return;
@@ -69,8 +73,9 @@ async function predict(files) {
   const form = new FormData();
   for (const file of files) form.append("files", file, file.name);
   const topK = Math.max(1, parseInt($("top-k").value, 10) || 3);
+  const preview = files.some((file) => !DRAWABLE.test(file.type)) ? "&preview=true" : "";
   try {
-    const response = await api(`/v1/predict?top_k=${topK}`, { method: "POST", body: form });
+    const response = await api(`/v1/predict?top_k=${topK}${preview}`, { method: "POST", body: form });
     if (!response.ok) {
       status.textContent = await detail(response);
       return;
@@ -89,9 +94,10 @@ async function predict(files) {
 function resultItem(entry, file) {
   const item = el("li", { className: entry.error ? "result bad" : "result" });
   item.dataset.name = entry.name;
-  if (!entry.error && file) {
-    const image = el("img", { src: URL.createObjectURL(file), alt: "" });
-    item.append(image);
+  // The server's preview where it sent one (always for DICOM), else the file itself.
+  const src = entry.preview || (file && DRAWABLE.test(file.type) ? URL.createObjectURL(file) : "");
+  if (!entry.error && src) {
+    item.append(el("img", { src, alt: "" }));
   }
   const text = el("div", {}, el("p", { className: "name", textContent: entry.name }));
   if (entry.error) {
