@@ -109,12 +109,12 @@ class DecodeOptions:
         # Lists are accepted for convenience; store a tuple so the options stay hashable.
         object.__setattr__(self, "background", tuple(int(c) for c in background))
         why = check_window(self.dicom_window)
-        if why is not None:
+        if why is not None:  # "" for a value of no recognisable form
             raise invalid(
                 "DecodeOptions",
                 "dicom_window",
                 "'file', 'none', a preset (lung, mediastinum, abdomen, liver, brain, bone) "
-                f"or 'CENTER,WIDTH' with WIDTH >= 1 ({why})",
+                "or 'CENTER,WIDTH' with WIDTH >= 1" + (f" ({why})" if why else ""),
                 self.dicom_window,
             )
         if self.frames not in FRAME_RULES:

@@ -139,7 +139,7 @@ def check_window(value: Any) -> str | None:
         return None
     parsed = _center_width(value)
     if parsed is None:
-        return "not file, none, a preset or CENTER,WIDTH"
+        return ""  # not a rule at all: the expected forms say it all
     if parsed[1] < 1:
         return f"width {parsed[1]:g} is below 1"
     return None
