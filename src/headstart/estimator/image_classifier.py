@@ -30,6 +30,7 @@ from headstart.backbones.weights import WeightsInfo
 from headstart.data.dataset import ImageDataset, TorchImageDataset
 from headstart.data.decode import DecodeOptions
 from headstart.errors import DataError, NotFittedError
+from headstart.estimator.explain import Explanation, explain_images
 from headstart.estimator.fitting import (
     MIN_PER_CLASS_FOR_HOLDOUT,
     carve_validation,
@@ -326,6 +327,20 @@ class ImageClassifier(PredictsFiles):
         keep = device.type == "cpu" and run is not model
         self._kept_inference = (model, key, run) if keep else None
         return run
+
+    def explain(
+        self,
+        images: ImageInput,
+        *,
+        classes: Sequence[str] | None = None,
+        batch_size: int = 16,
+        device: str = "auto",
+    ) -> list[Explanation]:
+        """Grad-CAM: where the model looks for ``classes`` (one name per image; None: its
+        top class) in each image, as ``Explanation`` objects whose ``heatmap`` has the
+        image's own aspect ratio (``headstart.estimator.explain`` says which map)."""
+        self._check_fitted()
+        return explain_images(self, images, classes=classes, batch_size=batch_size, device=device)
 
     def predict(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
         """Predicted class names."""

@@ -67,8 +67,16 @@ def grid_pool(feature_map: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.stack(cells, dim=2).flatten(1)
 
 
-def pooled_features(model: nn.Module, images: torch.Tensor, stages: dict[str, int | None]) -> dict:
-    """One batch -> {layer: (B, D) pooled features}."""
+def pooled_features(
+    model: nn.Module,
+    images: torch.Tensor,
+    stages: dict[str, int | None],
+    *,
+    keep: dict | None = None,
+) -> dict:
+    """One batch -> {layer: (B, D) pooled features}. ``keep``, if given, receives the maps
+    they were pooled from (stage index -> map, ``"final"`` -> the final output): Grad-CAM
+    reads the very maps a prediction used."""
     out: dict[str, torch.Tensor] = {}
     wanted = sorted({i for i in stages.values() if i is not None})
     if wanted:
@@ -78,7 +86,9 @@ def pooled_features(model: nn.Module, images: torch.Tensor, stages: dict[str, in
             if index is not None:
                 out[layer] = grid_pool(by_stage[index], split_layer(layer)[1])
     else:
-        final = model.forward_features(images)
+        final, by_stage = model.forward_features(images), {}
+    if keep is not None:
+        keep.update(by_stage, final=final)
     for layer, index in stages.items():
         if index is None:
             grid = split_layer(layer)[1]

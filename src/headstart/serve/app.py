@@ -13,6 +13,7 @@ cannot draw from the file itself; ``preview=true`` asks for it for every image.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hmac
 import ipaddress
@@ -166,11 +167,15 @@ def create_app(
         preview: bool = Query(
             False, description="a small PNG data URI of every decoded image (DICOM: always)"
         ),
+        explain: bool = Query(False, description="add each image's Grad-CAM heatmap"),
     ) -> dict[str, Any]:
         """Top classes of one or many images: multipart files in the field ``files``, or
         one raw image as the body (``image/*``, ``application/dicom`` or
-        ``application/octet-stream``)."""
+        ``application/octet-stream``). With ``explain``, each answer also holds
+        ``heatmap``: a PNG data URI of where the model looked for its top class."""
         served = _served(state)
+        if explain and not getattr(served, "can_explain", False):
+            raise HTTPException(400, "This model cannot explain its predictions; omit explain.")
         items = await _uploaded_images(request, limits)
         # Decoding and the model share one deadline, from when the body has arrived.
         deadline = time.monotonic() + limits.request_timeout_s
@@ -220,6 +225,8 @@ def create_app(
                 results.append({"name": name, **_top(next(rows), classes, top_k)})
                 if shown is not None:
                     results[-1]["preview"] = shown
+        if explain:
+            await _add_heatmaps(served, decoded, results, deadline, limits)
         return {"predictions": results}
 
     if training is not None:
@@ -243,6 +250,37 @@ def server_config(app: FastAPI, host: str, port: int, limits: ServeLimits, **opt
     return uvicorn.Config(
         app, host=host, port=port, limit_concurrency=limits.max_connections + 1, **options
     )
+
+
+async def _add_heatmaps(
+    served: Any, decoded: list, results: list[dict[str, Any]], deadline: float, limits: ServeLimits
+) -> None:
+    """Each predicted image's Grad-CAM heatmap for its top class, as ``heatmap`` (a PNG
+    data URI) in its answer; within the request's deadline, failures as for predictions."""
+    shown = [
+        (image, answer)
+        for (_, image, *_), answer in zip(decoded, results, strict=True)
+        if image is not None and "class" in answer
+    ]
+    if not shown:
+        return
+    images, classes = [image for image, _ in shown], [answer["class"] for _, answer in shown]
+    try:
+        pngs = await asyncio.wait_for(
+            asyncio.to_thread(served.explain, images, classes),
+            max(deadline - time.monotonic(), 0.001),
+        )
+    except TimeoutError:
+        raise HTTPException(
+            504, f"No heatmap from the model within {limits.request_timeout_s:g} s."
+        ) from None
+    except Exception:  # as for predictions: JSON, logged, the server lives
+        LOG.exception("explaining failed")
+        raise HTTPException(
+            500, "The model failed to explain this request's images; the server logged why."
+        ) from None
+    for (_, answer), png in zip(shown, pngs, strict=True):
+        answer["heatmap"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _served(state: ServerState) -> Predictor:

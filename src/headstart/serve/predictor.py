@@ -3,7 +3,9 @@ ONNX runtime plug in the same way (one adapter over their shared public API)."""
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -17,6 +19,7 @@ __all__ = ["RUNTIMES", "EstimatorPredictor", "Predictor", "load_predictor"]
 
 RUNTIMES = ("torch", "onnx")
 
+HEATMAP_SIDE = 384  # pixels, the longer edge of a heatmap the server sends
 # What /v1/model shows of a model's metadata (the rest, e.g. its history, stays home).
 _DESCRIBED = ("backbone", "strategy", "classes", "metrics", "preprocessing", "decode_options")
 
@@ -46,9 +49,33 @@ class EstimatorPredictor:
         self.classes = list(estimator.classes_)
         self.decode_options = estimator.decode_options_
         self._metadata = estimator.metadata()
+        # Grad-CAM runs beside the batcher's worker; one model, used by one thread at a time.
+        self._lock = threading.Lock()
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether ``explain`` works: a PyTorch model (an ONNX file has no gradients)."""
+        return hasattr(self.estimator, "explain")
 
     def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(list(images)), dtype=np.float32)
+        with self._lock:
+            return np.asarray(self.estimator.predict_proba(list(images)), dtype=np.float32)
+
+    def explain(self, images: Sequence[Image.Image], classes: Sequence[str]) -> list[bytes]:
+        """Per image, a PNG of its Grad-CAM heatmap for the class named beside it, over the
+        image (at most ``HEATMAP_SIDE`` pixels on its longer edge, its aspect kept)."""
+        if not self.can_explain:
+            raise ConfigError(f"A {self.runtime} model cannot explain its predictions.")
+        with self._lock:
+            explained = self.estimator.explain(list(images), classes=list(classes))
+        pngs = []
+        for item in explained:
+            picture = item.overlay()
+            picture.thumbnail((HEATMAP_SIDE, HEATMAP_SIDE))
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            pngs.append(buffer.getvalue())
+        return pngs
 
     def describe(self) -> dict[str, Any]:
         described = {name: self._metadata.get(name) for name in _DESCRIBED}
@@ -56,6 +83,7 @@ class EstimatorPredictor:
         # operator's folders are no business of a client's.
         described["metrics"] = _without_paths(described["metrics"])
         described["runtime"] = self.runtime
+        described["explain"] = self.can_explain
         return described
 
 

@@ -147,9 +147,14 @@ class EnsembleNetwork(nn.Module):
         return torch.cat(self.member_features(images), dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits_of(self.member_features(images))
+
+    def logits_of(self, member_features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The ensemble's logits from each member's pooled features (``member_features``),
+        so a caller that computed the features itself (Grad-CAM) combines them the same."""
         if self.combine == "concat":
-            return self.head(self.features(images))
-        inputs = self.member_inputs(images)
-        logits = [m(x).float() for m, x in zip(self.members, inputs, strict=True)]
+            return self.head(torch.cat(list(member_features), dim=1))
+        pairs = zip(self.members, member_features, strict=True)
+        logits = [m.head(f).float() for m, f in pairs]
         mean = torch.stack([torch.softmax(z, dim=1) for z in logits]).mean(0)
         return torch.log(mean.clamp_min(1e-30))  # softmax of this is the mean probability

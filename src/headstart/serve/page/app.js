@@ -47,6 +47,8 @@ async function loadModel() {
       info.textContent = await detail(response);
     } else {
       const model = await response.json();
+      $("explain-choice").hidden = !model.explain; // an ONNX model has no heatmaps
+      if (!model.explain) $("explain").checked = false;
       const accuracy = model.metrics && model.metrics.test && model.metrics.test.accuracy;
       info.textContent =
         `${model.strategy} on ${model.backbone}: ${model.classes.length} classes ` +
@@ -75,7 +77,9 @@ async function predict(files) {
   const topK = Math.max(1, parseInt($("top-k").value, 10) || 3);
   const preview = files.some((file) => !DRAWABLE.test(file.type)) ? "&preview=true" : "";
   try {
-    const response = await api(`/v1/predict?top_k=${topK}${preview}`, { method: "POST", body: form });
+    const explain = $("explain").checked ? "&explain=true" : "";
+    const query = `top_k=${topK}${preview}${explain}`;
+    const response = await api(`/v1/predict?${query}`, { method: "POST", body: form });
     if (!response.ok) {
       status.textContent = await detail(response);
       return;
@@ -98,6 +102,10 @@ function resultItem(entry, file) {
   const src = entry.preview || (file && DRAWABLE.test(file.type) ? URL.createObjectURL(file) : "");
   if (!entry.error && src) {
     item.append(el("img", { src, alt: "" }));
+  }
+  if (entry.heatmap && entry.heatmap.startsWith("data:image/png;base64,")) {
+    const alt = `Where the model looked for ${entry.class}`;
+    item.append(el("img", { className: "heatmap", src: entry.heatmap, alt, title: alt }));
   }
   const text = el("div", {}, el("p", { className: "name", textContent: entry.name }));
   if (entry.error) {
