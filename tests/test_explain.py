@@ -323,3 +323,72 @@ def test_the_api_returns_a_heatmap_when_asked(model_folder):
     with TestClient(create_app(GatedModel())) as client:  # a model that cannot explain
         refused = client.post("/v1/predict?explain=true", files=body)
         assert refused.status_code == 400 and "cannot explain" in refused.json()["detail"]
+
+
+def test_the_page_shows_a_heatmap_when_asked(model_folder, tmp_path):
+    """In Chromium: tick "Show where the model looked", pick an image, see its heatmap
+    beside the prediction. ``HEADSTART_EXPLAIN_SCREENSHOT=docs/explain-page.png`` keeps a
+    screenshot (``HEADSTART_EXPLAIN_MODEL``: a model folder to show instead)."""
+    import glob
+    import os
+    import shutil
+    import socket
+    import threading
+    import time
+
+    pytest.importorskip("fastapi")
+    if shutil.which("chromium") is None:
+        pytest.skip("no chromium: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import uvicorn
+
+    from headstart.serve import create_app, load_predictor
+
+    shown = os.environ.get("HEADSTART_EXPLAIN_MODEL") or model_folder
+    app = create_app(load_predictor(shown))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.02)
+    images = [("wide.png", _png(_wide_image(60, 30)))]
+    if os.environ.get("HEADSTART_EXPLAIN_IMAGES"):  # e.g. real photos for the screenshot
+        found = sorted(glob.glob(os.environ["HEADSTART_EXPLAIN_IMAGES"]))
+        images = [(Path(p).name, Path(p).read_bytes()) for p in found]
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=shutil.which("chromium"),
+                args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            )
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"http://127.0.0.1:{port}")
+            box = page.get_by_label("Show where the model looked", exact=False)
+            sync_api.expect(box).to_be_visible()
+            box.check()
+            page.set_input_files("#images", files=[
+                {"name": name, "mimeType": "image/png", "buffer": data} for name, data in images
+            ])  # fmt: skip
+            first = page.locator(f'#results li[data-name="{images[0][0]}"] img.heatmap')
+            sync_api.expect(first).to_be_visible()
+            src = first.get_attribute("src")
+            width, height = Image.open(io.BytesIO(images[0][1])).size
+            assert _decoded(src).size[0] * height == pytest.approx(
+                _decoded(src).size[1] * width, rel=0.05
+            )
+            shot = os.environ.get("HEADSTART_EXPLAIN_SCREENSHOT")
+            if shot:
+                page.wait_for_timeout(200)
+                page.screenshot(path=shot, full_page=True)
+            browser.close()
+            assert errors == [], errors
+    finally:
+        server.should_exit = True
+        thread.join(30)
