@@ -124,16 +124,19 @@ def test_heatmaps_keep_the_aspect_and_follow_the_class(backbone, strategy):
     assert red.overlay().size == (90, 30)
 
 
-def test_the_ensemble_explains_through_every_member():
+@pytest.mark.parametrize("combine", ["average", "concat"])
+def test_the_ensemble_explains_through_every_member(combine):
     members = [EnsembleMember("test_efficientnet", 96), EnsembleMember("test_resnet", 64)]
     config = get_strategy("feature-extraction").default_config().replace(fast=False)
     data = colour_data(per_class=4, size=24)
-    clf = fit_ensemble(data, members, combine="average", weights="none", config=config)
+    clf = fit_ensemble(data, members, combine=combine, weights="none", config=config)
     tall = _wide_image(40, 100)
     red, green = clf.explain([tall, tall], classes=["red", "green"])
     assert red.heatmap.shape == (100, 40) and red.layer == "final, final"
     assert not np.allclose(red.heatmap, green.heatmap, atol=1e-3)
-    assert red.probability == pytest.approx(clf.predict_proba([tall])[0][2], abs=1e-4)
+    assert red.probability == pytest.approx(
+        clf.predict_proba([tall])[0][clf.classes_.index("red")], abs=1e-4
+    )
 
 
 def test_explain_names_a_class_it_does_not_know():

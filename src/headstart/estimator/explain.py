@@ -52,7 +52,7 @@ __all__ = ["Explanation", "explain_images", "grad_cam", "in_frame", "overlay"]
 MAX_HEATMAP_SIDE = 1024  # a heatmap's longer edge at most (the image's aspect kept)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays and an image: compared by identity
 class Explanation:
     """Where the model looked for one class in one image."""
 

@@ -16,6 +16,7 @@ from headstart.errors import ConfigError
 __all__ = ["WrittenHeatmap", "check_explainable", "write_heatmaps"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CHUNK = 64  # images explained, then written, at a time
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,17 @@ def write_heatmaps(
     image with where ``clf`` looks for ``classes`` (one per image; None: its top class)
     laid over it. ``n`` keeps two images of the same name apart."""
     check_explainable(clf)
-    explained = clf.explain(list(images), classes=classes, batch_size=batch_size, device=device)
-    folder = Path(folder)
+    images, folder = list(images), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for number, item in enumerate(explained, start=1):
-        stem = _UNSAFE.sub("_", Path(item.source).stem)[:80] or "image"
-        path = folder / f"{number:04d}-{stem}.heatmap.png"
-        data = item.png()
-        atomic_write(path, lambda handle, data=data: handle.write(data))
-        written.append(WrittenHeatmap(item.source, item.target, item.probability, path))
+    written: list[WrittenHeatmap] = []
+    for start in range(0, len(images), _CHUNK):  # decoded images held a chunk at a time
+        wanted = None if classes is None else list(classes)[start : start + _CHUNK]
+        chunk = images[start : start + _CHUNK]
+        explained = clf.explain(chunk, classes=wanted, batch_size=batch_size, device=device)
+        for item in explained:
+            stem = _UNSAFE.sub("_", Path(item.source).stem)[:80] or "image"
+            path = folder / f"{len(written) + 1:04d}-{stem}.heatmap.png"
+            data = item.png()
+            atomic_write(path, lambda handle, data=data: handle.write(data))
+            written.append(WrittenHeatmap(item.source, item.target, item.probability, path))
     return written

@@ -218,8 +218,9 @@ def _card(found: Mistakes, dataset: ImageDataset, index: int, rank: int | None) 
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; }
-figure { margin: 0; padding: 8px; border: 1px solid #ddd; border-radius: 6px; width: 340px; }
-figure img { max-width: 160px; max-height: 160px; margin-right: 4px; vertical-align: top; }
+figure { margin: 0; padding: 8px; border: 1px solid #ddd; border-radius: 6px; width: 288px; }
+figure img { width: 128px; height: 128px; object-fit: contain; background: #111;
+  margin: 0 4px 4px 0; vertical-align: top; }
 .source { color: #666; font-size: 12px; word-break: break-all; }
 h2 { margin-top: 1.5em; }
 """
