@@ -5,6 +5,7 @@ both through ``headstart evaluate``/``predict`` and the server's API and page.""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -172,16 +173,18 @@ def _solid_folder(root: Path, labels: list[str]) -> list[Path]:
 
 
 def test_the_gallery_is_self_contained_and_sorted_by_loss(tmp_path):
-    labels = ["cat"] * 4 + ["dog"] * 4 + ["fox"] * 4
+    marked_up = "<img src=x onerror=alert(1)>"  # a class folder's name is data, not markup
+    labels = ["cat"] * 4 + ["dog"] * 4 + [marked_up] * 4
     _solid_folder(tmp_path / "data", labels)
     dataset = load_folder(tmp_path / "data")
     rng = np.random.default_rng(0)
     proba = rng.dirichlet(np.ones(3), size=len(dataset))
-    clf = _KnownScores(["cat", "dog", "fox"], proba)
+    clf = _KnownScores(list(dataset.classes), proba)
     found = find_mistakes(clf, dataset, top=5)
     page, data = write_gallery(found, dataset, tmp_path / "out")
     text = page.read_text()
     assert "default-src 'none'" in text and not re.search(r"(src|href)=\"(?!data:)", text)
+    assert marked_up not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
     truth = dataset.labels  # the model's classes are the dataset's, in the same order
     loss = -np.log(proba[np.arange(len(truth)), truth])
     wrong = [i for i in range(len(truth)) if proba[i].argmax() != truth[i]]
@@ -191,7 +194,8 @@ def test_the_gallery_is_self_contained_and_sorted_by_loss(tmp_path):
     assert [int(i) for i, _, _ in cards] == expected
     assert [float(v) for _, v, _ in cards] == sorted((float(v) for _, v, _ in cards), reverse=True)
     images = re.findall(r'<img class="image" alt="[^"]*" src="([^"]+)"', top)
-    for (index, _, source), uri in zip(cards, images, strict=True):
+    for (index, _, quoted), uri in zip(cards, images, strict=True):
+        source = html.unescape(quoted)
         original = Image.open(source).convert("RGB")
         assert source == dataset.source(int(index))
         assert _decoded(uri).size == original.size  # small files keep their size
@@ -317,9 +321,11 @@ def test_the_api_returns_a_heatmap_when_asked(model_folder):
         assert client.get("/v1/model", headers=auth).json()["explain"] is True
         plain = client.post("/v1/predict", files=body, headers=auth).json()["predictions"][0]
         assert "heatmap" not in plain
-        asked = client.post("/v1/predict?explain=true", files=body, headers=auth)
-        answer = asked.json()["predictions"][0]
+        broken = ("files", ("broken.jpg", b"<html>not an image</html>", "image/jpeg"))
+        asked = client.post("/v1/predict?explain=true", files=[*body, broken], headers=auth)
+        answer, unread = asked.json()["predictions"]
         assert answer["class"] == plain["class"] and _decoded(answer["heatmap"]).size == (60, 30)
+        assert "error" in unread and "heatmap" not in unread
         assert client.post("/v1/predict?explain=true", files=body).status_code == 401
         other = {**auth, "Origin": "http://elsewhere.example"}
         assert client.post("/v1/predict?explain=true", files=body, headers=other).status_code == 403
