@@ -85,8 +85,12 @@ def _member_maps(network: Classifier, images: torch.Tensor) -> tuple[torch.Tenso
     last = (getattr(body, "feature_info", None) or [{}])[-1]
     hook = None
     if None in stages.values() and "module" in last:
-        block = body.get_submodule(last["module"])
-        hook = block.register_forward_pre_hook(lambda _, args: tokens.append(args[0]))
+        try:
+            block = body.get_submodule(last["module"])
+        except AttributeError:  # a name timm's feature_info gives but the model lacks
+            block = None
+        if block is not None:
+            hook = block.register_forward_pre_hook(lambda _, args: tokens.append(args[0]))
     try:
         pooled = pooled_features(body, images, stages, keep=keep)
     finally:
