@@ -96,6 +96,7 @@ def pixels_of(path, card):
     prep, decode, rule = card["preprocessing"], card["decode_options"], card["input"]["dicom"]
     assert prep["crop_mode"] == "center", "this example does the 'center' crop only"
     assert prep["crop_pct"] <= 1, "this example crops; it does not pad"
+    assert prep["interpolation"] in FILTERS, "this example does bicubic, bilinear, lanczos"
     ds = pydicom.dcmread(path)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     stored = ds.pixel_array[frames // 2] if frames > 1 else ds.pixel_array  # middle frame
