@@ -5,7 +5,9 @@ Pixels are made as headstart made them in training, by the card's rule (card["in
 ["dicom"]): Modality LUT, the window of card["decode_options"]["dicom_window"],
 MONOCHROME1 inverted, rint to uint8; then the card's resize and centre crop, with
 Pillow's resampling written out in numpy (its fixed-point arithmetic included, so the
-pixels are Pillow's). Prints the top class and its probability, then every class's."""
+pixels are Pillow's; Pillow 13 runs some resizes of tall images shrunk on both axes
+vertical pass first, where this example's pixels can be 1 grey level off). Prints the
+top class and its probability, then every class's."""
 
 import json
 import math
@@ -75,12 +77,14 @@ def weights(size_in, size_out, name):
         low = max(int(center - support * filterscale + 0.5), 0)
         high = min(int(center + support * filterscale + 0.5), size_in)
         k = kernel((np.arange(low, high) - center + 0.5) * (1.0 / filterscale))
-        matrix[out, low:high] = k / k.sum() if k.sum() != 0 else k
+        total = np.cumsum(k)[-1] if len(k) else 0.0  # summed in order, as Pillow does
+        matrix[out, low:high] = k / total if total != 0 else k
     return np.trunc(matrix * (1 << 22) + np.where(matrix < 0, -0.5, 0.5))  # 22 bits
 
 
 def resize(gray, width, height, name):
-    """Pillow's Image.resize of an 8-bit image: horizontal pass, 8-bit rounding, vertical."""
+    """Pillow's Image.resize of an 8-bit image: horizontal pass, 8-bit rounding, vertical
+    (Pillow's documented order; Pillow 13 sometimes goes vertical first)."""
     for axis, size in ((1, width), (0, height)):
         if gray.shape[axis] != size:  # exact in float64: integers far below 2**53
             moved = np.moveaxis(gray, axis, -1)
