@@ -35,6 +35,7 @@ __all__ = [
     "DicomInfo",
     "check_window",
     "decode_dicom",
+    "describe_rule",
     "is_dicom",
 ]
 
@@ -154,6 +155,45 @@ def _center_width(text: str) -> tuple[float, float] | None:
     except ValueError:
         return None
     return (center, width) if math.isfinite(center) and math.isfinite(width) else None
+
+
+def describe_rule(window: str, frames: str = "middle") -> dict[str, Any]:
+    """How `decode_dicom` turns a grayscale file into pixels under the rule ``window``
+    (and which frames training read: ``frames``), in words and numbers a consumer
+    without headstart can follow (the ONNX card's ``input.dicom``). A preset or
+    ``CENTER,WIDTH`` carries its center and width, so a consumer needs no preset table."""
+    rule: dict[str, Any] = {"dicom_window": window, "frames": frames}
+    fixed = WINDOW_PRESETS.get(window) or (
+        _center_width(window) if window not in ("file", "none") else None
+    )
+    if fixed is not None:
+        rule["center"], rule["width"] = fixed
+        windowing = "LINEAR with the center and width above"
+    elif window == "file":
+        windowing = (
+            "the file's first WindowCenter/WindowWidth with its VOILUTFunction (LINEAR by "
+            "default, LINEAR_EXACT: clip((x - c) / w + 0.5, 0, 1), SIGMOID: "
+            "1 / (1 + exp(-4 (x - c) / w))); else its first VOI LUT Sequence item, divided "
+            "by 2**bits - 1 (LUTDescriptor[2]); else the full range of BitsStored "
+            "(signed when PixelRepresentation is 1) through the Modality LUT"
+        )
+    else:
+        windowing = (
+            "the full range of BitsStored (signed when PixelRepresentation is 1) through "
+            "the Modality LUT, (x - low) / (high - low)"
+        )
+    rule["steps"] = [
+        "stored values through the Modality LUT (RescaleSlope, RescaleIntercept or the "
+        "Modality LUT Sequence: pydicom.pixels.apply_modality_lut), as float64",
+        f"window onto 0..1: {windowing}",
+        "LINEAR is clip((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1); width 1 is x > c - 0.5",
+        "MONOCHROME1: 1 - value, so that high values are bright",
+        "uint8 = rint(clip(value, 0, 1) * 255), then gray to RGB (R = G = B)",
+        "a multi-frame file is predicted from its middle frame, NumberOfFrames // 2 "
+        f"(trained on {'every frame' if frames == 'all' else 'the middle frame'} of each file)",
+        "RGB, YBR and PALETTE COLOR files: colour scaled from BitsStored to 8 bits, no window",
+    ]
+    return rule
 
 
 def decode_dicom(

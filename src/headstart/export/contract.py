@@ -13,7 +13,10 @@ and normalises with the backbone's mean and std. Chosen over float32 NCHW becaus
 
 What stays outside the graph is the resize and crop, which depend on each image's own
 size: ``Preprocessing.resize_crop`` (Pillow only) does it as the PyTorch model did, and
-the card's ``preprocessing`` says how, for a consumer that has no headstart.
+the card's ``preprocessing`` says how, for a consumer that has no headstart. So does the
+decoding: ``decode_options`` holds the rules, and ``input.dicom`` spells out how a DICOM
+scan becomes pixels (Modality LUT, window, MONOCHROME1 inversion, rounding), as
+``docs/examples/dicom_consumer.py`` follows it with pydicom and numpy alone.
 """
 
 from __future__ import annotations

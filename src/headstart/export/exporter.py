@@ -26,6 +26,7 @@ from headstart._internal.atomic import atomic_write, atomic_write_files
 from headstart._internal.validation import invalid, positive_int
 from headstart._internal.version import __version__
 from headstart.data.dataset import ImageDataset
+from headstart.data.dicom import describe_rule
 from headstart.errors import DataError, ExportError, OutputError
 from headstart.export.contract import (
     CARD_FORMAT,
@@ -226,6 +227,12 @@ def model_card(meta: dict[str, Any], opset: int, source_hash: str | None = None)
             "colour": "RGB",
             "normalised_in_graph": "(pixel / 255 - mean) / std",
             "before": "resize and crop as 'preprocessing' says (Pillow resampling)",
+            # DICOM files become pixels by decode_options' window rule; written out so
+            # a consumer without headstart decodes a scan as training did.
+            "dicom": describe_rule(
+                meta["decode_options"].get("dicom_window", "file"),
+                meta["decode_options"].get("frames", "middle"),
+            ),
         },
         "outputs": {name: ["batch", len(meta["classes"])] for name in OUTPUT_NAMES},
         "classes": list(meta["classes"]),
