@@ -13,6 +13,7 @@ from headstart.cli.arguments import (
     add_max_pixels_argument,
     add_runtime_argument,
     add_strict_argument,
+    add_tta_argument,
     decode_options,
 )
 from headstart.cli.common import EXIT_ERROR, load_model
@@ -32,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_max_pixels_argument(parser)
     add_inference_arguments(parser)
     add_runtime_argument(parser)
+    add_tta_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -39,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
     clf, where = load_model(args)
     clf.decode_options_ = decode_options(args, clf.decode_options_)  # --max-pixels, if given
     predictions, skipped = clf.predict_files(
-        args.images, top_k=args.top_k, batch_size=args.batch_size, strict=args.strict, **where
-    )
+        args.images, top_k=args.top_k, batch_size=args.batch_size, strict=args.strict,
+        tta=args.tta, **where,
+    )  # fmt: skip
     if args.format == "json":
         payload = [p.to_dict() for p in predictions]
         payload += [{"image": s.path, "error": s.reason} for s in skipped]
