@@ -13,7 +13,8 @@ back to back in a rotating order, and the median ratio of those rounds is report
 
 Run: .venv/bin/python bench/bench_tta.py [--data fashion|sample] [--labels-per-class 100]
      [--strategies feature-extraction,fine-tune] [--test-images 0 (all)]
-     [--image-size 112] [--timing-images 500] [--timing-rounds 3] [--out FILE.json]
+     [--image-size 112] [--timing-images 500] [--timing-rounds 3] [--threads 1]
+     [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from headstart import ImageClassifier
 from headstart.data.idx import load_fashion_mnist, load_sample
@@ -99,7 +101,11 @@ def main() -> None:
     parser.add_argument("--timing-rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a shared CPU, two spin)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     train, test = load_fashion_mnist() if args.data == "fashion" else load_sample()
     train = sample_per_class(train, args.labels_per_class, seed=args.seed)
     if args.test_images:
