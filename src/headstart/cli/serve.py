@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from headstart._internal.validation import Interval, check_flag
-from headstart.cli.arguments import add_max_pixels_argument, add_model_arguments
+from headstart.cli.arguments import add_max_pixels_argument, add_model_arguments, add_tta_argument
 from headstart.errors import ConfigError
 
 # What `headstart serve` needs beyond headstart's own dependencies: import name -> package.
@@ -86,6 +86,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="open connections at once (64; beyond: 503)",
     )
     add_max_pixels_argument(limits)
+    add_tta_argument(parser, " for every prediction (--max-batch-size and --max-queued-images "
+                     "count its forward passes)")  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -129,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_queued_images=args.max_queued_images,
     )
-    predictor = load_predictor(args.model, args.runtime) if args.model is not None else None
+    predictor = None
+    if args.model is not None:
+        predictor = load_predictor(args.model, args.runtime, tta=args.tta)
     training = None
     if args.data is not None or args.model is None:
         from headstart.serve.training import TrainingJobs, TrainingSettings
@@ -140,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             backbone=args.backbone,
             weights=args.weights,
             image_size=args.image_size,
+            tta=args.tta,
         )
         training = TrainingJobs(settings, limits)
     # On this machine only, the Host must be one of its own names: a page of another site

@@ -40,12 +40,17 @@ from headstart.estimator.fitting import (
     run_key,
 )
 from headstart.estimator.model_files import META_FILE, ModelFiles, load_model, save_model
-from headstart.estimator.prediction import ImageList, proba_from_cached_features
+from headstart.estimator.prediction import (
+    ImageList,
+    proba_from_cached_features,
+    views_transforms,
+)
 from headstart.estimator.results import (
     PredictsFiles,
     check_finite_scores,
     labels_in_model_order,
 )
+from headstart.estimator.tta import average_views, check_tta, view_count
 from headstart.features.cache import FeatureCache
 from headstart.features.fastpath import (
     faithful_logits,
@@ -260,12 +265,22 @@ class ImageClassifier(PredictsFiles):
         return self._folder
 
     def _proba_of_images(
-        self, images: list[Image.Image], *, batch_size: int, device: str
+        self, images: list[Image.Image], *, batch_size: int, device: str, tta: str | None = None
     ) -> np.ndarray:
-        return self._proba(images, batch_size=batch_size, device=device)
+        return self._proba(images, batch_size=batch_size, device=device, tta=tta)
 
-    def _loader(self, images: ImageInput, batch_size: int, fast: bool) -> DataLoader:
-        transform, collate = inference_transforms(self.preprocessing_, fast)
+    def tta_views(self, tta: str | None = None) -> int:
+        """Forward passes per image that predicting with ``tta`` makes (1 without; see
+        ``headstart.estimator.tta``)."""
+        self._check_fitted()
+        return view_count(check_tta(f"{type(self).__name__}.predict_proba", tta),
+                          self.preprocessing_)  # fmt: skip
+
+    def _loader(self, images: ImageInput, batch_size: int, fast: bool, tta: str) -> DataLoader:
+        if view_count(tta, self.preprocessing_) > 1:
+            transform, collate = views_transforms(self.preprocessing_, tta)
+        else:
+            transform, collate = inference_transforms(self.preprocessing_, fast)
         if isinstance(images, ImageDataset):
             data: Dataset = TorchImageDataset(images, transform)
         elif isinstance(images, (str, os.PathLike, Image.Image)):
@@ -275,20 +290,34 @@ class ImageClassifier(PredictsFiles):
         return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
     def predict_proba(
-        self, images: ImageInput, *, batch_size: int = 64, device: str = "auto"
+        self,
+        images: ImageInput,
+        *,
+        batch_size: int = 64,
+        device: str = "auto",
+        tta: str | None = None,
     ) -> np.ndarray:
         """Class probabilities, shape (N, len(classes_)), columns in ``classes_`` order;
-        a WeightsError naming the images if any of their scores is not finite."""
-        proba = self._proba(images, batch_size=batch_size, device=device)
+        a WeightsError naming the images if any of their scores is not finite.
+        ``tta``: test-time augmentation, one of ``tta.TTA_MODES`` ("none", "flip",
+        "flip+crops"; None: ``tta.DEFAULT_TTA``): the mean of the probabilities of each
+        image's views (``batch_size`` counts images; a pass runs their views)."""
+        proba = self._proba(images, batch_size=batch_size, device=device, tta=tta)
         return check_finite_scores(proba, images, self._folder)
 
-    def _proba(self, images: ImageInput, *, batch_size: int, device: str) -> np.ndarray:
+    def _proba(
+        self, images: ImageInput, *, batch_size: int, device: str, tta: str | None = None
+    ) -> np.ndarray:
         self._check_fitted()
-        positive_int("ImageClassifier.predict_proba", "batch_size", batch_size)
+        owner = "ImageClassifier.predict_proba"
+        positive_int(owner, "batch_size", batch_size)
+        tta = check_tta(owner, tta)
+        views = view_count(tta, self.preprocessing_)
         # The device of this machine, not the one the model was trained on: a model
         # trained on a GPU must still predict on a laptop.
-        device = select_device(device, owner="ImageClassifier.predict_proba")
-        if isinstance(images, ImageDataset) and len(images) and self._features_cached():
+        device = select_device(device, owner=owner)
+        cached = views == 1 and self._features_cached()  # views are never cached
+        if isinstance(images, ImageDataset) and len(images) and cached:
             return proba_from_cached_features(self, images, batch_size=batch_size, device=device)
         fast = self.config_.fast
         model = self.model_.to(device).eval()
@@ -298,11 +327,11 @@ class ImageClassifier(PredictsFiles):
             fast_path = fast and fast_path_available(device)
             layout = torch.channels_last if fast_path else torch.contiguous_format
             with torch.inference_mode(), numerics(run, device, fast):
-                for batch, _ in self._loader(images, batch_size, fast):
+                for batch, _ in self._loader(images, batch_size, fast, tta):
                     logits = run(batch.to(device).contiguous(memory_format=layout)).float()
                     if fast_path:  # the model's own order, not bf16's: close rows in fp32
                         logits = faithful_logits(logits, batch.to(device), model, run)
-                    chunks.append(torch.softmax(logits, dim=1).cpu().numpy())
+                    chunks.append(average_views(torch.softmax(logits, dim=1).cpu().numpy(), views))
         finally:  # the fitted model goes back as it came: on the CPU, contiguous
             self.model_.to(memory_format=torch.contiguous_format).cpu()
         if not chunks:
@@ -342,23 +371,41 @@ class ImageClassifier(PredictsFiles):
         self._check_fitted()
         return explain_images(self, images, classes=classes, batch_size=batch_size, device=device)
 
-    def predict(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
+    def predict(
+        self, images: ImageInput, *, batch_size: int = 64, tta: str | None = None
+    ) -> np.ndarray:
         """Predicted class names."""
-        proba = self.predict_proba(images, batch_size=batch_size)
+        proba = self.predict_proba(images, batch_size=batch_size, tta=tta)
         return np.asarray(self.classes_, dtype=object)[proba.argmax(1)]
 
-    def score(self, dataset: ImageDataset, *, batch_size: int = 64, device: str = "auto") -> float:
+    def score(
+        self,
+        dataset: ImageDataset,
+        *,
+        batch_size: int = 64,
+        device: str = "auto",
+        tta: str | None = None,
+    ) -> float:
         """Accuracy on a labelled dataset."""
-        return float(self.evaluate(dataset, batch_size=batch_size, device=device)["accuracy"])
+        metrics = self.evaluate(dataset, batch_size=batch_size, device=device, tta=tta)
+        return float(metrics["accuracy"])
 
     def evaluate(
-        self, dataset: ImageDataset, *, batch_size: int = 64, device: str = "auto"
+        self,
+        dataset: ImageDataset,
+        *,
+        batch_size: int = 64,
+        device: str = "auto",
+        tta: str | None = None,
     ) -> dict[str, Any]:
-        """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix."""
+        """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix;
+        ``tta`` and ``tta_views`` say how it predicted (see ``predict_proba``)."""
         self._check_fitted()
+        tta = check_tta("ImageClassifier.evaluate", tta)
         truth = labels_in_model_order(dataset, self.classes_)
-        predicted = self.predict_proba(dataset, batch_size=batch_size, device=device).argmax(1)
-        return classification_metrics(truth, predicted, self.classes_)
+        proba = self.predict_proba(dataset, batch_size=batch_size, device=device, tta=tta)
+        metrics = classification_metrics(truth, proba.argmax(1), self.classes_)
+        return {**metrics, "tta": tta, "tta_views": view_count(tta, self.preprocessing_)}
 
     # ---------------------------------------------------------------- save/load
 

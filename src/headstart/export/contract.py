@@ -33,6 +33,7 @@ from headstart._internal.files import DESCRIPTION_MAX_BYTES, FileRefused, read_c
 from headstart._internal.validation import IMAGE_SIZE_RANGE, image_size_fits
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import DataError
+from headstart.estimator.tta import TTA_MODES
 
 __all__ = [
     "CARD_FORMAT",
@@ -135,6 +136,8 @@ def check_card(card: dict[str, Any], source: str | os.PathLike[str]) -> None:
     crop = pre.get("crop_pct")
     if not _finite(crop) or not 0 < crop <= 10:
         raise bad("preprocessing.crop_pct", "a number in (0, 10]", crop)
+    if "tta" in card and card["tta"] not in TTA_MODES:
+        raise bad("tta", f"one of {TTA_MODES}", card["tta"])
 
 
 def check_output_width(shape: Any, card: dict[str, Any], source: str | os.PathLike[str]) -> None:

@@ -50,6 +50,7 @@ class TrainingSettings:
     image_size: int | None = None
     max_epochs: int = 50
     test_size: float = 0.25
+    tta: str | None = None  # test-time augmentation the trained model is served with
 
 
 class TrainingJob:
@@ -187,7 +188,8 @@ class TrainingJobs:
             cache_dir=cache,
             out=job.folder / "model",
         ).run(callback)
-        on_model(EstimatorPredictor(result.classifier, source=str(result.folder)))
+        on_model(EstimatorPredictor(result.classifier, source=str(result.folder),
+                                    tta=settings.tta))  # fmt: skip
         job.emit("model", classes=list(result.classifier.classes_),
                  test_accuracy=result.metrics["accuracy"])  # fmt: skip
         strategies = tuple(dict.fromkeys((BASELINE, job.strategy)))
