@@ -81,6 +81,7 @@ def suggest(
     check_int("suggest", "seed", seed, low=0)
     if progress is not None and not callable(progress):
         raise invalid("suggest", "progress", "a callable (stage, done, total) or None", progress)
+    _check_pool_path(unlabelled)  # before the labelled side is read: the quick check first
     origin = _resolve_source(source, backbone, weights, image_size)
     pool, notes = _distinct_pool(_open_pool(unlabelled, origin.options), origin.known)
     if not len(pool):
@@ -311,12 +312,15 @@ def _open_pool(unlabelled: Any, options: Any) -> ImageDataset:
     path = Path(unlabelled)
     if path.is_file() and path.suffix.lower() == ".csv":
         return load_csv(path, **kwargs)
-    if not path.exists():
+    return load_unlabelled(path, **kwargs)
+
+
+def _check_pool_path(unlabelled: Any) -> None:
+    if isinstance(unlabelled, str | os.PathLike) and not Path(unlabelled).exists():
         raise DataError(
-            f"The pool of unlabelled images {path} does not exist.",
+            f"The pool of unlabelled images {unlabelled} does not exist.",
             hint="Give {unlabelled} a folder of images (searched recursively) or a CSV.",
         )
-    return load_unlabelled(path, **kwargs)
 
 
 def _distinct_pool(pool: ImageDataset, known: set[str]) -> tuple[ImageDataset, list[str]]:
