@@ -17,7 +17,7 @@ _EXPORTS = {
     "build_report": "headstart.evaluation.report",
     "Suggestion": "headstart.active.suggestions",
     "SuggestionList": "headstart.active.suggestions",
-    "suggest": "headstart.active.suggest",
+    "suggest": "headstart.active.suggesting",
     "TrainConfig": "headstart.train.config",
     "LinearProbe": "headstart.train.probe",
     "fit_linear_probe": "headstart.train.probe",

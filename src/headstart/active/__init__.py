@@ -10,7 +10,7 @@ from headstart._internal.lazy import lazy_exports
 _EXPORTS = {
     "Suggestion": ".suggestions",
     "SuggestionList": ".suggestions",
-    "suggest": ".suggest",
+    "suggest": ".suggesting",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

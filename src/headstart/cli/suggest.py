@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from headstart.active.suggest import suggest
+    from headstart.active.suggesting import suggest
 
     check_runtime(args.device, args.batch_size)
     found = suggest(
