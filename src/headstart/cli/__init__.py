@@ -28,6 +28,7 @@ from headstart.cli import (
     predict,
     rank,
     serve,
+    suggest,
     train,
 )
 from headstart.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, cli_words
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parser(sub)
     rank.add_parser(sub)
     serve.add_parser(sub)
+    suggest.add_parser(sub)
     for command in sub.choices.values():  # its flags word the library's errors
         command.set_defaults(command_parser=command)
     return parser
