@@ -19,7 +19,6 @@ __all__ = ["Timer", "fit_estimate", "format_seconds"]
 
 TIMED_IMAGES = 32  # images per timed extraction pass, one batch (after a warm-up of 2)
 PROBE_SHARE = 0.15  # fitting probes and cross-validating on the features: + this share
-STEP_IMAGES = 8  # images in the timed optimisation step
 # An ensemble's test pass (its joined network over the test images) took 1.9x its
 # members' timed extraction in bench/bench_budget.py (the sample, 2m: 60.9 s against
 # 31.7 s estimated); until that path is as fast, its estimate is scaled by this.
@@ -38,14 +37,14 @@ def format_seconds(seconds: float) -> str:
 
 @dataclass
 class Timer:
-    """Measured seconds per image (extraction) and per image-step (fine-tuning), for each
-    (backbone, size, layers) timed once and reused."""
+    """Measured seconds per image (extraction) and per optimisation step (fine-tuning),
+    for each (backbone, size, layers) timed once and reused."""
 
     train: ImageDataset
     weights: str
     device: str
     per_image: dict[tuple, float] = field(default_factory=dict)
-    per_step_image: dict[tuple, float] = field(default_factory=dict)
+    per_step: dict[tuple, float] = field(default_factory=dict)
     natives: dict[str, int] = field(default_factory=dict)
 
     def native(self, backbone: str) -> int:
@@ -73,22 +72,24 @@ class Timer:
             self.per_image[key] = (time.perf_counter() - started) / n
         return self.per_image[key]
 
-    def training_step(self, backbone: str, size: int) -> float:
-        """Seconds per image of one forward and backward pass through ``backbone`` at
-        ``size`` (random pixels: the arithmetic is the same), timed."""
-        key = (backbone, size)
-        if key not in self.per_step_image:
+    def training_step(self, backbone: str, size: int, batch: int) -> float:
+        """Seconds of one optimisation step (forward and backward) of ``batch`` images
+        through ``backbone`` at ``size``, timed after a warm-up step of the same shape
+        (random pixels: the arithmetic is the same; a smaller batch is not a guide on a
+        CPU, where a step's fixed cost dominates)."""
+        key = (backbone, size, batch)
+        if key not in self.per_step:
             import torch
 
             from headstart.backbones.registry import create_backbone
 
             model = create_backbone(backbone, self.weights, image_size=size).model.train()
-            inputs = torch.randn(STEP_IMAGES, 3, size, size)
-            model(inputs[:2]).float().sum().backward()  # warm-up
+            inputs = torch.randn(batch, 3, size, size)
+            model(inputs).float().sum().backward()  # warm-up
             started = time.perf_counter()
             model(inputs).float().sum().backward()
-            self.per_step_image[key] = (time.perf_counter() - started) / STEP_IMAGES
-        return self.per_step_image[key]
+            self.per_step[key] = time.perf_counter() - started
+        return self.per_step[key]
 
 
 def extraction_seconds(timer: Timer, member: tuple, images: int) -> tuple[float, str]:
@@ -110,20 +111,25 @@ def fit_estimate(
         if config.lp_ft:
             seconds, basis = extraction_seconds(timer, (backbone, size, layers), n - held)
             steps["linear probe"] = (seconds * (1 + PROBE_SHARE), basis)
-        step = timer.training_step(backbone, size)
+        step = timer.training_step(backbone, size, min(config.batch_size, n - held))
+        batches = -(-(n - held) // config.batch_size)
         forward = timer.extraction(backbone, size, ("final",))
-        epoch = (n - held) * step + held * forward
+        epoch = batches * step + held * forward
         steps["fine-tune"] = (
             config.epochs * epoch,
-            f"{config.epochs} epochs x ({n - held} images x {step * 1000:.0f} ms a training "
-            f"step + {held} validation images), {backbone} {size} px, one step timed",
+            f"{config.epochs} epochs x ({batches} steps x {step:.2f}s + {held} validation "
+            f"images), {backbone} {size} px, one step timed",
         )
     elif strategy in ("feature-extraction", "semi-supervised"):
         seconds, basis = extraction_seconds(timer, (backbone, size, layers), n)
         steps["extraction"] = (seconds * (1 + PROBE_SHARE), basis + f", + {PROBE_SHARE:.0%} probe")
     else:  # scratch: every epoch a training pass, no pretrained features
-        step = timer.training_step(backbone, size)
-        steps["training"] = (config.epochs * n * step, f"{config.epochs} epochs x {n} images")
+        step = timer.training_step(backbone, size, min(config.batch_size, n))
+        batches = -(-n // config.batch_size)
+        steps["training"] = (
+            config.epochs * batches * step,
+            f"{config.epochs} epochs x {batches} steps x {step:.2f}s, one step timed",
+        )
     seconds, basis = extraction_seconds(timer, (backbone, size, ("final",)), n_test)
     steps["test pass"] = (seconds, basis)
     return steps
