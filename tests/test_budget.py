@@ -87,8 +87,10 @@ def test_budget_strings_in_seconds_minutes_and_hours():
 def test_a_budget_too_small_for_anything_names_the_smallest_option(data, tmp_path):
     job = TrainingJob(data, backbone="test_efficientnet", weights="none",
                       config={"image_size": 32}, budget=0.001, out=tmp_path / "m")  # fmt: skip
+    notes = Notes()
     with pytest.raises(ConfigError) as raised:
-        job.run()
+        job.run(notes)
+    assert [x.split()[-1] for x in notes.lines if x.startswith("  ")] == ["too long"] * 3
     text = str(raised.value)
     assert "too small for any option here: the smallest, feature extraction " in text
     assert "(test_efficientnet 32 px), is estimated at" in text and "on this machine" in text

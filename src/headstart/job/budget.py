@@ -142,10 +142,19 @@ def plan_options(job: Any, config: Any, timer: Timer, n_test: int, per_class: in
 
 
 def choose(options: list, budget: float, spent: float, callback: Callback) -> BudgetOption:
-    """The first option (most accurate expected) that fits what is left; the plan said."""
+    """The first option (most accurate expected) that fits what is left; the plan, each
+    option with its estimate, said first (also when none fits)."""
     left = budget - spent
     fits = [o for o in options if o.seconds <= left * SAFETY]
-    if not fits:
+    winner = fits[0] if fits else None
+    callback.on_note(
+        f"budget {format_seconds(budget)} ({format_seconds(left)} left after loading and "
+        "timing); the options, most accurate expected first (docs/BENCHMARKS.md 3, 9c):"
+    )
+    for option in options:
+        mark = "chosen" if option is winner else ("fits" if option in fits else "too long")
+        callback.on_note(f"  {_label(option):52} ~{format_seconds(option.seconds):>8}  {mark}")
+    if winner is None:
         smallest = min(options, key=lambda o: o.seconds)
         raise ConfigError(
             f"{{budget}} {format_seconds(budget)} is too small for any option here: the "
@@ -154,18 +163,10 @@ def choose(options: list, budget: float, spent: float, callback: Callback) -> Bu
             f"{{budget}} at least {format_seconds((smallest.seconds / SAFETY + spent) * 1.05)}.",
             names_in_message=True,
         )
-    winner = fits[0]
-    callback.on_note(
-        f"budget {format_seconds(budget)} ({format_seconds(left)} left after loading and "
-        "timing); the options, most accurate expected first (docs/BENCHMARKS.md 3, 9c):"
-    )
-    for option in options:
-        mark = "chosen" if option is winner else ("fits" if option in fits else "too long")
-        callback.on_note(f"  {_label(option):52} ~{format_seconds(option.seconds):>8}  {mark}")
-    above = [o for o in options[: options.index(winner)]]
+    above = options.index(winner)
     why = (
-        f"the most accurate expected; {len(above)} above it do not fit in "
-        f"{SAFETY:.0%} of what is left"
+        f"the most accurate expected of those that fit; the {above} above it are expected "
+        f"more accurate but do not fit in {SAFETY:.0%} of what is left"
         if above
         else "the most accurate expected, and it fits"
     )
