@@ -58,6 +58,11 @@ class PrintingCallback(Callback):
     def on_progress(self, label: str, done: int, total: int) -> None:
         self._show(label, done, total, "images")  # the library's long work: extraction
 
+    def on_estimate(self, step: str, seconds: float, basis: str) -> None:
+        from headstart.job.estimates import format_seconds
+
+        print(f"estimate: {step} ~{format_seconds(seconds)} on this machine ({basis})", flush=True)
+
     def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
         self._show(f"epoch {epoch}", step, steps, "steps")
 

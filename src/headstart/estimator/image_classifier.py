@@ -431,6 +431,7 @@ class ImageClassifier(PredictsFiles):
             "history": self.history_,
             "fit_seconds": self.fit_seconds_,
             "metrics": self.metrics_,
+            **({"budget": self.budget_} if getattr(self, "budget_", None) else {}),
         }
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
