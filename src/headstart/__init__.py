@@ -15,6 +15,8 @@ _EXPORTS = {
     "CompareSettings": "headstart.evaluation.comparison",
     "compare": "headstart.evaluation.comparison",
     "build_report": "headstart.evaluation.report",
+    "LabelIssues": "headstart.evaluation.label_issues",
+    "find_label_issues": "headstart.evaluation.label_issues",
     "TrainConfig": "headstart.train.config",
     "LinearProbe": "headstart.train.probe",
     "fit_linear_probe": "headstart.train.probe",
