@@ -63,9 +63,12 @@ RANKINGS = ("self_confidence", "normalized_margin")
 ISSUE_CONSTRAINTS: Constraints = {
     "folds": Interval(int, 2, 20, closed="both"),
     "rank_by": Options(RANKINGS),
-    "duplicate_similarity": (Finite(), Interval(numbers.Real, 0.5, 1.0, closed="both")),
-    "outlier_similarity": (Finite(), Interval(numbers.Real, -1.0, 1.0, closed="both")),
-    "probe_l2": (Finite(), Interval(numbers.Real, 0.0, None)),
+    "duplicate_similarity": (
+        Finite(),
+        Interval(numbers.Real, 0.5, 1.0, closed="both", finite=True),
+    ),
+    "outlier_similarity": (Finite(), Interval(numbers.Real, -1.0, 1.0, closed="both", finite=True)),
+    "probe_l2": (Finite(), Interval(numbers.Real, 0.0, None, finite=True)),
     "passes": Interval(int, 1, 5, closed="both"),
 }
 
