@@ -17,6 +17,7 @@ from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions
 from headstart.estimator.results import check_image_inputs, image_input
 from headstart.features.cache import FeatureCache, cached_features
+from headstart.strategies.common import repeats_note
 from headstart.train.callbacks import Callback
 
 __all__ = ["ImageList", "proba_from_cached_features"]
@@ -31,6 +32,9 @@ def proba_from_cached_features(
     seen; the head then sees exactly the kind of features it was trained on."""
     callback = clf.callback or Callback()
     backbone = Backbone(clf.backbone, clf.model_.body, clf.preprocessing_, clf.weights_info_)
+    said = repeats_note(dataset)
+    if said is not None:
+        callback.on_stage("features", said)
     try:
         found, _ = cached_features(
             backbone,
