@@ -81,7 +81,7 @@ class FineTune(Strategy):
             stages,
             notes,
         )
-        ctx.announce(plan)
+        ctx.callback.on_plan(plan)
         history: list[EpochRecord] = []
         if config.lp_ft:
             history += fit_head_on_features(ctx, model)
