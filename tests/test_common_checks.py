@@ -203,7 +203,7 @@ def check_predict_files_skips_a_bad_or_missing_file_with_its_reason(case: Case) 
 def check_predict_files_is_the_one_shared_interface(case: Case) -> None:
     assert type(case.clf).predict_files is PredictsFiles.predict_files
     assert list(inspect.signature(case.clf.predict_files).parameters) == [
-        "paths", "top_k", "chunk_size", "batch_size", "device", "strict",
+        "paths", "top_k", "chunk_size", "batch_size", "device", "strict", "tta",
     ]  # fmt: skip
 
 

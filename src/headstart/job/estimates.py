@@ -35,6 +35,11 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+# A timed pass needs the architecture, not its learned values: random weights time the
+# same, and never reach for the hub (a scratch run has no pretrained weights to load).
+_TIMING_WEIGHTS = "none"
+
+
 @dataclass
 class Timer:
     """Measured seconds per image (extraction) and per optimisation step (fine-tuning),
@@ -51,7 +56,7 @@ class Timer:
         if backbone not in self.natives:
             from headstart.backbones.registry import create_backbone
 
-            model = create_backbone(backbone, self.weights)
+            model = create_backbone(backbone, _TIMING_WEIGHTS)
             self.natives[backbone] = model.preprocessing.input_size[1]
         return self.natives[backbone]
 
@@ -62,7 +67,7 @@ class Timer:
             from headstart.backbones.registry import create_backbone
             from headstart.features.extract import extract_features
 
-            model = create_backbone(backbone, self.weights, image_size=size)
+            model = create_backbone(backbone, _TIMING_WEIGHTS, image_size=size)
             n = min(TIMED_IMAGES, len(self.train))
             run = {"layers": layers, "device": self.device, "batch_size": n}
             extract_features(model, self.train.subset([0]), **run)  # warm-up
@@ -90,7 +95,7 @@ class Timer:
 
             from headstart.backbones.registry import create_backbone
 
-            model = create_backbone(backbone, self.weights, image_size=size).model.train()
+            model = create_backbone(backbone, _TIMING_WEIGHTS, image_size=size).model.train()
             inputs = torch.randn(batch, 3, size, size)
             model(inputs).float().sum().backward()  # warm-up
             started = time.perf_counter()
