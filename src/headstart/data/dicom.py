@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from headstart.data.bounds import too_many_pixels
+from headstart.data.dicom_privacy import IDENTIFYING_KEYWORDS, scrub
 from headstart.errors import ImageDecodeError
 
 __all__ = [
@@ -72,32 +74,6 @@ _TAGS = {
     "TransferSyntaxUID": "(0002,0010)",
 }
 
-#: Attributes of the DICOM basic de-identification profile (PS3.15 table E.1-1) that
-#: name or point to a person, an institution, a device or a visit. headstart never reads
-#: them; their values are only looked up to scrub them from third-party messages.
-IDENTIFYING_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientSex",
-    "PatientAge", "PatientSize", "PatientWeight", "PatientAddress",
-    "PatientTelephoneNumbers", "PatientMotherBirthName", "PatientBirthName",
-    "OtherPatientIDs", "OtherPatientNames", "IssuerOfPatientID", "MedicalRecordLocator",
-    "EthnicGroup", "Occupation", "MilitaryRank", "BranchOfService", "CountryOfResidence",
-    "RegionOfResidence", "PatientReligiousPreference", "AdditionalPatientHistory",
-    "PatientComments", "MedicalAlerts", "Allergies", "PregnancyStatus",
-    "ResponsiblePerson", "ResponsibleOrganization", "PatientInsurancePlanCodeSequence",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "ReferringPhysicianName", "ReferringPhysicianAddress",
-    "ReferringPhysicianTelephoneNumbers", "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician",
-    "OperatorsName", "ScheduledPerformingPhysicianName", "AccessionNumber", "StudyID",
-    "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "StudyTime", "SeriesTime",
-    "AcquisitionTime", "ContentTime", "AcquisitionDateTime", "StudyInstanceUID",
-    "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "StationName",
-    "DeviceSerialNumber", "StudyDescription", "SeriesDescription", "ProtocolName",
-    "RequestedProcedureDescription", "PerformedProcedureStepDescription",
-    "AdmittingDiagnosesDescription", "DerivationDescription", "ImageComments",
-    "InstanceCreatorUID", "IssuerOfAdmissionID", "AdmissionID", "PerformedLocation",
-    "CurrentPatientLocation", "ReasonForStudy", "RequestedProcedureID",
-)  # fmt: skip
 
 # Video and referenced-pixel syntaxes: a still-image classifier has no frame to take.
 _VIDEO_OR_REFERENCED = re.compile(r"^1\.2\.840\.10008\.1\.2\.4\.(10[0-8]|9[45])$")
@@ -238,13 +214,9 @@ def _decode(
     _refuse_non_images(ds, label)
     syntax = _transfer_syntax(ds, label)
     rows, columns = _positive(ds, "Rows", label), _positive(ds, "Columns", label)
-    if rows * columns > max_pixels:
-        raise ImageDecodeError(
-            label,
-            f"DICOM image is {columns}x{rows} = {rows * columns:,} pixels, above the limit "
-            f"of {max_pixels:,} pixels (DecodeOptions.max_pixels); skipped as a possible "
-            "decompression bomb",
-        )
+    refused = too_many_pixels(columns, rows, max_pixels, kind="DICOM image")
+    if refused is not None:
+        raise ImageDecodeError(label, refused)
     frames = _frames(ds, label)
     index = frames // 2 if frame is None else frame
     if not 0 <= index < frames:
@@ -474,26 +446,9 @@ def _failure(error: BaseException, ds: Any) -> str:
     """A decoder's complaint, kept only after every identifying value in ``ds`` is removed
     (or dropped whole when the damaged file cannot even be searched for them)."""
     try:
-        message = _scrub(" ".join(str(error).split()) or "no message", ds)[:300]
+        message = scrub(" ".join(str(error).split()) or "no message", ds)[:300]
     except Exception:
         message = "the damaged file's message is not shown"
     if "less than expected" in message or "truncated" in message.lower():
         return f"truncated pixel data {_PIXEL_DATA} ({message})"
     return f"cannot decode DICOM pixel data {_PIXEL_DATA} ({type(error).__name__}: {message})"
-
-
-def _scrub(text: str, ds: Any) -> str:
-    from pydicom.datadict import tag_for_keyword
-
-    for keyword in IDENTIFYING_KEYWORDS:
-        tag = tag_for_keyword(keyword)
-        if tag is None or tag not in ds:
-            continue
-        raw = ds.get_item(tag).value
-        if isinstance(raw, bytes | bytearray):
-            raw = bytes(raw).decode("latin-1", "replace")
-        for piece in {str(raw), *re.split(r"[\\^=]", str(raw))}:
-            piece = piece.strip(" \x00")
-            if len(piece) >= 2:
-                text = text.replace(piece, "<removed>")
-    return text
