@@ -22,6 +22,7 @@ from headstart.cli import (
     backbones,
     cache,
     check,
+    clean,
     compare,
     evaluate,
     export,
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     evaluate.add_parser(sub)
     check.add_parser(sub)
+    clean.add_parser(sub)
     predict.add_parser(sub)
     export.add_parser(sub)
     rank.add_parser(sub)
