@@ -23,6 +23,7 @@ from headstart.evaluation.label_issues import (
     find_label_issues,
     issues_from_features,
 )
+from headstart.features.cache import FeatureCache
 
 NAMES = ("red", "green", "blue")
 # (true class, item) saved under another class's folder: the planted label errors.
@@ -272,3 +273,34 @@ def test_python_settings_are_checked_by_name() -> None:
         find_label_issues(dataset, folds=0)
     with pytest.raises(ConfigError, match="'thresholds' parameter"):
         find_label_issues(dataset, thresholds=3)
+
+
+def test_compare_reports_the_training_draws_label_issues_and_links_the_gallery(
+    data: Path, tmp_path: Path
+) -> None:
+    from fixtures_images import tiny_weights_file
+
+    from headstart.evaluation.comparison import CompareSettings, compare
+    from headstart.evaluation.report import build_report
+
+    weights = tiny_weights_file(tmp_path, seed=7)  # the fit's and clean's: one cache entry
+    train = load_folder(data)
+    test = from_arrays(
+        np.stack([np.asarray(train.image(i)) for i in (0, 14, 30)]), ["blue", "green", "red"]
+    )
+    settings = CompareSettings(
+        strategies=("feature-extraction",), labels_per_class=(None,), backbone="test_efficientnet",
+        weights=weights, image_size=32,
+    )  # fmt: skip
+    folder = tmp_path / "cmp"
+    results = compare(train, test, folder, settings, cache_dir=tmp_path / "cache")
+    record = results["label_issues"]
+    assert record["count"] == 2 and record["images"] == 36
+    # the fit cached the 36 training and 3 test images; clean extracted nothing again
+    assert sum(e.images for e in FeatureCache(tmp_path / "cache").entries()) == 39
+    with (folder / "label_issues.csv").open(newline="") as handle:
+        assert {row["path"] for row in csv.DictReader(handle)} == set(planted_paths(data))
+    paths = build_report(folder)
+    assert "2 label issue(s) in the 36 training images" in paths["markdown"].read_text()
+    assert '<a href="label_issues.html">label_issues.html</a>' in paths["html"].read_text()
+    assert (folder / "label_issues.html").is_file()
