@@ -23,11 +23,11 @@ from headstart.evaluation.label_issues import (
     find_label_issues,
     issues_from_features,
 )
+from headstart.features.cache import FeatureCache
 
 NAMES = ("red", "green", "blue")
 # (true class, item) saved under another class's folder: the planted label errors.
 PLANTED = {("red", 3): "green", ("blue", 5): "red"}
-TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--image-size", "32"]
 
 
 def colour_images(root: Path, per_class: int = 12) -> Path:
@@ -51,6 +51,10 @@ def planted_paths(root: Path) -> dict[str, str]:
     }
 
 
+def tiny(weights: str) -> list[str]:
+    return ["--backbone", "test_efficientnet", "--weights", weights, "--image-size", "32"]
+
+
 def listing(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -60,12 +64,22 @@ def listing(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A seeded random tiny backbone: features (and so the flags) are the same every run."""
+    from fixtures_images import tiny_weights_file
+
+    return tiny_weights_file(tmp_path_factory.mktemp("weights"), seed=7)
+
+
+@pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return colour_images(tmp_path_factory.mktemp("clean") / "data")
 
 
 @pytest.fixture(scope="module")
-def cleaned(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+def cleaned(
+    data: Path, weights: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict, str]:
     """`headstart clean` run once on ``data``: (out folder, listing before, stdout)."""
     before = listing(data)
     out = tmp_path_factory.mktemp("clean-out") / "out"
@@ -74,14 +88,18 @@ def cleaned(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     from contextlib import redirect_stdout
 
     with redirect_stdout(buffer):
-        code = main(["clean", str(data), "--out", str(out), "--cache-dir", str(cache), *TINY])
+        code = main(
+            ["clean", str(data), "--out", str(out), "--cache-dir", str(cache), *tiny(weights)]
+        )
     assert code == 0
     return out, before, buffer.getvalue()
 
 
-def test_clean_finds_the_planted_flips_and_suggests_their_true_class(data: Path) -> None:
+def test_clean_finds_the_planted_flips_and_suggests_their_true_class(
+    data: Path, weights: str
+) -> None:
     found = find_label_issues(
-        load_folder(data), backbone="test_efficientnet", weights="none", image_size=32,
+        load_folder(data), backbone="test_efficientnet", weights=weights, image_size=32,
         cache=False, device="cpu",
     )  # fmt: skip
     suggested = {issue.path: issue.suggested for issue in found.label_issues}
@@ -155,14 +173,14 @@ def test_confident_learning_flags_what_cleanlab_flags(seed: int) -> None:
     np.testing.assert_array_equal(ours, theirs)
 
 
-def test_near_duplicates_come_from_feature_similarity(tmp_path: Path) -> None:
+def test_near_duplicates_come_from_feature_similarity(tmp_path: Path, weights: str) -> None:
     root = colour_images(tmp_path / "data", per_class=6)
     original = root / "green" / "green2.png"
     pixels = np.asarray(Image.open(original)).astype(np.int16)
     Image.fromarray(np.clip(pixels + 3, 0, 255).astype(np.uint8)).save(root / "blue" / "b.png")
     (root / "red" / "copy.png").write_bytes(original.read_bytes())
     found = find_label_issues(
-        load_folder(root), backbone="test_efficientnet", weights="none", image_size=32,
+        load_folder(root), backbone="test_efficientnet", weights=weights, image_size=32,
         cache=False, device="cpu", duplicate_similarity=0.99,
     )  # fmt: skip
     pairs = {frozenset((d.first_path, d.second_path)): d for d in found.near_duplicates}
@@ -272,3 +290,34 @@ def test_python_settings_are_checked_by_name() -> None:
         find_label_issues(dataset, folds=0)
     with pytest.raises(ConfigError, match="'thresholds' parameter"):
         find_label_issues(dataset, thresholds=3)
+
+
+def test_compare_reports_the_training_draws_label_issues_and_links_the_gallery(
+    data: Path, weights: str, tmp_path: Path
+) -> None:
+    from fixtures_images import tiny_weights_file
+
+    from headstart.evaluation.comparison import CompareSettings, compare
+    from headstart.evaluation.report import build_report
+
+    weights = tiny_weights_file(tmp_path, seed=7)  # the fit's and clean's: one cache entry
+    train = load_folder(data)
+    test = from_arrays(
+        np.stack([np.asarray(train.image(i)) for i in (0, 14, 30)]), ["blue", "green", "red"]
+    )
+    settings = CompareSettings(
+        strategies=("feature-extraction",), labels_per_class=(None,), backbone="test_efficientnet",
+        weights=weights, image_size=32,
+    )  # fmt: skip
+    folder = tmp_path / "cmp"
+    results = compare(train, test, folder, settings, cache_dir=tmp_path / "cache")
+    record = results["label_issues"]
+    assert record["count"] == 2 and record["images"] == 36
+    # the fit cached the 36 training and 3 test images; clean extracted nothing again
+    assert sum(e.images for e in FeatureCache(tmp_path / "cache").entries()) == 39
+    with (folder / "label_issues.csv").open(newline="") as handle:
+        assert {row["path"] for row in csv.DictReader(handle)} == set(planted_paths(data))
+    paths = build_report(folder)
+    assert "2 label issue(s) in the 36 training images" in paths["markdown"].read_text()
+    assert '<a href="label_issues.html">label_issues.html</a>' in paths["html"].read_text()
+    assert (folder / "label_issues.html").is_file()
