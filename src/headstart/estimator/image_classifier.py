@@ -65,6 +65,7 @@ from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 from headstart.train.metrics import classification_metrics
 from headstart.train.network import Classifier, HeadSpec
+from headstart.train.weighting import class_weighting
 
 __all__ = ["ImageClassifier"]
 
@@ -165,12 +166,19 @@ class ImageClassifier(PredictsFiles):
         else:
             backbone = checked_backbone(self.backbone, self.weights, strategy, config)
         if validation is None and config.validation_fraction > 0:
+            given = len(train)
             train, validation = carve_validation(train, config)
             if validation is None:
                 callback.on_stage(
                     "validation",
                     f"no hold-out: some class has fewer than {MIN_PER_CLASS_FOR_HOLDOUT} "
                     "images, too few to spare; every epoch runs, no early stopping",
+                )
+            else:
+                callback.on_stage(
+                    "validation",
+                    f"{len(validation)} of the {given} training images held out for early "
+                    f"stopping; {len(train)} train",
                 )
         if unlabelled is not None:
             # Labels are hidden for good, and images also given labelled are left out.
@@ -180,6 +188,9 @@ class ImageClassifier(PredictsFiles):
                     "ImageClassifier.fit: every unlabelled image is also among the "
                     "labelled ones; semi-supervised needs images that are not"
                 )
+        # Decided on the images that train: after the hold-out, before the run's key.
+        weighting = class_weighting(train.labels, len(train.classes), config.class_weights)
+        config = config.replace(class_weights=weighting.used)
         ctx = FitContext(
             backbone=backbone,
             train=train,
@@ -192,6 +203,7 @@ class ImageClassifier(PredictsFiles):
             callback=callback,
             run_key=run_key(self.backbone, backbone.weights, config, train, validation, unlabelled),
             unlabelled=unlabelled,
+            weighting=weighting,
         )
         result = strategy.fit(ctx)
         self._set_fitted(
@@ -206,6 +218,7 @@ class ImageClassifier(PredictsFiles):
             plan=result.plan,
             fit_seconds=time.perf_counter() - started,
             validation_images=len(validation) if validation is not None else 0,
+            class_weighting=weighting.to_dict(),
         )
         return self
 
@@ -223,6 +236,7 @@ class ImageClassifier(PredictsFiles):
         plan: Plan | None = None,
         fit_seconds: float = 0.0,
         validation_images: int | None = 0,
+        class_weighting: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         folder: Path | None = None,
@@ -243,6 +257,9 @@ class ImageClassifier(PredictsFiles):
         # Images held out of training for early stopping (0: none, every epoch ran;
         # None: not recorded, for a model loaded from a folder).
         self.validation_images_ = validation_images
+        # What class_weights came to on the training images, and why (None: not
+        # recorded, a model saved before "auto", or an ensemble's own heads).
+        self.class_weighting_ = class_weighting
         self.metrics_ = dict(metrics or {})  # the caller's to fill (test metrics)
         self.metadata_ = metadata  # the description it was loaded from; None if fitted here
         self._folder = folder  # named by errors about what the model does
@@ -428,6 +445,7 @@ class ImageClassifier(PredictsFiles):
             "config": self.config_.to_dict(),
             "seed": self.config_.seed,
             "plan": self.plan_.to_dict() if self.plan_ is not None else None,
+            "class_weights": self.class_weighting_,
             "history": self.history_,
             "fit_seconds": self.fit_seconds_,
             "metrics": self.metrics_,
@@ -482,6 +500,7 @@ class ImageClassifier(PredictsFiles):
             "history": meta.get("history", []),
             "fit_seconds": meta.get("fit_seconds", 0.0),
             "validation_images": None,
+            "class_weighting": meta.get("class_weights"),
             "metrics": meta.get("metrics", {}),
             "metadata": meta,
             "folder": folder,

@@ -19,6 +19,7 @@ from headstart.estimator.results import check_image_inputs, image_input
 from headstart.estimator.tta import tta_views
 from headstart.features.cache import FeatureCache, cached_features
 from headstart.features.fastpath import split_transform
+from headstart.strategies.common import repeats_note
 from headstart.train.callbacks import Callback
 
 __all__ = ["ImageList", "proba_from_cached_features", "views_transforms"]
@@ -33,6 +34,9 @@ def proba_from_cached_features(
     seen; the head then sees exactly the kind of features it was trained on."""
     callback = clf.callback or Callback()
     backbone = Backbone(clf.backbone, clf.model_.body, clf.preprocessing_, clf.weights_info_)
+    said = repeats_note(dataset)
+    if said is not None:
+        callback.on_stage("features", said)
     try:
         found, _ = cached_features(
             backbone,

@@ -292,15 +292,40 @@ class TrainingJob:
                 strict=self.strict,
                 options=self.decode,
             )
-        if train.report is test.report or train.report.source == test.report.source:
+        one_set = train.report is test.report or train.report.source == test.report.source
+        if one_set:
             callback.on_dataset("data", train)
         else:
             callback.on_dataset("train", train)
             callback.on_dataset("test", test)
+        callback.on_note(self._split_note(train, test, one_set, seed))
         if self.labels_per_class is not None:
-            train = sample_per_class(train, self.labels_per_class, seed=seed)
+            drawn = sample_per_class(train, self.labels_per_class, seed=seed)
+            callback.on_note(
+                f"draw: {self.labels_per_class} per class, {len(drawn)} of the {len(train)} "
+                f"training images (seed {seed}); the other {len(train) - len(drawn)} are unused"
+            )
+            train = drawn
         callback.on_data(train, test)
         return train, test
+
+    def _split_note(self, train: ImageDataset, test: ImageDataset, one_set: bool, seed: int) -> str:
+        """Which images train and which test, with counts that add up to what was loaded."""
+        both = f"{len(train)} training + {len(test)} test"
+        if isinstance(self.data, tuple):
+            return f"split: as given, {both} images"
+        if not one_set:
+            return f"split: the data's own, {both} images"
+        report = train.report
+        skipped = (
+            f" ({len(report.skipped)} of {report.total} files skipped)" if report.skipped else ""
+        )
+        share = self.held_out
+        held = f"{share:.0%}" if isinstance(share, float) else f"{share} images"
+        return (
+            f"split: the {report.loaded} images loaded{skipped} = {both} (the test split: a "
+            f"stratified {held} of them, seed {seed})"
+        )
 
     def load_unlabelled(
         self, train: ImageDataset, test: ImageDataset, callback: Callback
