@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             f"{row['f1']:>6.1%}  {row['support']:>7}"
         )
     print(
-        f"accuracy {metrics['accuracy']:.1%}, balanced accuracy {metrics['balanced_accuracy']:.1%}"
+        f"balanced accuracy {metrics['balanced_accuracy']:.1%}, accuracy {metrics['accuracy']:.1%}"
     )
     print("confusion matrix (rows: true, columns: predicted):")
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):
