@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             f"{row['f1']:>6.1%}  {row['support']:>7}"
         )
     print(
-        f"accuracy {metrics['accuracy']:.1%}, balanced accuracy {metrics['balanced_accuracy']:.1%}"
+        f"balanced accuracy {metrics['balanced_accuracy']:.1%}, accuracy {metrics['accuracy']:.1%}"
         + (f" (test-time augmentation {metrics['tta']}: {metrics['tta_views']} views per image)"
            if metrics.get("tta", "none") != "none" else "")
     )  # fmt: skip

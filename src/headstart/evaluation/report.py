@@ -212,7 +212,7 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| labels/class | strategy | "
         + ("backbone | " if several else "")
-        + "accuracy (mean, min–max) | balanced acc. | train time (s) | trainable params | runs |",
+        + "balanced acc. | accuracy (mean, min–max) | train time (s) | trainable params | runs |",
         "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if several else ""),
     ]
     order = sizes_in_order(r["labels_per_class"] for r in rows)
@@ -235,8 +235,8 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
             else ""
         )
         lines.append(
-            f"| {r['labels_per_class']} | {name} | {100 * r['accuracy_mean']:.1f} %"
-            f"{spread} | {100 * r['balanced_accuracy_mean']:.1f} % | "
+            f"| {r['labels_per_class']} | {name} | {100 * r['balanced_accuracy_mean']:.1f} % | "
+            f"{100 * r['accuracy_mean']:.1f} %{spread} | "
             f"{r['train_seconds_mean']:.1f} | {r['trainable_parameters']:,} | "
             f"{r['runs'] - r['failed']}/{r['runs']} |"
         )
