@@ -39,7 +39,7 @@ MEMBERS = [EnsembleMember(TINY, 32, ("final",)), EnsembleMember(TINY, 24, ("stag
 FITTED = {
     "model_", "classes_", "history_", "plan_", "config_", "preprocessing_",
     "decode_options_", "weights_info_", "fit_seconds_", "validation_images_", "metrics_",
-    "metadata_",
+    "metadata_", "class_weighting_",
 }  # fmt: skip
 
 
