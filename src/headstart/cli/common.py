@@ -60,7 +60,7 @@ class PrintingCallback(Callback):
         self._show(label, done, total, "images")  # the library's long work: extraction
 
     def on_estimate(self, step: str, seconds: float, basis: str) -> None:
-        from headstart.job.estimates import format_seconds
+        from headstart.strategies.estimates import format_seconds
 
         print(f"estimate: {step} ~{format_seconds(seconds)} on this machine ({basis})", flush=True)
 

@@ -2,7 +2,7 @@
 --budget 10m``.
 
 The job loads the images, times a few of them through each option's network (see
-`headstart.job.estimates`), and trains the option expected to be most accurate among
+`headstart.strategies.estimates`), and trains the option expected to be most accurate among
 those whose estimate fits what is left of the budget. The order, from what
 docs/BENCHMARKS.md measured on Fashion-MNIST (sections 3, 9c and 12):
 
@@ -24,18 +24,22 @@ estimates are what keeps them inside.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from headstart.errors import ConfigError, literal
-from headstart.job.estimates import Timer, ensemble_estimate, fit_estimate, format_seconds
+from headstart.errors import ConfigError
+from headstart.strategies.estimates import (
+    Timer,
+    ensemble_estimate,
+    fit_estimate,
+    format_seconds,
+    parse_budget,
+)
 from headstart.train.callbacks import Callback
 
 __all__ = ["BudgetOption", "parse_budget", "plan_options"]
 
-_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 ENSEMBLE_MEMBERS = (  # 9c's picks, best first; the layers: the region-pooled set
     ("tf_efficientnet_lite1", 240),
     ("tf_efficientnet_lite0", 224),
@@ -45,25 +49,6 @@ ENSEMBLE_MEMBERS = (  # 9c's picks, best first; the layers: the region-pooled se
 FINE_TUNE_EPOCHS = (8, 4)
 FEW_LABELS = 50  # per class: below it fine-tuning is expected under feature extraction
 SAFETY = 0.9  # an option fits when its estimate is at most this share of the time left
-
-
-def parse_budget(value: Any) -> float:
-    """Seconds in ``value``: "90s", "10m", "1h", "1.5h" or plain seconds (number or
-    string); a ConfigError naming {budget} for anything else."""
-    if isinstance(value, bool):
-        value = str(value)
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|)\s*", str(value).lower())
-        seconds = float(match[1]) * _UNITS[match[2]] if match else -1.0
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
-        got = literal(str(value))
-        raise ConfigError(
-            f"{{budget}} takes a time: 90s, 10m, 1h or plain seconds. Got {got}.",
-            names_in_message=True,
-        )
-    return seconds
 
 
 @dataclass

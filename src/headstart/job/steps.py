@@ -14,8 +14,8 @@ from headstart.job.choices import (
     choose_members,
     rank_images,
 )
-from headstart.job.estimates import PROBE_SHARE, Timer, ensemble_estimate, fit_estimate
 from headstart.job.training import AUTO, TrainingJob, TrainingResult
+from headstart.strategies.estimates import PROBE_SHARE, Timer, ensemble_estimate, fit_estimate
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 

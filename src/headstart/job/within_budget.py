@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from headstart.job.budget import BudgetOption, choose, parse_budget, plan_options, record
-from headstart.job.estimates import Timer
 from headstart.job.steps import (
     _classifier,
     _diagnose,
@@ -16,6 +15,7 @@ from headstart.job.steps import (
     say_estimates,
 )
 from headstart.job.training import TrainingJob, TrainingResult
+from headstart.strategies.estimates import Timer
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 from headstart.train.deadline import deadline
