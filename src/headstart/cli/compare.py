@@ -73,6 +73,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="comma-separated, e.g. 0,1,2: each seeds a run's draw and training as --seed "
         "does in train; the first also seeds the train/test split, shared by every run",
     )
+    comparison.add_argument(
+        "--budget",
+        metavar="TIME",
+        help="compare within TIME (90s, 10m, 1h or seconds): estimate every run on this "
+        "machine and data, run those that fit, most informative first, stop at the budget "
+        "keeping the finished runs; the rest are named in the report with their estimates",
+    )
     add_model_arguments(comparison)
     comparison.set_defaults(backbone=None)  # so that --backbone with --backbones is seen
     comparison.add_argument(
@@ -127,7 +134,13 @@ class CompareCallback(PrintingCallback):
 
 
 def run_comparison(
-    train: Any, test: Any, out: Path, settings: Any, args: argparse.Namespace, description: str
+    train: Any,
+    test: Any,
+    out: Path,
+    settings: Any,
+    args: argparse.Namespace,
+    description: str,
+    budget: float | None = None,
 ) -> int:
     from headstart.evaluation.comparison import compare, load_results
     from headstart.evaluation.report import build_report, summary_sentences
@@ -141,7 +154,7 @@ def run_comparison(
         results = compare(
             train, test, out, settings, cache_dir=cache_folder(args),
             callback=CallbackList([CompareCallback(args.words), *loggers]),
-            data_description=description,
+            data_description=description, budget=budget,
         )  # fmt: skip
     except BaseException:  # an error or Ctrl-C: the tracked runs say they failed
         for logger in loggers:
@@ -171,7 +184,10 @@ def run_compare(args: argparse.Namespace) -> int:
     from headstart.data.doctor import diagnose
     from headstart.data.layout import load_images
     from headstart.evaluation.comparison import CompareSettings, shared_overrides
+    from headstart.strategies.estimates import format_seconds, parse_budget
 
+    started = time.monotonic()
+    budget = None if args.budget is None else parse_budget(args.budget)
     check_weights_argument(args.weights)
     check_log_argument(args)
     if args.backbones is not None and args.backbone is not None:
@@ -225,9 +241,21 @@ def run_compare(args: argparse.Namespace) -> int:
         print(line)
     # With --backbones the question is "which backbone?": the ranking's prediction
     # belongs beside the measurement unless --no-rank says otherwise.
-    if args.rank if args.rank is not None else bool(backbones):
+    ranked = args.rank if args.rank is not None else bool(backbones)
+    if ranked:
         rank_for_report(train, settings, changes, args, write=main)
-    return run_comparison(train, test, args.out, settings, args, f"{args.data}")
+    if budget is not None:  # the budget is the command's: loading and ranking count
+        spent = time.monotonic() - started
+        if spent >= budget:
+            raise ConfigError(
+                f"--budget {format_seconds(budget)} was spent before any run: loading the "
+                f"images{' and ranking' if ranked else ''} took "
+                f"{format_seconds(spent)}. Give a longer --budget."
+            )
+        print(f"compare: {format_seconds(spent)} of the budget went to loading; the runs get "
+              f"the {format_seconds(budget - spent)} left")  # fmt: skip
+        budget -= spent
+    return run_comparison(train, test, args.out, settings, args, f"{args.data}", budget)
 
 
 def rank_for_report(

@@ -13,6 +13,7 @@ recorded as failed, with its error, and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headstart._internal.atomic import atomic_write
 from headstart._internal.validation import Constraints, Interval, Items, Optional, invalid, validate
 from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.data.dataset import ImageDataset
@@ -35,15 +35,20 @@ from headstart.errors import (
     WeightsError,
 )
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.evaluation.compare_budget import ComparisonBudget, informative_first
 from headstart.evaluation.issues_section import STRATEGY as ISSUES_STRATEGY
 from headstart.evaluation.issues_section import comparison_label_issues
-from headstart.parallel import world
+from headstart.evaluation.results_file import (
+    earlier_runs,
+    load_results,
+    pending_runs,
+    write_results,
+)
 from headstart.strategies.registry import get_strategy, strategy_names
 from headstart.train.callbacks import Callback
 
 __all__ = ["CompareSettings", "compare", "largest_draw", "load_results"]
 
-RESULTS_FILE = "results.json"
 DEFAULT_STRATEGIES = ("scratch", "feature-extraction", "fine-tune")
 
 
@@ -139,17 +144,6 @@ def run_id(
     return f"{backbone + ':' if backbone else ''}{strategy}/k={size}/seed={seed}"
 
 
-def _run_key(record: dict[str, Any], backbone: str) -> tuple[str, str, str, int]:
-    """What a run is, whatever its id says: results of older versions have no backbone
-    field (they compared one, ``backbone``: the one their settings name)."""
-    return (
-        record.get("backbone", backbone),
-        record["strategy"],
-        str(record["labels_per_class"]),
-        record["seed"],
-    )
-
-
 def _fingerprint(
     settings: CompareSettings, strategy: str, seed: int, data_key: str, backbone: str
 ) -> str:
@@ -161,24 +155,6 @@ def _fingerprint(
         "data": data_key,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_results(folder: Path) -> dict[str, Any]:
-    """The results file of a comparison folder (empty when there is none yet)."""
-    path = Path(folder) / RESULTS_FILE
-    if not path.is_file():
-        return {"runs": []}
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        return {"runs": []}  # a results file cut short by an old crash: start afresh
-
-
-def _write_results(folder: Path, results: dict[str, Any]) -> None:
-    if not world().is_main:  # under torchrun every rank runs the comparison; rank 0 writes
-        return
-    text = json.dumps(results, indent=2, sort_keys=True)
-    atomic_write(Path(folder) / RESULTS_FILE, lambda handle: handle.write(text.encode()))
 
 
 class CompareCallback(Callback):
@@ -223,16 +199,23 @@ def compare(
     cache_dir: str | Path | None = None,
     callback: CompareCallback | None = None,
     data_description: str = "",
+    budget: float | str | None = None,
 ) -> dict[str, Any]:
     """Run every (size, seed, strategy, backbone) once; returns the results (also in
-    results.json)."""
+    results.json).
+
+    ``budget`` ("10m", "90s", "1h" or seconds; None: no limit): estimate every run first,
+    run those that fit, most informative first, and stop at the budget with the finished
+    runs kept; what was skipped or cut is in the notes and under "budget"
+    (`headstart.evaluation.compare_budget`)."""
     settings = settings or CompareSettings()
     callback = callback or CompareCallback()
+    limit = None if budget is None else ComparisonBudget(budget, callback)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sizes, dropped, smallest = drawn_sizes(train, settings.labels_per_class)
     data_key = f"{train.fingerprint()}:{test.fingerprint()}"
-    previous = _earlier_runs(folder, settings)
+    previous = earlier_runs(folder, settings)
     results = _fresh_results(train, test, settings, data_key, data_description, sizes)
     results["notes"] = [
         f"labels per class {k} skipped: the smallest class has only {smallest} images"
@@ -246,12 +229,17 @@ def compare(
         for b in settings.compared_backbones
         for s in settings.strategies
     ]
+    if limit is not None:
+        plan = informative_first(plan, settings)
+        limit.plan(
+            _budget_entries(plan, train, settings, data_key, previous), train, test, settings
+        )
     for index, (k, seed, strategy, backbone) in enumerate(plan, start=1):
         rid = run_id(strategy, k, seed, backbone if several else None)
         fingerprint = _fingerprint(settings, strategy, seed, data_key, backbone)
         key = (backbone, strategy, "all" if k is None else str(k), seed)
         old = previous.get(key)
-        if old and old.get("status") == "ok" and old.get("fingerprint") == fingerprint:
+        if _reusable(old, fingerprint):
             old = {**old, "id": rid, "backbone": backbone}  # named as this comparison names it
             results["runs"].append(old)
             callback.on_run_end(old, reused=True)
@@ -267,10 +255,15 @@ def compare(
                 if note not in results["notes"]:
                     results["notes"].append(note)
                 continue
+        if limit is not None and not limit.admit(rid):
+            continue
         callback.on_run_start(rid, index, len(plan))
-        record = _one_run(
-            subset, test, settings, backbone, strategy, seed, cache_dir, callback, unlabelled
-        )
+        cut: dict[str, Any] = {}
+        with limit.limit(rid, cut) if limit is not None else contextlib.nullcontext():
+            record = _one_run(
+                subset, test, settings, backbone, strategy, seed, cache_dir, callback, unlabelled
+            )
+        record.update(cut)
         record.update(
             id=rid,
             backbone=backbone,
@@ -281,36 +274,68 @@ def compare(
             fingerprint=fingerprint,
         )
         results["runs"].append(record)
-        _write_results(folder, {**results, "runs": results["runs"] + _pending(previous, results)})
+        write_results(
+            folder, {**results, "runs": results["runs"] + pending_runs(previous, results)}
+        )
         callback.on_run_end(record, reused=False)
+    return _finish(results, previous, train, folder, settings, cache_dir, limit)
+
+
+def _finish(
+    results: dict[str, Any],
+    previous: dict[tuple, dict[str, Any]],
+    train: ImageDataset,
+    folder: Path,
+    settings: CompareSettings,
+    cache_dir: str | Path | None,
+    limit: ComparisonBudget | None,
+) -> dict[str, Any]:
+    """The results once every run is done: the budget's record, the earlier runs kept,
+    the label issues section; written and returned."""
+    if limit is not None:
+        results["notes"] += limit.notes
+        results["budget"] = limit.record()
     if not results["runs"]:  # every run was skipped: there is nothing to report on
         raise DataError("No run of this comparison could run: " + "; ".join(results["notes"]) + ".")
     # Finished runs this comparison did not ask for (a narrower --labels-per-class,
     # fewer strategies) stay in the file, apart from "runs", ready to be reused.
-    earlier = _pending(previous, results)
+    earlier = pending_runs(previous, results)
     if earlier:
         results["earlier_runs"] = earlier
-    if ISSUES_STRATEGY in settings.strategies:  # its features are cached: seconds
+    if limit is not None and ISSUES_STRATEGY in settings.strategies and limit.left() <= 0:
+        results["notes"].append("no label issues section: the budget was spent")
+    elif ISSUES_STRATEGY in settings.strategies:  # its features are cached: seconds
         k, draw = largest_draw(train, settings)
         results["label_issues"] = comparison_label_issues(
             draw, k, backbone=settings.compared_backbones[0], weights=settings.weights,
             config=settings.config_for(ISSUES_STRATEGY, settings.seeds[0]),
             cache_dir=cache_dir, folder=folder,
         )  # fmt: skip
-    _write_results(folder, results)
+    write_results(folder, results)
     return results
 
 
-def _earlier_runs(folder: Path, settings: CompareSettings) -> dict[tuple, dict[str, Any]]:
-    """The runs ``results.json`` in ``folder`` holds already, by (backbone, strategy, size,
-    seed), each named by its backbone (should the settings name another one now)."""
-    loaded = load_results(folder)
-    old_backbone = loaded.get("settings", {}).get("backbone", settings.backbone)
-    previous = {}
-    for r in [*loaded.get("earlier_runs", []), *loaded.get("runs", [])]:
-        key = _run_key(r, old_backbone)
-        previous[key] = {**r, "backbone": key[0]}
-    return previous
+def _reusable(old: dict[str, Any] | None, fingerprint: str) -> bool:
+    return bool(old and old.get("status") == "ok" and old.get("fingerprint") == fingerprint)
+
+
+def _budget_entries(
+    plan: list[tuple], train: ImageDataset, settings: CompareSettings, data_key: str, previous: dict
+) -> list[tuple[tuple, str, bool]]:
+    """(entry, id, reused) of each run a budget must plan for: those compare would run
+    (not a strategy that needs unlabelled images at all labels: none are left)."""
+    several = len(settings.compared_backbones) > 1
+    entries = []
+    for k, seed, strategy, backbone in plan:
+        if k is None and get_strategy(strategy).uses_unlabelled:
+            continue
+        key = (backbone, strategy, "all" if k is None else str(k), seed)
+        fingerprint = _fingerprint(settings, strategy, seed, data_key, backbone)
+        rid = run_id(strategy, k, seed, backbone if several else None)
+        entries.append(
+            ((k, seed, strategy, backbone), rid, _reusable(previous.get(key), fingerprint))
+        )
+    return entries
 
 
 def _fresh_results(
@@ -342,13 +367,6 @@ def _fresh_results(
         "runs": [],
         "notes": [],
     }
-
-
-def _pending(previous: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Earlier finished runs not yet reached in this pass: kept, so a crash loses nothing."""
-    backbone = results["settings"]["backbone"]
-    done = {_run_key(r, backbone) for r in results["runs"]}
-    return [r for key, r in previous.items() if key not in done and r.get("status") == "ok"]
 
 
 def _one_run(
@@ -397,42 +415,3 @@ def _one_run(
         **({"layers": list(config.layers)} if getattr(config, "layers", None) else {}),
         **({"unlabelled_images": len(unlabelled)} if unlabelled is not None else {}),
     }
-
-
-def summarise(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per (strategy, backbone, size): mean/min/max accuracy and mean training time over
-    seeds."""
-    default = results.get("settings", {}).get("backbone", DEFAULT_BACKBONE)
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for run in results["runs"]:
-        key = (run["strategy"], run.get("backbone", default), str(run["labels_per_class"]))
-        groups.setdefault(key, []).append(run)
-    rows = []
-    for (strategy, backbone, k), runs in groups.items():
-        ok = [r for r in runs if r.get("status") == "ok"]
-        accuracies = [r["accuracy"] for r in ok]
-        rows.append(
-            {
-                "strategy": strategy,
-                "backbone": backbone,
-                "labels_per_class": k,
-                "runs": len(runs),
-                "failed": len(runs) - len(ok),
-                "accuracy_mean": sum(accuracies) / len(ok) if ok else None,
-                "accuracy_min": min(accuracies) if ok else None,
-                "accuracy_max": max(accuracies) if ok else None,
-                "balanced_accuracy_mean": (
-                    sum(r["balanced_accuracy"] for r in ok) / len(ok) if ok else None
-                ),
-                "train_seconds_mean": sum(r["train_seconds"] for r in ok) / len(ok) if ok else None,
-                "trainable_parameters": ok[0]["trainable_parameters"] if ok else None,
-                "errors": [r.get("error") for r in runs if r.get("status") != "ok"],
-            }
-        )
-    return rows
-
-
-def sizes_in_order(values: Sequence[Any]) -> list[str]:
-    """Label-per-class keys sorted numerically, 'all' last."""
-    unique = {str(v) for v in values}
-    return sorted(unique, key=lambda v: float("inf") if v == "all" else float(v))

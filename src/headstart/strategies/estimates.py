@@ -123,6 +123,9 @@ class Timer:
         (random pixels: the arithmetic is the same; a smaller batch is not a guide on a
         CPU, where a step's fixed cost dominates)."""
         key = (backbone, size, batch)
+        larger = [t for (b, s, n), t in self.per_step.items() if (b, s) == key[:2] and n > batch]
+        if key not in self.per_step and larger:
+            return min(larger)  # a step of more images bounds one of fewer: no new timing
         if key not in self.per_step:
             import torch
 
