@@ -152,3 +152,56 @@ def test_budget_with_a_strategy_keeps_to_it_or_refuses_naming_why(data, tmp_path
     assert "--strategy 'scratch'" in err or "--strategy scratch" in err
     with pytest.raises(ConfigError, match="leave ensemble out"):
         TrainingJob(data, budget="1m", ensemble=2).check()
+
+
+def test_members_that_would_not_finish_are_dropped_last_first():
+    from headstart.estimator.ensemble_features import members_within
+    from headstart.strategies.estimates import PROBE_SHARE
+
+    paces = [1.0, 2.0, 3.0]  # seconds per image, best member first
+    room = 40 * (1 + PROBE_SHARE)  # 40 s for extraction once the probes' share is kept back
+    assert members_within(paces, 0.5, 10, room) == 2  # 15 s, 35 s fit; 65 s does not
+    assert members_within(paces, 0.5, 10, 1000.0) == 3
+    assert members_within(paces, 0.5, 10, 0.0) == 1  # the best always runs to the end
+
+
+def test_an_ensemble_stopped_at_the_budget_keeps_the_best_member_and_loads(tmp_path, monkeypatch):
+    import numpy as np
+    from fixtures_images import colour_data
+
+    from headstart.estimator.ensemble import EnsembleMember, fit_ensemble
+    from headstart.train.deadline import Deadline, deadline
+
+    monkeypatch.setattr(Deadline, "remaining", lambda self: 0.0)  # spent after one batch
+    train = colour_data(per_class=25, seed=0, size=20)  # 75 images: two batches of 64
+    members = [EnsembleMember("test_efficientnet", 24), EnsembleMember("test_efficientnet", 32)]
+    notes = Notes()
+    with deadline(60.0) as limit:
+        clf = fit_ensemble(train, members, weights="none", callback=notes)
+    assert len(limit.cuts) == 1 and "after 64 of 75 training images" in limit.cuts[0]
+    assert "kept 1 of 2 members: test_efficientnet 24 px alone" in limit.cuts[0]
+    assert limit.cuts[0] in notes.lines
+    assert [m["input"]["size"] for m in clf.ensemble_["members"]] == [[24, 24]]
+    # the input is still the 32 px one the kept member's features were made from
+    assert clf.preprocessing_.input_size[1:] == (32, 32)
+    loaded = ImageClassifier.load(clf.save(tmp_path / "m"))
+    assert np.array_equal(loaded.predict_proba(train), clf.predict_proba(train))
+    assert clf.score(train) > 0.9
+
+
+def test_a_job_whose_ensemble_is_cut_says_so_in_headstart_json(tmp_path, monkeypatch):
+    from headstart.train.deadline import Deadline
+
+    monkeypatch.setattr(Deadline, "remaining", lambda self: 0.0)
+    folder = colour_folder(tmp_path / "colours", per_class=30)  # 72 training images
+    notes = Notes()
+    job = TrainingJob(folder, backbone="test_efficientnet", weights="none", budget="10m",
+                      out=tmp_path / "m", cache_dir=tmp_path / "cache")  # fmt: skip
+    job.run(notes)
+    meta = json.loads((tmp_path / "m" / "headstart.json").read_text())
+    assert meta["budget"]["chosen"] == "ensemble of 2"
+    (cut,) = meta["budget"]["cut"]
+    assert "kept 1 of 2 members: test_efficientnet 160 px alone" in cut and cut in notes.lines
+    assert len(meta["ensemble"]["members"]) == 1
+    clf = ImageClassifier.load(tmp_path / "m")
+    assert len(clf.predict(list(folder.glob("*/*.png"))[:2])) == 2

@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from headstart._internal.validation import (
     IMAGE_SIZE_RANGE,
@@ -36,12 +34,12 @@ from headstart._internal.validation import (
 )
 from headstart.backbones.device import select_device
 from headstart.backbones.weights import WeightsInfo
-from headstart.data.dataset import ImageDataset, TorchImageDataset
+from headstart.data.dataset import ImageDataset
 from headstart.errors import ConfigError, DataError
+from headstart.estimator.ensemble_features import member_features
 from headstart.estimator.fitting import checked_backbone
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.estimator.model_files import ModelFiles
-from headstart.features.fastpath import inference_model, inference_transforms, numerics
 from headstart.strategies.base import Plan, PlanRow
 from headstart.strategies.common import loss_weights
 from headstart.strategies.registry import get_strategy
@@ -158,15 +156,7 @@ def fit_ensemble(
     if len(train.classes) < 2:
         raise DataError(f"{owner}: training needs at least 2 classes; got {train.classes}.")
     strategy = get_strategy(_STRATEGY)
-    config = strategy.default_config() if config is None else config
-    if not isinstance(config, TrainConfig):
-        raise invalid(owner, "config", "a TrainConfig or None", config)
-    if config.head != "linear" or config.augment:
-        raise ConfigError(
-            f"{owner}: an ensemble's heads are linear probes on features computed once; "
-            f"got head={config.head!r}, augment={config.augment}.",
-            hint="Leave {head} and {augment} at their defaults for an ensemble.",
-        )
+    config = _checked_config(strategy.default_config() if config is None else config, owner)
     callback = callback or Callback()
     device = select_device(config.device, owner="TrainConfig")
     backbones = [
@@ -188,7 +178,12 @@ def fit_ensemble(
     inputs = [MemberInput.between(prep, b.preprocessing) for b in backbones]
     # Headless for extraction: its output is every member's features side by side.
     extractor = EnsembleNetwork(bodies, inputs, "concat", head=nn.Identity())
-    features = _member_features(extractor, train, prep, config, device, callback)
+    names = [f"{b.name} {b.preprocessing.input_size[1]} px" for b in backbones]
+    features, kept = member_features(extractor, names, train, prep, config, device, callback)
+    if len(kept) < len(members):  # a budget stopped some: the ensemble is of those kept
+        members, backbones, layers, bodies, inputs = (
+            [xs[k] for k in kept] for xs in (members, backbones, layers, bodies, inputs)
+        )
     labels = train.labels
     num_classes = len(train.classes)
     weighting = class_weighting(labels, num_classes, config.class_weights)
@@ -222,8 +217,21 @@ def fit_ensemble(
     plan.notes += [note for note in (weighting.note(),) if note is not None]
     callback.on_plan(plan)
     return _as_classifier(
-        network, train, config, weights, backbones, layers, widths, spec, plan, chosen, started
-    )
+        network, train, config, weights, backbones, layers, widths, spec, plan, chosen, started,
+        prep,
+    )  # fmt: skip
+
+
+def _checked_config(config: Any, owner: str) -> TrainConfig:
+    if not isinstance(config, TrainConfig):
+        raise invalid(owner, "config", "a TrainConfig or None", config)
+    if config.head != "linear" or config.augment:
+        raise ConfigError(
+            f"{owner}: an ensemble's heads are linear probes on features computed once; "
+            f"got head={config.head!r}, augment={config.augment}.",
+            hint="Leave {head} and {augment} at their defaults for an ensemble.",
+        )
+    return config
 
 
 def _checked_members(members: Any, owner: str) -> list[EnsembleMember]:
@@ -242,39 +250,6 @@ def _checked_members(members: Any, owner: str) -> list[EnsembleMember]:
     return members
 
 
-def _member_features(
-    network: EnsembleNetwork,
-    train: ImageDataset,
-    prep: Any,
-    config: TrainConfig,
-    device: torch.device,
-    callback: Callback,
-) -> list[np.ndarray]:
-    """Every member's features of every training image, in one pass over the images
-    through the network itself (so prediction later sees exactly these inputs)."""
-    transform, collate = inference_transforms(prep, config.fast)
-    loader = DataLoader(
-        TorchImageDataset(train, transform),
-        batch_size=max(config.batch_size, 64),
-        shuffle=False,
-        collate_fn=collate,
-    )
-    network = network.to(device).eval()
-    run = inference_model(network, device, config.fast, prep.input_size)
-    chunks: list[list[np.ndarray]] = [[] for _ in network.members]
-    done = 0
-    try:
-        with torch.inference_mode(), numerics(run, device, config.fast):
-            for batch, _ in loader:
-                for k, x in enumerate(run.member_features(batch.to(device))):
-                    chunks[k].append(x.float().cpu().numpy())
-                done += len(batch)
-                callback.on_progress("features train (every member)", done, len(train))
-    finally:
-        network.to(memory_format=torch.contiguous_format).cpu()
-    return [np.concatenate(c) for c in chunks]
-
-
 def _choose(
     features: list[np.ndarray],
     labels: np.ndarray,
@@ -284,8 +259,8 @@ def _choose(
     probe: Callable[[np.ndarray, np.ndarray], Any],
     callback: Callback,
 ) -> EnsembleFit:
-    if combine != "auto":
-        return EnsembleFit(combine)
+    if combine != "auto" or len(features) == 1:  # one member: both ways are the same
+        return EnsembleFit(combine if combine != "auto" else "average")
     fold_of = stratified_folds(labels, folds, seed)
     if fold_of is None:
         callback.on_stage("ensemble", "a class has 1 image: no cross-validation, average")
@@ -359,10 +334,11 @@ def _as_classifier(
     plan: Plan,
     chosen: EnsembleFit,
     started: float,
+    prep: Any,
 ) -> EnsembleClassifier:
-    """An ``EnsembleClassifier`` holding the ensemble, fitted as ``fit`` would leave it."""
-    lead = network.inputs.index(max(network.inputs, key=lambda i: math.prod(i.size)))
-    prep = backbones[lead].preprocessing
+    """An ``EnsembleClassifier`` holding the ensemble, fitted as ``fit`` would leave it;
+    ``prep``: its input, the largest member's (also when a budget dropped that member:
+    the features the probes learned from were made from it)."""
     name = "ensemble:" + "+".join(f"{b.name}@{b.preprocessing.input_size[1]}" for b in backbones)
     clf = EnsembleClassifier(backbone=name, strategy=_STRATEGY, config=config, weights=weights)
     digests = "".join((b.weights.sha256 or b.weights.location) for b in backbones)

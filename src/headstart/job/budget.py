@@ -18,8 +18,11 @@ docs/BENCHMARKS.md measured on Fashion-MNIST (sections 3, 9c and 12):
 A named ``backbone`` keeps every option on it (an ensemble of it at its own size and
 half); a named ``strategy`` keeps only that strategy's options (the budget then picks
 its size and epochs). A fine-tune stops between epochs when the next would pass the
-budget, keeping its best epoch; the other steps cannot stop half-way, so their
-estimates are what keeps them inside.
+budget, keeping its best epoch; an ensemble's extraction drops, after any batch, the
+members that would not finish at the pace measured (`headstart.estimator.ensemble_features`),
+keeping the best ones (or the best alone); a single feature extraction and the test pass
+cannot stop half-way, so their estimates (each pass timed twice, the slower kept) are
+what keeps them inside.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from headstart.job.steps import (
     say_estimates,
 )
 from headstart.job.training import TrainingJob, TrainingResult
-from headstart.strategies.estimates import Timer
+from headstart.strategies.estimates import Timer, ensemble_estimate
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 from headstart.train.deadline import deadline
@@ -27,7 +27,8 @@ def run_within_budget(
     job: TrainingJob, config: TrainConfig, callback: Callback, out: Any
 ) -> TrainingResult:
     """Load, time each option, train the most accurate expected that fits, stop at the
-    budget (a fine-tune between epochs, keeping its best), score and save."""
+    budget (a fine-tune between epochs, keeping its best; an ensemble's extraction
+    dropping the members that would not finish), score and save."""
     import numpy as np
 
     started = time.monotonic()
@@ -44,6 +45,11 @@ def run_within_budget(
     with deadline(budget - (fit_started - started) - test_estimate) as limit:
         clf, fitted = _fit(job, config, winner, train, callback, out)
     fit_seconds = time.monotonic() - fit_started
+    if winner.members and len(clf.ensemble_["members"]) < len(winner.members):
+        # a budget stopped some members: the test pass runs through those kept only
+        kept = [(m["backbone"], m["input"]["size"][-1], tuple(m["layers"]))
+                for m in clf.ensemble_["members"]]  # fmt: skip
+        winner.steps["test pass"] = ensemble_estimate(timer, kept, len(test))["test pass"]
     say_estimates(callback, {"test pass": winner.steps["test pass"]})
 
     def budget_record(test_seconds: float) -> dict[str, Any]:
