@@ -205,3 +205,40 @@ def test_a_job_whose_ensemble_is_cut_says_so_in_headstart_json(tmp_path, monkeyp
     assert len(meta["ensemble"]["members"]) == 1
     clf = ImageClassifier.load(tmp_path / "m")
     assert len(clf.predict(list(folder.glob("*/*.png"))[:2])) == 2
+
+
+def _timed_rounds(monkeypatch, costs):
+    """A Timer's extraction timed against a fake clock: round r costs costs[r] s an image
+    (plus a fixed 0.5 s a pass); returns the rounds run."""
+    import types
+
+    from headstart.features import extract
+    from headstart.strategies import estimates
+
+    clock = {"now": 0.0, "passes": 0}
+
+    def fake_extract(model, subset, **run):
+        clock["passes"] += 1
+        round_ = max(0, (clock["passes"] - 2) // 2)  # pass 1: warm-up; then 2 a round
+        clock["now"] += 0.5 + len(subset) * costs[min(round_, len(costs) - 1)]
+
+    monkeypatch.setattr(extract, "extract_features", fake_extract)
+    monkeypatch.setattr(estimates, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    return clock
+
+
+@pytest.mark.parametrize(
+    ("timings", "ceiling", "kept", "passes"),
+    [(1, None, 0.001, 3), (2, None, 0.004, 5), (2, 0.01, 0.001, 3)],
+)
+def test_a_budget_times_each_pass_twice_and_keeps_the_slower(monkeypatch, timings, ceiling,
+                                                             kept, passes):  # fmt: skip
+    from fixtures_images import colour_data
+
+    from headstart.strategies.estimates import Timer
+
+    clock = _timed_rounds(monkeypatch, [0.001, 0.004])
+    timer = Timer(colour_data(12), "none", "cpu", timings=timings, ceiling=ceiling)
+    assert timer.extraction("test_efficientnet", 32, ("final",)) == pytest.approx(kept)
+    # a first timing that already costs more than the ceiling is not timed again
+    assert clock["passes"] == passes

@@ -32,7 +32,13 @@ from typing import Any
 
 from headstart.data.dataset import ImageDataset
 from headstart.errors import ConfigError
-from headstart.strategies.estimates import Timer, fit_estimate, format_seconds, parse_budget
+from headstart.strategies.estimates import (
+    BUDGET_TIMINGS,
+    Timer,
+    fit_estimate,
+    format_seconds,
+    parse_budget,
+)
 from headstart.strategies.registry import get_strategy
 from headstart.train.callbacks import Callback
 from headstart.train.deadline import deadline
@@ -97,9 +103,8 @@ class ComparisonBudget:
     ) -> None:
         """Estimate every (entry, id, reused) in order, keep the runs that fit, say the
         plan; a ConfigError naming the smallest run when nothing would run at all."""
-        timer = Timer(
-            train, settings.weights, settings.config_for(settings.strategies[0], 0).device
-        )
+        device = settings.config_for(settings.strategies[0], 0).device
+        timer = Timer(train, settings.weights, device, timings=BUDGET_TIMINGS, ceiling=self.seconds)
         for entry, rid, reused in entries:
             run = BudgetedRun(entry, rid, reused=reused)
             if not reused:

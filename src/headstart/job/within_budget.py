@@ -15,7 +15,7 @@ from headstart.job.steps import (
     say_estimates,
 )
 from headstart.job.training import TrainingJob, TrainingResult
-from headstart.strategies.estimates import Timer, ensemble_estimate
+from headstart.strategies.estimates import BUDGET_TIMINGS, Timer, ensemble_estimate
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 from headstart.train.deadline import deadline
@@ -34,7 +34,7 @@ def run_within_budget(
     started = time.monotonic()
     budget = parse_budget(job.budget)
     train, test = job.load(_split_seed(job, config), callback)
-    timer = Timer(train, job.weights, config.device)
+    timer = Timer(train, job.weights, config.device, timings=BUDGET_TIMINGS, ceiling=budget)
     per_class = int(np.bincount(train.labels, minlength=len(train.classes)).min())
     options = plan_options(job, config, timer, len(test), per_class)
     winner = choose(options, budget, time.monotonic() - started, callback)

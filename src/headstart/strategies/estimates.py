@@ -6,9 +6,11 @@ images, epochs and members. The estimates are reported through
 Each timing is measured here and now, so it is this machine's speed at this moment,
 other work on it included; nothing is a stored constant but the two allowances named
 below (the probes' share, and the ensemble's test pass against its members' timing).
-Every pass is timed twice and the slower kept: on a shared machine one short pass moved
-2-9x between runs minutes apart (docs/BENCHMARKS.md section 15), and an estimate that
-errs long skips an option, where one that errs short runs past the budget.
+For a budget every pass is timed twice and the slower kept (``Timer.timings``): on a
+shared machine one short pass moved 2-9x between runs minutes apart (docs/BENCHMARKS.md
+section 15), and an estimate that errs long skips an option, where one that errs short
+runs past the budget. A pass whose first timing already puts its option past the budget
+(``Timer.ceiling``) is not timed again: a second timing could only make it slower.
 
 Here, below the job and the comparison, so that both ``TrainingJob(budget=)`` and
 ``compare(budget=)`` estimate the same way."""
@@ -31,7 +33,7 @@ PROBE_SHARE = 0.15  # fitting probes and cross-validating on the features: + thi
 # members' timed extraction in bench/bench_budget.py (the sample, 2m: 60.9 s against
 # 31.7 s estimated); until that path is as fast, its estimate is scaled by this.
 ENSEMBLE_TEST_FACTOR = 2.0
-TIMINGS = 2  # each pass timed this many times, the slowest kept
+BUDGET_TIMINGS = 2  # under a budget each pass is timed this many times, the slowest kept
 _UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 
 
@@ -77,6 +79,8 @@ class Timer:
     train: ImageDataset
     weights: str
     device: str
+    timings: int = 1  # each pass timed this many times, the slowest kept
+    ceiling: float | None = None  # seconds (the budget): past it, one timing is enough
     per_image: dict[tuple, float] = field(default_factory=dict)
     per_step: dict[tuple, float] = field(default_factory=dict)
     natives: dict[str, int] = field(default_factory=dict)
@@ -108,14 +112,19 @@ class Timer:
 
             # Each pass has a fixed cost (the fast path's set-up) that a whole run pays
             # once: the difference of a 2-image and an n-image pass is the per-image cost.
-            # Timed TIMINGS times, the slowest kept (see the module's docstring).
+            # Timed ``timings`` times, the slowest kept (see the module's docstring).
             slowest = 0.0
-            for _ in range(TIMINGS):
+            for _ in range(self.timings):
                 small, large = timed(2), timed(n)
                 each = (large - small) / (n - 2) if n > 2 else large / n
                 slowest = max(slowest, each if each > 0 else large / n)
+                if self._past_ceiling(slowest * len(self.train)):
+                    break
             self.per_image[key] = slowest
         return self.per_image[key]
+
+    def _past_ceiling(self, seconds: float) -> bool:
+        return self.ceiling is not None and seconds > self.ceiling
 
     def training_step(self, backbone: str, size: int, batch: int) -> float:
         """Seconds of one optimisation step (forward and backward) of ``batch`` images
@@ -135,10 +144,12 @@ class Timer:
             inputs = torch.randn(batch, 3, size, size)
             model(inputs).float().sum().backward()  # warm-up
             slowest = 0.0
-            for _ in range(TIMINGS):
+            for _ in range(self.timings):
                 started = time.perf_counter()
                 model(inputs).float().sum().backward()
                 slowest = max(slowest, time.perf_counter() - started)
+                if self._past_ceiling(slowest * -(-len(self.train) // batch)):  # one epoch
+                    break
             self.per_step[key] = slowest
         return self.per_step[key]
 
