@@ -90,7 +90,11 @@ def test_a_budget_too_small_for_anything_names_the_smallest_option(data, tmp_pat
     notes = Notes()
     with pytest.raises(ConfigError) as raised:
         job.run(notes)
-    assert [x.endswith("too long") for x in notes.lines if x.startswith("  ")] == [True] * 3
+    plan = [x for x in notes.lines if x.startswith("  ")]
+    # the cheapest is timed first, always; the budget is spent by then, so no other is
+    assert plan[0].startswith("  feature extraction") and plan[0].endswith("too long")
+    assert all("~not timed  the budget was spent timing the options before it" in x
+               for x in plan[1:]) and len(plan) == 3  # fmt: skip
     text = str(raised.value)
     assert "too small for any option here: the smallest, feature extraction " in text
     assert "(test_efficientnet 32 px), is estimated at" in text and "on this machine" in text
@@ -223,7 +227,8 @@ def _timed_rounds(monkeypatch, costs):
         clock["now"] += 0.5 + len(subset) * costs[min(round_, len(costs) - 1)]
 
     monkeypatch.setattr(extract, "extract_features", fake_extract)
-    monkeypatch.setattr(estimates, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    now = lambda: clock["now"]  # noqa: E731
+    monkeypatch.setattr(estimates, "time", types.SimpleNamespace(perf_counter=now, monotonic=now))
     return clock
 
 
@@ -242,3 +247,23 @@ def test_a_budget_times_each_pass_twice_and_keeps_the_slower(monkeypatch, timing
     assert timer.extraction("test_efficientnet", 32, ("final",)) == pytest.approx(kept)
     # a first timing that already costs more than the ceiling is not timed again
     assert clock["passes"] == passes
+
+
+def test_once_the_budget_is_spent_timing_no_other_pass_is_timed(monkeypatch):
+    import math
+
+    from fixtures_images import colour_data
+
+    from headstart.strategies.estimates import Timer, format_seconds
+
+    clock = _timed_rounds(monkeypatch, [0.001])
+    timer = Timer(colour_data(12), "none", "cpu", give_up_at=-1.0)  # spent already
+    with timer.option():  # the first option is timed whole: something must have an estimate
+        assert timer.extraction("test_efficientnet", 32, ("final",)) == pytest.approx(0.001)
+        assert timer.extraction("test_efficientnet", 40, ("final",)) == pytest.approx(0.001)
+    passes = clock["passes"]
+    with timer.option():  # the next is not timed at all
+        assert timer.extraction("test_efficientnet", 48, ("final",)) == math.inf
+        assert timer.training_step("test_efficientnet", 32, 8) == math.inf
+    assert clock["passes"] == passes and format_seconds(math.inf) == "not timed"
+    assert timer.extraction("test_efficientnet", 48, ("final",)) < math.inf  # outside: timed

@@ -25,6 +25,7 @@ its row says so. Finished rows are kept whatever is cut after them.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from headstart.strategies.estimates import (
     Timer,
     fit_estimate,
     format_seconds,
+    json_seconds,
     parse_budget,
 )
 from headstart.strategies.registry import get_strategy
@@ -104,11 +106,13 @@ class ComparisonBudget:
         """Estimate every (entry, id, reused) in order, keep the runs that fit, say the
         plan; a ConfigError naming the smallest run when nothing would run at all."""
         device = settings.config_for(settings.strategies[0], 0).device
-        timer = Timer(train, settings.weights, device, timings=BUDGET_TIMINGS, ceiling=self.seconds)
+        timer = Timer(train, settings.weights, device, timings=BUDGET_TIMINGS,
+                      ceiling=self.seconds, give_up_at=self.started + self.seconds)  # fmt: skip
         for entry, rid, reused in entries:
             run = BudgetedRun(entry, rid, reused=reused)
             if not reused:
-                run.steps = _estimate(timer, entry, train, test, settings)
+                with timer.option():
+                    run.steps = _estimate(timer, entry, train, test, settings)
             self.runs[rid] = run
         left = self.left()
         room = left * SAFETY
@@ -121,7 +125,8 @@ class ComparisonBudget:
                 run.status = "skipped"
         self._say_plan(left)
         if all(r.status == "skipped" for r in self.runs.values()) and self.runs:
-            smallest = min(self.runs.values(), key=lambda r: r.seconds)
+            timed = [r for r in self.runs.values() if r.seconds < math.inf]
+            smallest = min(timed or self.runs.values(), key=lambda r: r.seconds)
             spent = self.seconds - left
             raise ConfigError(
                 f"{{budget}} {format_seconds(self.seconds)} is too small for any run of this "
@@ -133,7 +138,10 @@ class ComparisonBudget:
                 names_in_message=True,
             )
         for run in self.runs.values():
-            if run.status == "skipped":
+            if run.status == "skipped" and run.seconds == math.inf:
+                self.notes.append(f"{run.id} skipped for the budget: not timed, the budget "
+                                  "was spent timing the runs before it")  # fmt: skip
+            elif run.status == "skipped":
                 self.notes.append(
                     f"{run.id} skipped for the budget: estimated {format_seconds(run.seconds)}, "
                     "more than was left after the runs before it"
@@ -146,6 +154,8 @@ class ComparisonBudget:
         )
         for run in self.runs.values():
             mark = {"planned": "runs", "skipped": "skipped: too long"}.get(run.status, run.status)
+            if run.seconds == math.inf:
+                mark = "skipped: the budget was spent timing the runs before it"
             estimate = "" if run.reused else f"~{format_seconds(run.seconds)}"
             self.callback.on_note(f"  {run.id:44} {estimate:>10}  {mark}")
 
@@ -199,7 +209,7 @@ class ComparisonBudget:
             "runs": {
                 rid: {
                     "status": r.status,
-                    "estimate_seconds": round(r.seconds, 2),
+                    "estimate_seconds": json_seconds(r.seconds),
                     **({"actual_seconds": round(r.actual_seconds, 2)} if r.actual_seconds else {}),
                 }
                 for rid, r in self.runs.items()

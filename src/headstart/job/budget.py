@@ -27,6 +27,7 @@ what keeps them inside.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from headstart.strategies.estimates import (
     ensemble_estimate,
     fit_estimate,
     format_seconds,
+    json_seconds,
     parse_budget,
 )
 from headstart.train.callbacks import Callback
@@ -76,57 +78,64 @@ class BudgetOption:
             "image_size": self.image_size,
             "epochs": self.epochs,
             "members": [f"{b} {s} px" for b, s, _ in self.members],
-            "estimate_seconds": round(self.seconds, 2),
-            "steps": {k: round(s, 2) for k, (s, _) in (self.steps or {}).items()},
+            "estimate_seconds": json_seconds(self.seconds),
+            "steps": {k: json_seconds(s) for k, (s, _) in (self.steps or {}).items()},
         }
 
 
 def plan_options(job: Any, config: Any, timer: Timer, n_test: int, per_class: int) -> list:
-    """Every option for ``job``, most accurate expected first, each with its estimate."""
-    from headstart.rank.ranking import SPATIAL_LAYERS
+    """Every option for ``job``, most accurate expected first, each with its estimate.
+
+    Timed cheapest first (feature extraction at the smaller size, then fine-tuning, then
+    the ensembles, smallest first), so that when timing itself runs into the budget
+    (``Timer.give_up_at``) the options left untimed are the ones least likely to fit."""
     from headstart.strategies.registry import get_strategy
 
     named = job.backbone if job.backbone != "auto" else None
-    options: list[BudgetOption] = []
-    if job.strategy_given in (None, "feature-extraction"):
-        if named is None:
-            pool = list(ENSEMBLE_MEMBERS)
-        else:
-            native = config.image_size or timer.native(named)
-            pool = [(named, native), (named, native // 2)] if not config.image_size else []
-        for k in range(len(pool), 1, -1):
-            members = tuple((b, s, SPATIAL_LAYERS) for b, s in pool[:k])
-            steps = ensemble_estimate(timer, list(members), n_test)
-            options.append(
-                BudgetOption(
-                    f"ensemble of {k}",
-                    "feature-extraction",
-                    "ensemble",
-                    0,
-                    members=members,
-                    steps=steps,
-                )  # fmt: skip
-            )
     backbone = named or "tf_efficientnet_lite0"
     native = config.image_size or timer.native(backbone)
     tune, extract = [], []
+    if job.strategy_given in (None, "feature-extraction"):
+        base = get_strategy("feature-extraction").default_config().replace(**job.config_changes)
+        for size in dict.fromkeys([native // 2, native] if not config.image_size else [native]):
+            with timer.option():
+                steps = fit_estimate(timer, "feature-extraction", backbone, size, base, n_test)
+            extract.insert(0, BudgetOption("feature extraction", "feature-extraction", backbone,
+                                           size, steps=steps))  # fmt: skip
     if job.strategy_given in (None, "fine-tune"):
         size = config.image_size or native // 2
         base = get_strategy("fine-tune").default_config().replace(**job.config_changes)
         for epochs in FINE_TUNE_EPOCHS:
             cfg = base.replace(epochs=min(epochs, base.epochs), image_size=size)
-            steps = fit_estimate(timer, "fine-tune", backbone, size, cfg, n_test)
+            with timer.option():
+                steps = fit_estimate(timer, "fine-tune", backbone, size, cfg, n_test)
             tune.append(BudgetOption(f"fine-tune {cfg.epochs} epochs", "fine-tune", backbone,
                                      size, epochs=cfg.epochs, steps=steps))  # fmt: skip
-    if job.strategy_given in (None, "feature-extraction"):
-        base = get_strategy("feature-extraction").default_config().replace(**job.config_changes)
-        for size in dict.fromkeys([native, native // 2] if not config.image_size else [native]):
-            steps = fit_estimate(timer, "feature-extraction", backbone, size, base, n_test)
-            extract.append(BudgetOption("feature extraction", "feature-extraction", backbone,
-                                        size, steps=steps))  # fmt: skip
+    options = _ensembles(job, config, timer, n_test, named)
     if per_class < FEW_LABELS:
         return options + extract + tune
     return options + tune + extract
+
+
+def _ensembles(job: Any, config: Any, timer: Timer, n_test: int, named: str | None) -> list:
+    """The ensemble options, most members first (timed fewest first)."""
+    from headstart.rank.ranking import SPATIAL_LAYERS
+
+    if job.strategy_given not in (None, "feature-extraction"):
+        return []
+    if named is None:
+        pool = list(ENSEMBLE_MEMBERS)
+    else:
+        native = config.image_size or timer.native(named)
+        pool = [(named, native), (named, native // 2)] if not config.image_size else []
+    options = []
+    for k in range(2, len(pool) + 1):
+        members = tuple((b, s, SPATIAL_LAYERS) for b, s in pool[:k])
+        with timer.option():
+            steps = ensemble_estimate(timer, list(members), n_test)
+        options.insert(0, BudgetOption(f"ensemble of {k}", "feature-extraction", "ensemble", 0,
+                                       members=members, steps=steps))  # fmt: skip
+    return options
 
 
 def choose(options: list, budget: float, spent: float, callback: Callback) -> BudgetOption:
@@ -141,9 +150,12 @@ def choose(options: list, budget: float, spent: float, callback: Callback) -> Bu
     )
     for option in options:
         mark = "chosen" if option is winner else ("fits" if option in fits else "too long")
+        if option.seconds == math.inf:
+            mark = "the budget was spent timing the options before it"
         callback.on_note(f"  {_label(option):52} ~{format_seconds(option.seconds):>8}  {mark}")
     if winner is None:
-        smallest = min(options, key=lambda o: o.seconds)
+        timed = [o for o in options if o.seconds < math.inf] or options
+        smallest = min(timed, key=lambda o: o.seconds)
         raise ConfigError(
             f"{{budget}} {format_seconds(budget)} is too small for any option here: the "
             f"smallest, {_label(smallest)}, is estimated at {format_seconds(smallest.seconds)} "

@@ -34,7 +34,8 @@ def run_within_budget(
     started = time.monotonic()
     budget = parse_budget(job.budget)
     train, test = job.load(_split_seed(job, config), callback)
-    timer = Timer(train, job.weights, config.device, timings=BUDGET_TIMINGS, ceiling=budget)
+    timer = Timer(train, job.weights, config.device, timings=BUDGET_TIMINGS, ceiling=budget,
+                  give_up_at=started + budget)  # fmt: skip
     per_class = int(np.bincount(train.labels, minlength=len(train.classes)).min())
     options = plan_options(job, config, timer, len(test), per_class)
     winner = choose(options, budget, time.monotonic() - started, callback)

@@ -17,8 +17,11 @@ Here, below the job and the comparison, so that both ``TrainingJob(budget=)`` an
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +60,8 @@ def parse_budget(value: Any) -> float:
 
 
 def format_seconds(seconds: float) -> str:
+    if seconds == math.inf:
+        return "not timed"
     if seconds < 10:
         return f"{seconds:.1f}s"
     if seconds < 90:
@@ -81,6 +86,10 @@ class Timer:
     device: str
     timings: int = 1  # each pass timed this many times, the slowest kept
     ceiling: float | None = None  # seconds (the budget): past it, one timing is enough
+    # time.monotonic() past which an option (``option()``) not yet timed is not timed at
+    # all (its new passes: inf, "not timed"); the first is, so something has an estimate
+    give_up_at: float | None = None
+    _skipping: bool = False
     per_image: dict[tuple, float] = field(default_factory=dict)
     per_step: dict[tuple, float] = field(default_factory=dict)
     natives: dict[str, int] = field(default_factory=dict)
@@ -96,6 +105,8 @@ class Timer:
     def extraction(self, backbone: str, size: int, layers: tuple[str, ...]) -> float:
         """Seconds per image through the frozen ``backbone`` at ``size``, timed."""
         key = (backbone, size, tuple(layers))
+        if key not in self.per_image and self._given_up():
+            return math.inf
         if key not in self.per_image:
             from headstart.backbones.registry import create_backbone
             from headstart.features.extract import extract_features
@@ -123,6 +134,21 @@ class Timer:
             self.per_image[key] = slowest
         return self.per_image[key]
 
+    @contextlib.contextmanager
+    def option(self) -> Iterator[None]:
+        """One option's estimate inside: every pass it needs is timed, or, when the budget
+        was spent timing the options before it (``give_up_at``), none is."""
+        timed_any = bool(self.per_image or self.per_step)
+        late = self.give_up_at is not None and time.monotonic() > self.give_up_at
+        self._skipping = timed_any and late
+        try:
+            yield
+        finally:
+            self._skipping = False
+
+    def _given_up(self) -> bool:
+        return self._skipping
+
     def _past_ceiling(self, seconds: float) -> bool:
         return self.ceiling is not None and seconds > self.ceiling
 
@@ -135,6 +161,8 @@ class Timer:
         larger = [t for (b, s, n), t in self.per_step.items() if (b, s) == key[:2] and n > batch]
         if key not in self.per_step and larger:
             return min(larger)  # a step of more images bounds one of fewer: no new timing
+        if key not in self.per_step and self._given_up():
+            return math.inf
         if key not in self.per_step:
             import torch
 
@@ -152,6 +180,11 @@ class Timer:
                     break
             self.per_step[key] = slowest
         return self.per_step[key]
+
+
+def json_seconds(seconds: float) -> float | None:
+    """``seconds`` rounded for a JSON file; None for a pass not timed (inf)."""
+    return round(seconds, 2) if seconds != math.inf else None
 
 
 def extraction_seconds(timer: Timer, member: tuple, images: int) -> tuple[float, str]:
