@@ -93,7 +93,7 @@ def test_a_budget_too_small_for_anything_names_the_smallest_option(data, tmp_pat
     plan = [x for x in notes.lines if x.startswith("  ")]
     # the cheapest is timed first, always; the budget is spent by then, so no other is
     assert plan[0].startswith("  feature extraction") and plan[0].endswith("too long")
-    assert all("~not timed  the budget was spent timing the options before it" in x
+    assert all("~not timed  what was left after timing the others could not fit it" in x
                for x in plan[1:]) and len(plan) == 3  # fmt: skip
     text = str(raised.value)
     assert "too small for any option here: the smallest, feature extraction " in text
@@ -267,3 +267,20 @@ def test_once_the_budget_is_spent_timing_no_other_pass_is_timed(monkeypatch):
         assert timer.training_step("test_efficientnet", 32, 8) == math.inf
     assert clock["passes"] == passes and format_seconds(math.inf) == "not timed"
     assert timer.extraction("test_efficientnet", 48, ("final",)) < math.inf  # outside: timed
+
+
+def test_an_option_that_cannot_fit_what_is_left_is_not_timed(monkeypatch):
+    import math
+
+    from fixtures_images import colour_data
+
+    from headstart.strategies.estimates import Timer
+
+    _timed_rounds(monkeypatch, [0.001])
+    timer = Timer(colour_data(12), "none", "cpu", give_up_at=100.0)  # the fake clock is at 0
+    with timer.option():
+        assert timer.extraction("test_efficientnet", 32, ("final",)) < math.inf
+    with timer.option(at_least=50.0):  # 50 s needed, 100 left: timed
+        assert timer.extraction("test_efficientnet", 40, ("final",)) < math.inf
+    with timer.option(at_least=500.0):  # the cheapest so far needs more than is left
+        assert timer.extraction("test_efficientnet", 48, ("final",)) == math.inf

@@ -88,7 +88,8 @@ def plan_options(job: Any, config: Any, timer: Timer, n_test: int, per_class: in
 
     Timed cheapest first (feature extraction at the smaller size, then fine-tuning, then
     the ensembles, smallest first), so that when timing itself runs into the budget
-    (``Timer.give_up_at``) the options left untimed are the ones least likely to fit."""
+    (``Timer.give_up_at``), or what is left is less than the cheapest option timed so far
+    needs, the options left untimed are the ones that would not fit anyway."""
     from headstart.strategies.registry import get_strategy
 
     named = job.backbone if job.backbone != "auto" else None
@@ -98,7 +99,7 @@ def plan_options(job: Any, config: Any, timer: Timer, n_test: int, per_class: in
     if job.strategy_given in (None, "feature-extraction"):
         base = get_strategy("feature-extraction").default_config().replace(**job.config_changes)
         for size in dict.fromkeys([native // 2, native] if not config.image_size else [native]):
-            with timer.option():
+            with timer.option(_cheapest(extract)):
                 steps = fit_estimate(timer, "feature-extraction", backbone, size, base, n_test)
             extract.insert(0, BudgetOption("feature extraction", "feature-extraction", backbone,
                                            size, steps=steps))  # fmt: skip
@@ -107,17 +108,24 @@ def plan_options(job: Any, config: Any, timer: Timer, n_test: int, per_class: in
         base = get_strategy("fine-tune").default_config().replace(**job.config_changes)
         for epochs in FINE_TUNE_EPOCHS:
             cfg = base.replace(epochs=min(epochs, base.epochs), image_size=size)
-            with timer.option():
+            with timer.option(_cheapest(extract + tune)):
                 steps = fit_estimate(timer, "fine-tune", backbone, size, cfg, n_test)
             tune.append(BudgetOption(f"fine-tune {cfg.epochs} epochs", "fine-tune", backbone,
                                      size, epochs=cfg.epochs, steps=steps))  # fmt: skip
-    options = _ensembles(job, config, timer, n_test, named)
+    options = _ensembles(job, config, timer, n_test, named, _cheapest(extract + tune))
     if per_class < FEW_LABELS:
         return options + extract + tune
     return options + tune + extract
 
 
-def _ensembles(job: Any, config: Any, timer: Timer, n_test: int, named: str | None) -> list:
+def _cheapest(options: list) -> float:
+    """The fewest seconds any of ``options`` (timed already) is estimated to need."""
+    return min((o.seconds for o in options), default=0.0)
+
+
+def _ensembles(
+    job: Any, config: Any, timer: Timer, n_test: int, named: str | None, cheapest: float
+) -> list:
     """The ensemble options, most members first (timed fewest first)."""
     from headstart.rank.ranking import SPATIAL_LAYERS
 
@@ -131,7 +139,7 @@ def _ensembles(job: Any, config: Any, timer: Timer, n_test: int, named: str | No
     options = []
     for k in range(2, len(pool) + 1):
         members = tuple((b, s, SPATIAL_LAYERS) for b, s in pool[:k])
-        with timer.option():
+        with timer.option(cheapest):
             steps = ensemble_estimate(timer, list(members), n_test)
         options.insert(0, BudgetOption(f"ensemble of {k}", "feature-extraction", "ensemble", 0,
                                        members=members, steps=steps))  # fmt: skip
@@ -151,7 +159,7 @@ def choose(options: list, budget: float, spent: float, callback: Callback) -> Bu
     for option in options:
         mark = "chosen" if option is winner else ("fits" if option in fits else "too long")
         if option.seconds == math.inf:
-            mark = "the budget was spent timing the options before it"
+            mark = "what was left after timing the others could not fit it"
         callback.on_note(f"  {_label(option):52} ~{format_seconds(option.seconds):>8}  {mark}")
     if winner is None:
         timed = [o for o in options if o.seconds < math.inf] or options

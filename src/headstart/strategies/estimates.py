@@ -135,11 +135,13 @@ class Timer:
         return self.per_image[key]
 
     @contextlib.contextmanager
-    def option(self) -> Iterator[None]:
+    def option(self, at_least: float = 0.0) -> Iterator[None]:
         """One option's estimate inside: every pass it needs is timed, or, when the budget
-        was spent timing the options before it (``give_up_at``), none is."""
+        was spent timing the options before it (``give_up_at``), none is; ``at_least``:
+        seconds this option is known to need (options timed cheapest first: the cheapest
+        so far), so that one which cannot fit in what is left is not timed either."""
         timed_any = bool(self.per_image or self.per_step)
-        late = self.give_up_at is not None and time.monotonic() > self.give_up_at
+        late = self.give_up_at is not None and time.monotonic() + at_least > self.give_up_at
         self._skipping = timed_any and late
         try:
             yield
