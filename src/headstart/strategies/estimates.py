@@ -31,6 +31,7 @@ from headstart.errors import ConfigError, literal
 __all__ = ["Timer", "fit_estimate", "format_seconds", "parse_budget"]
 
 TIMED_IMAGES = 32  # images in the larger timed extraction pass, one batch
+RETIMED_IMAGES = 128  # the pass timed when 32 images' cost is lost in the set-up's jitter
 PROBE_SHARE = 0.15  # fitting probes and cross-validating on the features: + this share
 # An ensemble's test pass (its joined network over the test images) took 1.9x its
 # members' timed extraction in bench/bench_budget.py (the sample, 2m: 60.9 s against
@@ -91,6 +92,7 @@ class Timer:
     give_up_at: float | None = None
     _skipping: bool = False
     per_image: dict[tuple, float] = field(default_factory=dict)
+    setup: dict[tuple, float] = field(default_factory=dict)  # a pass's fixed seconds
     per_step: dict[tuple, float] = field(default_factory=dict)
     natives: dict[str, int] = field(default_factory=dict)
 
@@ -124,14 +126,23 @@ class Timer:
             # Each pass has a fixed cost (the fast path's set-up) that a whole run pays
             # once: the difference of a 2-image and an n-image pass is the per-image cost.
             # Timed ``timings`` times, the slowest kept (see the module's docstring).
-            slowest = 0.0
+            slowest, setup = 0.0, 0.0
             for _ in range(self.timings):
-                small, large = timed(2), timed(n)
-                each = (large - small) / (n - 2) if n > 2 else large / n
-                slowest = max(slowest, each if each > 0 else large / n)
-                if self._past_ceiling(slowest * len(self.train)):
+                small, count = timed(2), n
+                large = timed(count)
+                each = _per_image(small, 2, large, count)
+                if each is None and min(RETIMED_IMAGES, len(self.train)) > n:
+                    count = min(RETIMED_IMAGES, len(self.train))  # within the jitter: more
+                    large = timed(count)
+                    each = _per_image(small, 2, large, count)
+                if each is None:  # still: the larger pass, set-up and all, per image
+                    each = large / count
+                slowest = max(slowest, each)
+                setup = max(setup, min(small - 2 * each, large - count * each), 0.0)
+                if self._past_ceiling(slowest * len(self.train) + setup):
                     break
             self.per_image[key] = slowest
+            self.setup[key] = setup
         return self.per_image[key]
 
     @contextlib.contextmanager
@@ -147,6 +158,12 @@ class Timer:
             yield
         finally:
             self._skipping = False
+
+    def setup_seconds(self, backbone: str, size: int, layers: tuple[str, ...]) -> float:
+        """The fixed seconds of one extraction pass (the fast path's set-up), timed."""
+        if self.extraction(backbone, size, layers) == math.inf:
+            return math.inf
+        return self.setup.get((backbone, size, tuple(layers)), 0.0)
 
     def _given_up(self) -> bool:
         return self._skipping
@@ -184,6 +201,15 @@ class Timer:
         return self.per_step[key]
 
 
+def _per_image(small: float, few: int, large: float, many: int) -> float | None:
+    """Seconds per image from a pass of ``few`` and one of ``many`` images; None when
+    the difference is within the fixed cost's jitter (under a tenth of the larger pass:
+    on a loaded machine the set-up alone moved by more than 30 images' worth)."""
+    if large - small <= 0.1 * large:
+        return None
+    return (large - small) / (many - few)
+
+
 def json_seconds(seconds: float) -> float | None:
     """``seconds`` rounded for a JSON file; None for a pass not timed (inf)."""
     return round(seconds, 2) if seconds != math.inf else None
@@ -192,8 +218,12 @@ def json_seconds(seconds: float) -> float | None:
 def extraction_seconds(timer: Timer, member: tuple, images: int) -> tuple[float, str]:
     backbone, size, layers = member
     each = timer.extraction(backbone, size, layers)
-    basis = f"{images} images x {each * 1000:.0f} ms ({backbone} {size} px, timed)"
-    return images * each, basis
+    setup = timer.setup_seconds(backbone, size, layers)
+    basis = (
+        f"{images} images x {each * 1000:.0f} ms + {setup:.1f}s set-up "
+        f"({backbone} {size} px, timed)"
+    )
+    return images * each + setup, basis
 
 
 def fit_estimate(
@@ -245,8 +275,9 @@ def ensemble_estimate(
     """{step: (seconds, basis)} for fitting ``members`` (backbone, size, layers) as an
     ensemble and scoring the test images through every one of them."""
     n = len(timer.train)
-    fit = sum(timer.extraction(*m) for m in members) * n * (1 + PROBE_SHARE)
-    test = sum(timer.extraction(*m) for m in members) * n_test * ENSEMBLE_TEST_FACTOR
+    setup = sum(timer.setup_seconds(*m) for m in members)  # each pass pays every member's
+    fit = sum(timer.extraction(*m) for m in members) * n * (1 + PROBE_SHARE) + setup
+    test = sum(timer.extraction(*m) for m in members) * n_test * ENSEMBLE_TEST_FACTOR + setup
     names = ", ".join(f"{b} {s} px" for b, s, _ in members)
     return {
         "ensemble": (fit, f"{n} images through {names}, each timed, + {PROBE_SHARE:.0%} probes"),
