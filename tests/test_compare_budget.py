@@ -97,6 +97,10 @@ def test_each_runs_estimate_is_said_before_it_starts(tmp_path, weights, data):
         r["estimate_seconds"] > 0 and r["actual_seconds"] > 0 for r in record["runs"].values()
     )
     assert json.loads((tmp_path / "results.json").read_text())["budget"] == record
+    # the label issues section is not estimated: a budget leaves it out, and says so
+    assert "label_issues" not in results
+    assert any(n.startswith("no label issues section: a budget leaves it out")
+               for n in results["notes"])  # fmt: skip
 
 
 def test_runs_that_do_not_fit_are_skipped_and_named_with_their_estimates(
