@@ -141,8 +141,8 @@ def test_a_flag_a_strategy_would_use_is_accepted(tmp_path, capsys, monkeypatch):
 def _stub_comparison(monkeypatch):
     ran = {}
 
-    def run_comparison(train, test, out, settings, args, description):
-        ran.update(train=train, test=test, settings=settings)
+    def run_comparison(train, test, out, settings, args, description, budget=None):
+        ran.update(train=train, test=test, settings=settings, budget=budget)
         return 0
 
     monkeypatch.setattr(compare_command, "run_comparison", run_comparison)

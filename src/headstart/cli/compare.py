@@ -255,7 +255,7 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"compare: {format_seconds(spent)} of the budget went to loading; the runs get "
               f"the {format_seconds(budget - spent)} left")  # fmt: skip
         budget -= spent
-    return run_comparison(train, test, args.out, settings, args, f"{args.data}", budget)
+    return run_comparison(train, test, args.out, settings, args, f"{args.data}", budget=budget)
 
 
 def rank_for_report(
