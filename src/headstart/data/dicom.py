@@ -149,8 +149,9 @@ def describe_rule(window: str, frames: str = "middle") -> dict[str, Any]:
         windowing = (
             "the file's first WindowCenter/WindowWidth with its VOILUTFunction (LINEAR by "
             "default, LINEAR_EXACT: clip((x - c) / w + 0.5, 0, 1), SIGMOID: "
-            "1 / (1 + exp(-4 (x - c) / w))); else its first VOI LUT Sequence item, divided "
-            "by 2**bits - 1 (LUTDescriptor[2]); else the full range of BitsStored "
+            "1 / (1 + exp(-4 (x - c) / w))); else its first VOI LUT Sequence item, indexed by "
+            "the rounded value clipped to the table, divided by 2**bits - 1 "
+            "(LUTDescriptor[2]); else the full range of BitsStored "
             "(signed when PixelRepresentation is 1) through the Modality LUT"
         )
     else:
