@@ -3,6 +3,7 @@ the files it concerns, worked out from what loading recorded (never a second dec
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -246,13 +247,15 @@ def what_loading_did(reports: list[LoadReport]) -> list[Finding]:
     if converted:
         kinds = Counter(converted.values())
         described = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-        findings.append(
-            _info(
-                "converted",
-                f"{len(converted)} image(s) converted to RGB: {described}",
-                [f"{p}: {how}" for p, how in converted.items()],
-            )
+        finding = _info(
+            "converted",
+            f"{len(converted)} image(s) converted to RGB: {described}",
+            [f"{p}: {how}" for p, how in converted.items()],
         )
+        if len(kinds) == 1 and len(converted) == sum(report.loaded for report in reports):
+            # Every image the same way (a grayscale set): a list of them all says nothing.
+            finding = dataclasses.replace(finding, details=())
+        findings.append(finding)
     if rotated:
         summary = (
             f"EXIF orientation applied to {len(rotated)} image(s) "
