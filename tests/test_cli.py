@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -382,3 +383,18 @@ def test_max_pixels_is_a_flag_and_skips_are_worded_as_it(tmp_path, capsys):
     assert main(["check", str(data), "--max-pixels", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("headstart: error: --max-pixels must be an int > 0") and "0" in err
+
+
+def test_a_misspelt_flag_is_refused_by_its_command_naming_the_closest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", str(tmp_path), "--stratgy", "fine-tune"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "headstart train: error: unrecognized arguments: --stratgy fine-tune" in err
+    assert "did you mean --strategy?" in err
+    with pytest.raises(SystemExit):
+        main(["check", str(tmp_path), "--zzzzzz"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --zzzzzz" in err and "did you mean" not in err
