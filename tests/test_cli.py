@@ -122,8 +122,13 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
     with Image.open(report / "confusion_matrix.png") as png:
         assert png.format == "PNG"
     evaluation = json.loads((report / "evaluation.json").read_text())
-    assert evaluation["n"] == 30
-    capsys.readouterr()
+    # The folder it trained on: only the test split train held out, so train's numbers.
+    assert evaluation["n"] == meta["metrics"]["test"]["n"] < 30
+    assert evaluation["accuracy"] == pytest.approx(meta["metrics"]["test"]["accuracy"])
+    assert "is the data this model was trained on" in capsys.readouterr().out
+    assert main(["evaluate", str(out), str(folder), "--out", str(report), "--all-images"]) == 0
+    assert json.loads((report / "evaluation.json").read_text())["n"] == 30
+    assert "trained on" not in capsys.readouterr().out
 
     image = folder / "green" / "0.png"
     assert main(["predict", str(out), str(image), "--top-k", "2", "--format", "json"]) == 0
