@@ -139,6 +139,11 @@ def test_label_retrain_predict_export_and_restart(open_page, tmp_path):
             page.screenshot(path=f"{SCREENSHOTS}/label-page.png", full_page=True)
         first = page.locator("#card-name").text_content()
         key = str(COLOURS.index(first.split("/")[0]) + 1)
+        page.get_by_label("New class").press(key)  # typing in a field labels nothing
+        expect(page.get_by_label("New class")).to_have_value(key)
+        expect(page.locator("#card-name")).to_have_text(first)
+        page.get_by_label("New class").fill("")
+        card.focus()
         page.keyboard.press(key)  # its own class, by number
         expect(page.locator("#suggest-status")).to_have_text(
             f"Labelled {first} as {first.split('/')[0]}."
@@ -229,6 +234,16 @@ def test_two_tabs_label_at_once_into_a_csv(open_page, browser, tmp_path):  # noq
         first.evaluate("document.dispatchEvent(new Event('visibilitychange'))")  # back to it
         expect(first.locator("#label-info")).to_contain_text("2 images labelled")
         expect(thumb(first, "blue/0.png")).to_have_count(0)
+        first.get_by_label("A CSV (with the images)").check()
+        first.get_by_role("button", name="Write it on the server").click()
+        written = first.locator("#export-status")
+        expect(written).to_contain_text("2 images written under the server's out folder, in")
+        folder = tmp_path / "runs" / written.text_content().rsplit(" in ", 1)[1].rstrip(".")
+        assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [
+            "0.png",
+            "0.png",
+            "labels.csv",
+        ]
     with (tmp_path / "project" / "labels.csv").open(newline="") as handle:
         rows = sorted(tuple(row) for row in csv.reader(handle))
     assert rows == [
@@ -236,3 +251,23 @@ def test_two_tabs_label_at_once_into_a_csv(open_page, browser, tmp_path):  # noq
         ("../pool/red/0.png", "warm"),
         ("path", "label"),
     ]
+
+
+def test_a_server_with_a_token_asks_for_it_on_the_label_page(browser, tmp_path):  # noqa: F811
+    colour_folder(tmp_path / "pool", per_class=1)
+    store = LabelStore(tmp_path / "project", tmp_path / "pool")
+    settings = TrainingSettings(out=tmp_path / "runs", data=store.data, weights="none")
+    training = TrainingJobs(settings, ServeLimits())
+    app = create_app(None, token="open sesame", training=training,
+                     labelling=Labelling(store, training))  # fmt: skip
+    with ServerThread(app) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url + "/label")
+        field = page.get_by_label("This server needs a token")
+        expect(field).to_be_focused()
+        field.fill("open sesame")
+        field.press("Enter")
+        expect(page.locator("#label-info")).to_contain_text("3 still unlabelled in pool")
+        expect(page.locator("#pool .thumb")).to_have_count(3)
+        context.close()
