@@ -253,7 +253,7 @@ def test_two_tabs_label_at_once_into_a_csv(open_page, browser, tmp_path):  # noq
     ]
 
 
-def test_a_server_with_a_token_asks_for_it_on_the_label_page(browser, tmp_path):  # noqa: F811
+def test_the_label_page_asks_for_the_token_and_fits_a_phone(browser, tmp_path):  # noqa: F811
     colour_folder(tmp_path / "pool", per_class=1)
     store = LabelStore(tmp_path / "project", tmp_path / "pool")
     settings = TrainingSettings(out=tmp_path / "runs", data=store.data, weights="none")
@@ -271,3 +271,12 @@ def test_a_server_with_a_token_asks_for_it_on_the_label_page(browser, tmp_path):
         expect(page.locator("#label-info")).to_contain_text("3 still unlabelled in pool")
         expect(page.locator("#pool .thumb")).to_have_count(3)
         context.close()
+        phone = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+        page = phone.new_page()
+        page.goto(url + "/label")
+        page.get_by_label("This server needs a token").fill("open sesame")
+        page.get_by_label("This server needs a token").press("Enter")
+        expect(page.locator("#pool .thumb")).to_have_count(3)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the labelling page is {overflow}px wider than a phone screen"
+        phone.close()
