@@ -9,6 +9,7 @@ from headstart.strategies.common import (
     new_classifier,
     param_groups,
     plan_rows,
+    probe_weighs_note,
     train_images,
 )
 from headstart.strategies.registry import register_strategy
@@ -26,6 +27,7 @@ __all__ = ["FineTune"]
 class FineTune(Strategy):
     name = "fine-tune"
     summary = "freeze the earliest layer groups; retrain the rest and a new head"
+    auto_balance = "sampling"
 
     def default_config(self) -> TrainConfig:
         # Mild augmentation, every group but the stem and the first block trainable,
@@ -72,6 +74,8 @@ class FineTune(Strategy):
                 "gradients do not disturb the pre-trained layers; while fine-tuning it then "
                 f"moves at 5 x {{base_lr}} = {ft_config.head_lr:.1e} (not {{head_lr}})"
             )
+        if config.lp_ft and config.head == "linear":
+            notes += probe_weighs_note(config)
         if config.layer_decay < 1:
             notes.append(f"layer-wise LR decay {config.layer_decay} per group below the top")
         plan = Plan(

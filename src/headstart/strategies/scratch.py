@@ -24,6 +24,7 @@ class Scratch(Strategy):
     name = "scratch"
     summary = "the same architecture from random initialisation (the baseline)"
     pretrained = False
+    auto_balance = "sampling"
 
     def default_config(self) -> TrainConfig:
         return TrainConfig(
