@@ -28,9 +28,9 @@ class FineTune(Strategy):
     name = "fine-tune"
     summary = "freeze the earliest layer groups; retrain the rest and a new head"
     # Class-balanced batches, not a weighted loss, on imbalanced classes: at a ratio of
-    # 10 (6 epochs at 64 px) sampling gained 1.5 and 3.2 points of balanced accuracy over
-    # none at -0.2 and -1.0 of accuracy at the training shares; the weighted loss gained
-    # 0.4 and 2.3 at -5.2 and -4.7 (the sample, 5 seeds; Fashion-MNIST, 3; BENCHMARKS, 17).
+    # 10 (6 epochs at 64 px, 5 seeds) sampling gained 1.5 and 3.4 points of balanced
+    # accuracy over none at -0.2 and -1.4 of accuracy at the training shares; the weighted
+    # loss gained 0.4 and 2.1 at -5.2 and -4.9 (the sample; Fashion-MNIST; BENCHMARKS, 17).
     auto_balance = "sampling"
 
     def default_config(self) -> TrainConfig:

@@ -6,8 +6,8 @@ Why a sampler and not only loss weights: the gradient loop sees a small class's 
 images in one or two batches an epoch; weighting them up makes those few steps large,
 where drawing them more often spreads them over the epoch at the usual step size.
 Measured on fine-tune at a class ratio of 10 (docs/BENCHMARKS.md, section 17), the
-weighted loss cost 4.7-5.2 points of accuracy at the training shares; sampling gained
-more balanced accuracy and cost 0.2-1.0.
+weighted loss cost 4.9-5.2 points of accuracy at the training shares; sampling gained
+more balanced accuracy (1.5-3.4 points over none) and cost 0.2-1.4.
 
 The order is a function of the labels and the generator alone, and the loop seeds that
 generator by (seed, epoch) exactly as it seeds its plain shuffle. So the same seed gives
