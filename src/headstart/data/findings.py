@@ -27,7 +27,7 @@ __all__ = [
 SEVERITIES = ("error", "warning", "info")
 
 # The largest class at least this many times the smallest: the doctor warns, and
-# training's class_weights="auto" weights the loss (docs/BENCHMARKS.md, "Imbalance").
+# training's class_weights="auto" balances the classes (docs/BENCHMARKS.md, "Imbalance").
 IMBALANCE_RATIO = 3.0
 
 
@@ -182,9 +182,10 @@ def imbalance(ds: ImageDataset, ratio: float, split: str) -> Finding | None:
         count=len(counts),
         summary=f"classes are imbalanced in {split}: {smallest} to {largest} images per class "
         f"(ratio {largest / smallest:.1f}, warned from {ratio:g})",
-        advice=f"training weights the loss by class where the largest training class holds "
-        f"{IMBALANCE_RATIO:g}x the smallest or more ({{no_class_weights}} turns it off); judge "
-        "by balanced accuracy",
+        advice=f"training balances the classes where the largest training class holds "
+        f"{IMBALANCE_RATIO:g}x the smallest or more (fine-tune and scratch draw class-balanced "
+        f"batches, the others weight the loss; {{no_class_weights}} turns it off); judge by "
+        "balanced accuracy",
         details=tuple(f"{name}: {count}" for name, count in ordered),
     )
 
