@@ -1,5 +1,7 @@
 """Class weights on imbalanced training images: balanced accuracy and accuracy with
-``class_weights`` none (the old default), balanced, and auto (the new default).
+``class_weights`` none (the old default), balanced (a weighted loss), sampling
+(class-balanced batches, for the strategies that train in batches) and auto (the new
+default).
 
 auto trains exactly as the setting it picks, so it is not trained again: its rows in the
 table are the runs of the setting it picks on those training images (``auto_picks``).
@@ -13,7 +15,7 @@ the training images: the expected accuracy on a test split drawn like the traini
 (what `headstart train` measures on its own held-out 20 %).
 
 Run: .venv/bin/python bench/bench_imbalance.py [--data fashion-mnist,sample]
-     [--ratios 1,1.5,2,3,5,10] [--seeds 0,1,2] [--settings none,balanced]
+     [--ratios 1,1.5,2,3,5,10] [--seeds 0,1,2] [--settings none,balanced,sampling]
      [--strategy feature-extraction] [--epochs N] [--image-size 112]
      [--out docs/benchmarks/imbalance.json]
 
@@ -62,6 +64,9 @@ def score(clf, train, test) -> dict:
         "accuracy": evaluation["accuracy"],
         "accuracy_at_training_shares": float(shares @ recall),
         "used": clf.config_.class_weights,
+        "epochs": clf.config_.epochs,
+        # Gradient epochs that ran (early stopping may end a run sooner), and the one kept.
+        "epochs_run": sum(1 for r in clf.history_ if r["stage"] != "head"),
         "seconds": clf.fit_seconds_,
     }
 
@@ -80,7 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.exists() else []
     done = {(r["data"], r["strategy"], r["ratio"], r["seed"], r["setting"]) for r in results}
-    base = get_strategy(args.strategy).default_config().replace(image_size=args.image_size)
+    strategy = get_strategy(args.strategy)
+    base = strategy.default_config().replace(image_size=args.image_size)
     if args.epochs:
         base = base.replace(epochs=args.epochs)
     for data in args.data.split(","):
@@ -106,7 +112,7 @@ def main() -> None:
                         "setting": setting,
                         "train_images": len(train),
                         "auto_picks": class_weighting(
-                            train.labels, len(train.classes), "auto"
+                            train.labels, len(train.classes), "auto", strategy.auto_balance
                         ).used,
                         **score(clf, train, test),
                     }

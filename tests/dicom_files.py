@@ -1,16 +1,19 @@
-"""DICOM files the tests write themselves from known arrays (pydicom writes them)."""
+"""DICOM files the tests write themselves from known arrays (pydicom writes them): tiny,
+with chosen pixel-module facts, and identifying attributes planted so that a test can see
+they never come out. The one writer for every DICOM test."""
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-pydicom = pytest.importorskip("pydicom")
+pydicom = pytest.importorskip("pydicom", reason="the dicom extra is not installed")
 
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
 
 #: Identifying values planted in every written file; none may leave headstart.
 PLANTED = {
@@ -22,11 +25,13 @@ PLANTED = {
     "AccessionNumber": "ACC99321Z",
     "StudyDescription": "Thorax Wyvern study",
 }
+#: The planted values as pieces a text could show (a name's parts, not its ^ form).
+IDENTIFYING = ("Zorblatt", "Quintessa", "PID-7741-XQ", "19320417", "Wyvern", "Hollowmere",
+               "ACC99321Z")  # fmt: skip
 
 
-def write_dicom(
-    path: Path,
-    pixels: np.ndarray,
+def dicom_dataset(
+    pixels: np.ndarray | None,
     *,
     photometric: str = "MONOCHROME2",
     bits_stored: int | None = None,
@@ -35,14 +40,15 @@ def write_dicom(
     window: tuple[float, float] | None = None,
     modality: str = "CT",
     frames: bool = False,
-    preamble: bool = True,
     identifying: bool = True,
-) -> Path:
-    """``pixels``: (H, W) or (frames, H, W) ints, or (H, W, 3) uint8 for RGB."""
-    pixels = np.asarray(pixels)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    **attributes: object,
+) -> Dataset:
+    """``pixels``: (H, W) or, with ``frames``, (frames, H, W) ints stored at their dtype's
+    width (8 or 16 bits; wider ints are stored as 16-bit of the same signedness), or
+    (H, W, 3) uint8 for RGB; None: a file with no pixel data. ``attributes``: any other
+    attribute by keyword (``VOILUTFunction="SIGMOID"``), set last, so it may override."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
@@ -53,6 +59,12 @@ def write_dicom(
     if identifying:
         for keyword, value in PLANTED.items():
             setattr(ds, keyword, value)
+    if pixels is None:
+        return ds
+    pixels = np.asarray(pixels)
+    if pixels.dtype.itemsize > 2:
+        signed = np.issubdtype(pixels.dtype, np.signedinteger)
+        pixels = pixels.astype(np.int16 if signed else np.uint16)
     colour = photometric == "RGB"
     shape = pixels.shape[1:] if frames else pixels.shape
     ds.Rows, ds.Columns = int(shape[0]), int(shape[1])
@@ -70,15 +82,40 @@ def write_dicom(
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0.0
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
     ds.PixelData = np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"))).tobytes()
-    ds.save_as(path, enforce_file_format=preamble)
-    if not preamble:  # no 128-byte preamble and no DICM marker: a bare dataset
+    return ds
+
+
+def write_dicom(path: Path, pixels: np.ndarray | None, *, preamble: bool = True, **facts) -> Path:
+    """A file of :func:`dicom_dataset`; ``preamble=False``: a bare dataset, with no
+    128-byte preamble and no DICM marker."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = dicom_dataset(pixels, **facts)
+    if preamble:
+        ds.save_as(path, enforce_file_format=True)
+    else:
         ds.save_as(path, enforce_file_format=False, implicit_vr=False, little_endian=True)
     return path
 
 
+def dicom_bytes(pixels: np.ndarray | None, **facts) -> bytes:
+    buffer = BytesIO()
+    dicom_dataset(pixels, **facts).save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def ramp(rows: int, columns: int, top: int = 4000, seed: int = 0) -> np.ndarray:
+    """12-bit stored values rising left to right, with a little noise (distinct bytes per
+    seed), as uint16."""
+    values = np.linspace(0, top, columns)[None, :].repeat(rows, axis=0)
+    noise = np.random.default_rng(seed).integers(0, 8, (rows, columns))
+    return (values + noise).clip(0, top).astype(np.uint16)
+
+
 def pydicom_file(name: str) -> Path:
-    """A file shipped inside pydicom (no download), or skip."""
+    """A file shipped inside pydicom (never downloaded: a missing one skips the test)."""
     from pydicom.data import get_testdata_file
 
     found = get_testdata_file(name, download=False)

@@ -60,6 +60,7 @@ def main() -> None:
         "features": torch.from_numpy(features),
         "state": clf.model_.state_dict(),
         "history": clf.history_,
+        "class_weights": clf.config_.class_weights,  # what auto came to on this rank
     }
     torch.save(result, out / f"rank{w.rank}.pt")
 

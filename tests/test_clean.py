@@ -284,6 +284,18 @@ def test_out_inside_data_is_refused(data: Path, capsys: pytest.CaptureFixture[st
     assert listing(data) == before
 
 
+def test_a_missing_data_path_is_named_not_mistaken_for_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default --out lies in the working folder; a typo in DATA must say the path is
+    not found, not that --out lies inside the (missing) path's parent."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["clean", "nothere"]) == 2
+    err = capsys.readouterr().err
+    assert "nothere: not found" in err and "lies inside" not in err
+    assert not (tmp_path / "headstart-clean").exists()
+
+
 def test_python_settings_are_checked_by_name() -> None:
     dataset = from_arrays(np.zeros((4, 4, 4, 3), dtype=np.uint8), ["a", "a", "b", "b"])
     with pytest.raises(ConfigError, match="'folds' parameter of find_label_issues"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,8 +122,13 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
     with Image.open(report / "confusion_matrix.png") as png:
         assert png.format == "PNG"
     evaluation = json.loads((report / "evaluation.json").read_text())
-    assert evaluation["n"] == 30
-    capsys.readouterr()
+    # The folder it trained on: only the test split train held out, so train's numbers.
+    assert evaluation["n"] == meta["metrics"]["test"]["n"] < 30
+    assert evaluation["accuracy"] == pytest.approx(meta["metrics"]["test"]["accuracy"])
+    assert "is the data this model was trained on" in capsys.readouterr().out
+    assert main(["evaluate", str(out), str(folder), "--out", str(report), "--all-images"]) == 0
+    assert json.loads((report / "evaluation.json").read_text())["n"] == 30
+    assert "trained on" not in capsys.readouterr().out
 
     image = folder / "green" / "0.png"
     assert main(["predict", str(out), str(image), "--top-k", "2", "--format", "json"]) == 0
@@ -382,3 +388,18 @@ def test_max_pixels_is_a_flag_and_skips_are_worded_as_it(tmp_path, capsys):
     assert main(["check", str(data), "--max-pixels", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("headstart: error: --max-pixels must be an int > 0") and "0" in err
+
+
+def test_a_misspelt_flag_is_refused_by_its_command_naming_the_closest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", str(tmp_path), "--stratgy", "fine-tune"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "headstart train: error: unrecognized arguments: --stratgy fine-tune" in err
+    assert "did you mean --strategy?" in err
+    with pytest.raises(SystemExit):
+        main(["check", str(tmp_path), "--zzzzzz"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --zzzzzz" in err and "did you mean" not in err

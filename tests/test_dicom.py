@@ -93,6 +93,27 @@ def test_monochrome1_is_inverted_and_equals_monochrome2_of_the_inverted_array(tm
     assert np.array_equal(features[0], features[1])
 
 
+def test_a_voi_lut_is_indexed_by_the_rounded_rescaled_values(tmp_path):
+    """A VOI LUT Sequence (no window): the Modality LUT's output, rounded to the nearest
+    integer and kept inside the table, indexes the LUT (PS3.3 C.11.2.1.1); a fractional
+    rescale must not shift or wrap the lookup."""
+    from pydicom.dataset import Dataset
+
+    stored = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 4).astype(np.uint16)  # 0..252
+    path = write_dicom(tmp_path / "lut.dcm", stored, slope=0.5, intercept=0.7)
+    table = np.clip(np.arange(100) * 2 + 50, 0, 255).astype(np.uint16)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.LUTDescriptor = [100, 10, 8]  # 100 entries, first input value 10, 8 bits
+    item.add_new("LUTData", "US", table.tolist())
+    ds.VOILUTSequence = [item]
+    ds.save_as(path)
+    index = np.clip(np.rint(stored * 0.5 + 0.7), 10, 109).astype(int) - 10
+    expected = table[index]
+    assert expected.min() == 50 and expected.max() > 150  # both ends of the table reached
+    assert (gray(path) == expected).all()
+
+
 def test_a_window_width_of_zero_is_a_skip_naming_the_tag(tmp_path):
     path = write_dicom(tmp_path / "bad.dcm", RAMP, window=(40, 0))
     with pytest.raises(ImageDecodeError, match=r"WindowWidth \(0028,1051\)"):

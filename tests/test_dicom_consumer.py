@@ -21,9 +21,9 @@ pydicom = pytest.importorskip("pydicom")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from dicom_files import write_dicom as write_file  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
 
 from headstart.data.arrays import from_arrays  # noqa: E402
 from headstart.data.decode import DecodeOptions, decode_image  # noqa: E402
@@ -50,30 +50,9 @@ SAME_GRAPH_TOLERANCE = 1e-6
 
 
 def write_dicom(path: Path, stored: np.ndarray, **attributes) -> Path:
-    """A minimal single- or multi-frame grayscale DICOM file of ``stored`` values; no
-    patient, study or institution attribute is written."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CT_IMAGE, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.Rows, ds.Columns = stored.shape[-2:]
-    if stored.ndim == 3:
-        ds.NumberOfFrames = stored.shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = stored.dtype.itemsize * 8
-    ds.BitsStored = ds.BitsAllocated
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 1 if stored.dtype.kind == "i" else 0
-    for keyword, value in attributes.items():
-        setattr(ds, keyword, value)
-    ds.PixelData = np.ascontiguousarray(stored, stored.dtype.newbyteorder("<")).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """A grayscale file of ``stored`` values (3-D: frames) with no patient, study or
+    institution attribute."""
+    return write_file(path, stored, frames=stored.ndim == 3, identifying=False, **attributes)
 
 
 def scan(rows: int, columns: int, low: int, high: int, seed: int) -> np.ndarray:

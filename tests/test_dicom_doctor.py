@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_written import IDENTIFYING, ramp, shipped_file, write_dicom
+from dicom_files import IDENTIFYING, ramp, write_dicom
+from dicom_files import pydicom_file as shipped_file
 from PIL import Image
 
 from headstart.cli import main
@@ -39,9 +40,15 @@ def shortcut_set(tmp_path: Path) -> Path:
     root = tmp_path / "scans"
     for i in range(3):
         write_dicom(
-            root / "tumour" / f"t{i}.dcm", ramp(40, 40, seed=i), modality="CT", window=(40 + i, 400)
+            root / "tumour" / f"t{i}.dcm",
+            ramp(40, 40, seed=i),
+            bits_stored=12,
+            modality="CT",
+            window=(40 + i, 400),
         )
-        write_dicom(root / "normal" / f"IM{i:04d}", ramp(48, 48, seed=10 + i), modality="MR")
+        write_dicom(
+            root / "normal" / f"IM{i:04d}", ramp(48, 48, seed=10 + i), bits_stored=12, modality="MR"
+        )
     return root
 
 
@@ -106,7 +113,12 @@ def test_a_uniform_set_is_not_flagged(tmp_path) -> None:
     root = tmp_path / "uniform"
     for name, seed in (("a", 0), ("b", 50)):
         for i in range(3):
-            write_dicom(root / name / f"{i}.dcm", ramp(32, 32, seed=seed + i), window=(40, 400))
+            write_dicom(
+                root / name / f"{i}.dcm",
+                ramp(32, 32, seed=seed + i),
+                bits_stored=12,
+                window=(40, 400),
+            )
     diagnosis = check_data(root)
     assert diagnosis.find("dicom_modality") is None and diagnosis.find("dicom_size") is None
     window = finding(diagnosis, "dicom_window")
@@ -118,7 +130,7 @@ def test_no_window_anywhere_is_one_warning_without_a_line_per_file(tmp_path) -> 
     root = tmp_path / "full-range"
     for name, seed in (("a", 0), ("b", 50)):
         for i in range(3):
-            write_dicom(root / name / f"{i}.dcm", ramp(32, 32, seed=seed + i), bits=16, signed=True)
+            write_dicom(root / name / f"{i}.dcm", ramp(32, 32, seed=seed + i).astype(np.int16))
     window = finding(check_data(root), "dicom_window")
     assert window.severity == "warning" and "6 with none (full range)" in window.summary
     assert "few gray levels" in window.summary and window.details == () and window.count == 6
@@ -132,8 +144,8 @@ def test_modalities_shared_and_sizes_of_each_image_own_are_no_shortcut(tmp_path)
         for i, modality in enumerate(("CT", "MR", "CT", "MR")):
             rows = 32 + seed // 10 + i  # a size of its own for every image
             write_dicom(
-                root / name / f"{i}.dcm", ramp(rows, 33, seed=seed + i), modality=modality,
-                window=(40, 400),
+                root / name / f"{i}.dcm", ramp(rows, 33, seed=seed + i), bits_stored=12,
+                modality=modality, window=(40, 400),
             )  # fmt: skip
     diagnosis = check_data(root)
     modality = finding(diagnosis, "dicom_modality")
@@ -151,7 +163,12 @@ def test_many_files_are_counted_per_rule_not_listed(tmp_path, capsys) -> None:
     root = tmp_path / "many"
     for i in range(60):
         name = "a" if i % 2 else "b"
-        write_dicom(root / name / f"{i:03d}.dcm", ramp(32, 32, seed=i), window=(40 + i, 400 + i))
+        write_dicom(
+            root / name / f"{i:03d}.dcm",
+            ramp(32, 32, seed=i),
+            bits_stored=12,
+            window=(40 + i, 400 + i),
+        )
     Image.fromarray(np.full((40, 40), 9, np.uint8)).save(root / "a" / "gray.png")
 
     report = load_folder(root).report

@@ -224,6 +224,22 @@ def test_only_train_compare_and_rank_run_under_torchrun_and_nproc_is_checked(
     assert not (tmp_path / "headstart-demo").exists()
 
 
+def test_class_balanced_sampling_on_two_processes_matches_one(tmp_path: Path) -> None:
+    """Imbalanced classes (15/15/3 training images): auto draws class-balanced batches
+    for fine-tune, every rank the same global ones, so two processes end where one does."""
+    data = colour_folder(tmp_path / "data", per_class=20)
+    for extra in sorted((data / "blue").glob("*.png"))[4:]:
+        extra.unlink()
+    torch.set_num_threads(1)
+    _, clf = dist_worker.run(data, tmp_path / "one")
+    assert clf.config_.class_weights == "sampling"
+    _torchrun(tmp_path, str(data), str(tmp_path))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["class_weights"] for r in ranks] == ["sampling", "sampling"]
+    _assert_close(ranks[0]["state"], clf.model_.state_dict())
+    _assert_close(ranks[1]["state"], ranks[0]["state"])
+
+
 def test_slices_of_a_global_batch_partition_it_in_order() -> None:
     from headstart.parallel import World
     from headstart.train.distributed import shard_batches

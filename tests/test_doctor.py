@@ -357,3 +357,18 @@ def test_compare_runs_the_doctor_before_comparing(
     assert imbalance == [
         "train: classes are imbalanced (3 to 9 images per class); read the balanced accuracy"
     ]
+
+
+def test_a_conversion_every_image_shares_is_counted_not_listed(tmp_path) -> None:
+    """A grayscale set: every image L->RGB. The count says it; a list of every file would
+    bury the other findings. One RGB image among them brings the list back."""
+    for i in range(6):
+        folder = tmp_path / "gray" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((40, 40), 20 * i, np.uint8)).save(folder / f"{i}.png")
+    found = check_data(tmp_path / "gray").find("converted")
+    assert found is not None and found.count == 6 and found.details == ()
+    assert "6 image(s) converted to RGB: 6 L->RGB" in found.summary
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "gray" / "a" / "rgb.png")
+    found = check_data(tmp_path / "gray").find("converted")
+    assert found is not None and len(found.details) == 6

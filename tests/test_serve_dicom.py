@@ -15,7 +15,8 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install .[serve]")
 
-from dicom_written import IDENTIFYING, dicom_bytes, ramp, shipped_file  # noqa: E402
+from dicom_files import IDENTIFYING, dicom_bytes, ramp  # noqa: E402
+from dicom_files import pydicom_file as shipped_file  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from serve_helpers import colour_png  # noqa: E402

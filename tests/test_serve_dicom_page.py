@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install .[serve]")
 pytest.importorskip("pydicom", reason="the dicom extra is not installed")
 
-from dicom_written import dicom_bytes, ramp  # noqa: E402
+from dicom_files import dicom_bytes, ramp  # noqa: E402
 from serve_helpers import colour_png  # noqa: E402
 from test_serve_page import ServerThread, browser, expect, result  # noqa: E402, F401
 

@@ -4,6 +4,7 @@ concurrent labels, refused pool paths and class names, export."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +17,9 @@ pytest.importorskip("fastapi", reason="the server extra is not installed: pip in
 from fastapi.testclient import TestClient  # noqa: E402
 from fixtures_images import colour_folder  # noqa: E402
 
+from headstart.errors import DataError  # noqa: E402
 from headstart.serve import ServeLimits, TrainingJobs, create_app  # noqa: E402
-from headstart.serve.labelling import Labelling  # noqa: E402
+from headstart.serve.labelling import Labelling, held_out  # noqa: E402
 from headstart.serve.labels import LabelStore  # noqa: E402
 from headstart.serve.training import TrainingSettings  # noqa: E402
 
@@ -106,3 +108,36 @@ def test_paths_outside_the_pool_and_bad_class_names_are_refused(tmp_path):
             "/v1/label/classes", json={"name": "z"}, headers={"origin": "http://evil.example"}
         )
         assert foreign.status_code == 403
+
+
+def test_held_out_fits_a_few_labels():
+    assert held_out({"a": 2, "b": 2}, 0.25) == 2  # one of each class, not ceil(1.0)
+    assert held_out({"a": 10, "b": 10}, 0.25) == 5  # the server's share, where it fits
+    assert held_out({"a": 2, "empty": 0, "c": 3}, 0.9) == 3  # all but one of each
+    with pytest.raises(DataError, match=r"2 or more classes \('b' has 1\)"):
+        held_out({"a": 5, "b": 1}, 0.25)
+    with pytest.raises(DataError, match="2 or more classes"):
+        held_out({"a": 5, "b": 0}, 0.25)
+
+
+def test_retrain_on_two_labels_per_class_adds_a_curve_point(tmp_path):
+    with TestClient(make_app(tmp_path)) as client:
+        for name in ("red", "green", "blue"):
+            client.post("/v1/label/classes", json={"name": name})
+        one = [{"path": f"{c}/0.png", "label": c} for c in ("red", "green", "blue")]
+        client.post("/v1/label/labels", json={"labels": one})
+        refused = client.post("/v1/label/retrain")
+        assert refused.status_code == 400 and "'red' has 1" in refused.json()["detail"]
+        two = [{"path": f"{c}/1.png", "label": c} for c in ("red", "green", "blue")]
+        client.post("/v1/label/labels", json={"labels": two})
+        job = client.post("/v1/label/retrain")
+        assert job.status_code == 202, job.text
+        with client.stream("GET", f"/v1/train/{job.json()['id']}/events") as stream:
+            events = [json.loads(line[6:]) for line in stream.iter_lines() if line[:6] == "data: "]
+        data = next(e for e in events if e["type"] == "data")
+        assert (data["train_images"], data["test_images"]) == (3, 3)
+        assert events[-1] == {**events[-1], "type": "end", "status": "done"}
+        accuracy = next(e for e in events if e["type"] == "model")["test_accuracy"]
+        curve = client.get("/v1/label").json()["curve"]
+        assert [(p["labels"], p["accuracy"]) for p in curve] == [(6, accuracy)]
+        assert client.get("/v1/model").json()["classes"] == ["blue", "green", "red"]

@@ -29,8 +29,9 @@ def window(stored, values, ds, rule):
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
         return linear(values, first[0], first[1], function)
     if rule["dicom_window"] == "file" and "VOILUTSequence" in ds:
-        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        mapped = apply_voi(stored if "ModalityLUTSequence" in ds else values, ds, index=0)
+        entries, first, bits = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor)
+        inputs = np.clip(np.rint(values), first, first + (entries or 2**16) - 1)
+        mapped = apply_voi(inputs.astype(np.int64), ds, index=0)  # rounded, inside the LUT
         return np.asarray(mapped, np.float64) / float(2**bits - 1)
     bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)  # the full range
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1

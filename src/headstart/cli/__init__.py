@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import signal
 import sys
@@ -80,9 +81,25 @@ def _refuse_distributed(command: str) -> None:
         )
 
 
+def _refuse_unknown(command: argparse.ArgumentParser, extra: list[str]) -> None:
+    """argparse's 'unrecognized arguments', from the command's own parser (its usage, not
+    the top level's), with the closest flag it has for a misspelt one."""
+    flags = [flag for action in command._actions for flag in action.option_strings]
+    guesses = []
+    for word in extra:
+        name = word.split("=", 1)[0]
+        if name.startswith("-"):
+            close = difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
+            guesses += [f"{name}: did you mean {close[0]}?"] if close else []
+    said = f" ({'; '.join(guesses)})" if guesses else ""
+    command.error(f"unrecognized arguments: {' '.join(extra)}{said}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _refuse_unknown(getattr(args, "command_parser", parser), extra)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc passes on
     words = args.words = cli_words(args.command_parser)
     # SIGTERM outside the training loop (e.g. during feature extraction) ends like

@@ -40,6 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_cache_arguments(parser)
     add_out_argument(parser, "evaluate", makes_files=False)
     add_explain_arguments(parser)
+    parser.add_argument(
+        "--all-images",
+        action="store_true",
+        help="score every image of the data the model was trained on, its training images "
+        "too (by default only the test split train held out of it: the others flatter it)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -61,7 +67,7 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from headstart.data.layout import evaluation_set
+    from headstart.data.layout import evaluation_set, trained_on_split
     from headstart.evaluation.heatmaps import check_explainable
 
     if args.explain and args.out is None:
@@ -72,8 +78,29 @@ def run(args: argparse.Namespace) -> int:
         check_explainable(clf)
     # Decoded as the model's training images were, with --max-pixels if given.
     options = decode_options(args, clf.decode_options_)
-    dataset = evaluation_set(args.data, strict=args.strict, options=options)
+    source = (getattr(clf, "metrics_", None) or {}).get("test", {}).get("data")
+    recorded = (getattr(clf, "metrics_", None) or {}).get("test", {}).get("n")
+    held = None
+    if not args.all_images:
+        held = trained_on_split(args.data, source, strict=args.strict, options=options)
+    dataset = (
+        held if held is not None else evaluation_set(args.data, strict=args.strict, options=options)
+    )
     print_report("data", dataset, args.words)
+    if held is not None:
+        print(
+            f"note: {printable(args.data)} is the data this model was trained on: scoring "
+            f"only the test split train held out of it ({len(dataset)} of the "
+            f"{dataset.report.loaded} images: the stratified {_share(source)}, seed "
+            f"{source.get('seed', 0)}), as train did; --all-images scores every image, the "
+            "training ones too"
+        )
+        if recorded is not None and recorded != len(dataset):
+            print(
+                f"warning: train tested on {recorded} images and this split has "
+                f"{len(dataset)}: the data changed since training, so some of these images "
+                "may have trained the model"
+            )
     metrics = clf.evaluate(dataset, batch_size=args.batch_size, tta=args.tta, **where)
     names = [printable(c) for c in clf.classes_]  # a class folder's name is data too
     width = max(len(c) for c in names)
@@ -118,3 +145,8 @@ def write_mistakes(args: argparse.Namespace, clf: object, dataset: object, where
     pairs = ", ".join(f"{p.given} as {p.predicted} ({p.count})" for p in found.pairs[:3])
     print(printable(f"{found.wrong} of {found.total} wrong; most confused: {pairs or 'none'}"))
     print(f"wrote {page} and {data}")
+
+
+def _share(source: dict) -> str:
+    size = source.get("test_size", 0.2)
+    return f"{size:.0%}" if isinstance(size, float) else f"{size} images"

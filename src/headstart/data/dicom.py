@@ -149,8 +149,9 @@ def describe_rule(window: str, frames: str = "middle") -> dict[str, Any]:
         windowing = (
             "the file's first WindowCenter/WindowWidth with its VOILUTFunction (LINEAR by "
             "default, LINEAR_EXACT: clip((x - c) / w + 0.5, 0, 1), SIGMOID: "
-            "1 / (1 + exp(-4 (x - c) / w))); else its first VOI LUT Sequence item, divided "
-            "by 2**bits - 1 (LUTDescriptor[2]); else the full range of BitsStored "
+            "1 / (1 + exp(-4 (x - c) / w))); else its first VOI LUT Sequence item, indexed by "
+            "the rounded value clipped to the table, divided by 2**bits - 1 "
+            "(LUTDescriptor[2]); else the full range of BitsStored "
             "(signed when PixelRepresentation is 1) through the Modality LUT"
         )
     else:
@@ -361,8 +362,11 @@ def _window(stored: np.ndarray, ds: Any, label: str, rule: str) -> tuple[np.ndar
         return _linear(values, center, width, function), shown
     if rule == "file" and "VOILUTSequence" in ds:
         lut = ds.VOILUTSequence[0]
-        bits = int(lut.LUTDescriptor[2])
-        mapped = apply_voi(stored if "ModalityLUTSequence" in ds else values, ds, index=0)
+        entries, first, bits = (int(v) for v in lut.LUTDescriptor)
+        # The LUT is indexed by the Modality LUT's output: round it (a rescale may give
+        # fractions, which pydicom would index wrongly) and keep it inside the table.
+        inputs = np.clip(np.rint(values), first, first + (entries or 2**16) - 1)
+        mapped = apply_voi(inputs.astype(np.int64), ds, index=0)
         return np.asarray(mapped, np.float64) / float(2**bits - 1), "file VOI LUT"
     low, high = _full_range(ds)
     spread = (values - low) / (high - low) if high > low else np.zeros_like(values)

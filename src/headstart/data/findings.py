@@ -3,6 +3,7 @@ the files it concerns, worked out from what loading recorded (never a second dec
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ __all__ = [
 SEVERITIES = ("error", "warning", "info")
 
 # The largest class at least this many times the smallest: the doctor warns, and
-# training's class_weights="auto" weights the loss (docs/BENCHMARKS.md, "Imbalance").
+# training's class_weights="auto" balances the classes (docs/BENCHMARKS.md, "Imbalance").
 IMBALANCE_RATIO = 3.0
 
 
@@ -181,9 +182,10 @@ def imbalance(ds: ImageDataset, ratio: float, split: str) -> Finding | None:
         count=len(counts),
         summary=f"classes are imbalanced in {split}: {smallest} to {largest} images per class "
         f"(ratio {largest / smallest:.1f}, warned from {ratio:g})",
-        advice=f"training weights the loss by class where the largest training class holds "
-        f"{IMBALANCE_RATIO:g}x the smallest or more ({{no_class_weights}} turns it off); judge "
-        "by balanced accuracy",
+        advice=f"training balances the classes where the largest training class holds "
+        f"{IMBALANCE_RATIO:g}x the smallest or more (fine-tune and scratch draw class-balanced "
+        f"batches, the others weight the loss; {{no_class_weights}} turns it off); judge by "
+        "balanced accuracy",
         details=tuple(f"{name}: {count}" for name, count in ordered),
     )
 
@@ -246,13 +248,15 @@ def what_loading_did(reports: list[LoadReport]) -> list[Finding]:
     if converted:
         kinds = Counter(converted.values())
         described = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-        findings.append(
-            _info(
-                "converted",
-                f"{len(converted)} image(s) converted to RGB: {described}",
-                [f"{p}: {how}" for p, how in converted.items()],
-            )
+        finding = _info(
+            "converted",
+            f"{len(converted)} image(s) converted to RGB: {described}",
+            [f"{p}: {how}" for p, how in converted.items()],
         )
+        if len(kinds) == 1 and len(converted) == sum(report.loaded for report in reports):
+            # Every image the same way (a grayscale set): a list of them all says nothing.
+            finding = dataclasses.replace(finding, details=())
+        findings.append(finding)
     if rotated:
         summary = (
             f"EXIF orientation applied to {len(rotated)} image(s) "

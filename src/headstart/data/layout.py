@@ -16,7 +16,7 @@ from headstart.data.loaders import load_csv, load_folder
 from headstart.data.split import split_dataset
 from headstart.errors import DataError
 
-__all__ = ["evaluation_set", "is_presplit", "load_images", "open_dataset"]
+__all__ = ["evaluation_set", "is_presplit", "load_images", "open_dataset", "trained_on_split"]
 
 
 def open_dataset(path: str | Path, **kwargs: Any) -> ImageDataset:
@@ -89,3 +89,24 @@ def evaluation_set(path: str | Path, **kwargs: Any) -> ImageDataset:
     if pairs is not None:
         return load_idx(*pairs[1])
     return open_dataset(folder, **kwargs)
+
+
+def trained_on_split(
+    path: str | Path, source: dict[str, Any] | None, **kwargs: Any
+) -> ImageDataset | None:
+    """The test split a model held out of ``path``, when ``path`` is the data it was
+    trained on (``source``: what train recorded, ``{"path", "test_size", "seed"}``); None
+    for other data, or data with its own split (`evaluation_set` takes its test part).
+
+    Scoring every image of the training folder would count the images the model learnt
+    from; the same split again (the same function, size and seed) gives train's test set,
+    as long as the folder is unchanged."""
+    if not source or not source.get("path"):
+        return None
+    folder = Path(path)
+    if not folder.exists() or folder.resolve() != Path(source["path"]).resolve():
+        return None
+    if folder.is_dir() and (_split_folders(folder) or _idx_pairs(folder) is not None):
+        return None
+    test_size, seed = source.get("test_size", 0.2), source.get("seed", 0)
+    return load_images(folder, test_size=test_size, seed=seed, **kwargs)[1]

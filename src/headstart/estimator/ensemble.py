@@ -186,9 +186,9 @@ def fit_ensemble(
         )
     labels = train.labels
     num_classes = len(train.classes)
-    weighting = class_weighting(labels, num_classes, config.class_weights)
+    weighting = class_weighting(labels, num_classes, config.class_weights, strategy.auto_balance)
     config = config.replace(class_weights=weighting.used)  # saved as it trained
-    class_weights = loss_weights(labels, num_classes, config)
+    class_weights = loss_weights(labels, num_classes, config, probe=True)
 
     def probe(x: np.ndarray, y: np.ndarray) -> Any:
         return fit_linear_probe(

@@ -189,7 +189,9 @@ class ImageClassifier(PredictsFiles):
                     "labelled ones; semi-supervised needs images that are not"
                 )
         # Decided on the images that train: after the hold-out, before the run's key.
-        weighting = class_weighting(train.labels, len(train.classes), config.class_weights)
+        weighting = class_weighting(
+            train.labels, len(train.classes), config.class_weights, strategy.auto_balance
+        )
         config = config.replace(class_weights=weighting.used)
         ctx = FitContext(
             backbone=backbone,

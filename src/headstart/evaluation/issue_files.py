@@ -48,6 +48,8 @@ def refuse_inside(out: str | Path, data: str | Path) -> None:
     """A ConfigError when ``out`` is ``data`` or lies inside it (or inside a CSV's
     folder): what headstart writes never lands among the user's images."""
     data = Path(data).resolve()
+    if not data.exists():  # loading it says so, naming the path: no folder to be inside
+        return
     folder = data if data.is_dir() else data.parent
     target = Path(out).resolve()
     if target == folder or folder in target.parents:

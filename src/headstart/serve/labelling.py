@@ -18,6 +18,7 @@ import asyncio
 import csv
 import io
 import logging
+import math
 import tempfile
 import time
 import zipfile
@@ -31,11 +32,11 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from headstart.data.decode import DecodeOptions, decode_image
-from headstart.errors import ConfigError, HeadstartError
+from headstart.errors import ConfigError, DataError, HeadstartError
 from headstart.serve.labels import LabelConflict, Labelled, LabelStore
 from headstart.serve.preview import preview_uri
 
-__all__ = ["EXPORT_FORMATS", "Labelling", "write_export"]
+__all__ = ["EXPORT_FORMATS", "MIN_LABELS_TO_TRAIN", "Labelling", "held_out", "write_export"]
 
 LOG = logging.getLogger("headstart.serve")
 PAGE = Path(__file__).parent / "page"
@@ -45,6 +46,7 @@ _MAX_SUGGESTIONS = 50
 _THUMB_SIDE = 128  # pixels: the pool's grid
 _SUGGESTION_SIDE = 320  # pixels: the image being labelled
 _RETRAIN_STRATEGY = "feature-extraction"  # seconds on cached features
+MIN_LABELS_TO_TRAIN = 2  # per class: one to train on, one to test on
 
 
 class _ClassName(BaseModel):
@@ -121,8 +123,12 @@ class Labelling:
 
     def retrain(self, state: Any) -> dict[str, Any]:
         """A feature-extraction job on the labelled images; its test accuracy becomes a
-        point of the label-saving curve once the model is served."""
-        labelled = self.store.summary()["labelled"]
+        point of the label-saving curve once the model is served. The held-out images
+        are a count that fits the labels so far (`held_out`), not the server's share."""
+        summary = self.store.summary()
+        labelled = summary["labelled"]
+        counts = {c["name"]: c["count"] for c in summary["classes"]}
+        test_size = held_out(counts, self.training.settings.test_size)
         started: list[Any] = []
 
         def served(predictor: Any) -> None:
@@ -139,6 +145,7 @@ class Labelling:
             served,
             compare=False,
             cache=self.cache,
+            test_size=test_size,
         )
         started.append(job)
         return job.summary()
@@ -218,7 +225,7 @@ class Labelling:
         @app.post("/v1/label/retrain", tags=["labelling"], dependencies=auth, status_code=202)
         async def retrain() -> dict[str, Any]:
             """Train on the labelled images; follow ``/v1/train/{id}/events``."""
-            return await asyncio.to_thread(self.retrain, state)
+            return await _refusing(self.retrain, state)
 
         @app.post("/v1/label/export", tags=["labelling"], dependencies=auth)
         async def export(
@@ -242,6 +249,23 @@ async def _refusing(work: Callable[..., Any], *args: Any) -> Any:
         raise HTTPException(409, str(error)) from None
     except HeadstartError as error:
         raise HTTPException(400, str(error)) from None
+
+
+def held_out(counts: dict[str, int], share: float) -> int:
+    """How many labelled images a retrain tests on: ``share`` of them (rounded up), but at
+    least one and at most all but one of every class, so that a split of a few labels
+    works; DataError, saying which class is short, when no split can."""
+    used = {name: count for name, count in counts.items() if count}
+    short = [name for name, count in used.items() if count < MIN_LABELS_TO_TRAIN]
+    if len(used) < 2 or short:
+        which = f" ({short[0]!r} has {used[short[0]]})" if short else ""
+        raise DataError(
+            f"Retraining needs at least {MIN_LABELS_TO_TRAIN} labelled images in each of "
+            f"2 or more classes{which}; label a few more first."
+        )
+    total = sum(used.values())
+    wanted = math.ceil(share * total)
+    return min(max(wanted, len(used)), sum(count - 1 for count in used.values()))
 
 
 def _accepted(function: Callable[..., Any], **options: Any) -> dict[str, Any]:

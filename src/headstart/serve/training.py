@@ -64,6 +64,7 @@ class TrainingJob:
         *,
         compare: bool = True,
         cache: Path | None = None,
+        test_size: float | int | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.strategy = strategy
@@ -71,6 +72,7 @@ class TrainingJob:
         self.folder = folder
         self.compare = compare  # False: the model only, no report against scratch
         self.cache = cache  # the feature cache shared by jobs; None: the job's own
+        self.test_size = test_size  # None: the server's (a fraction); a count fits few labels
         self.status = "running"
         self.report: Path | None = None
         self.events: list[dict[str, Any]] = []
@@ -125,14 +127,18 @@ class TrainingJobs:
         *,
         compare: bool = True,
         cache: Path | None = None,
+        test_size: float | int | None = None,
     ) -> TrainingJob:
         """Start a job; ``compare=False`` skips the report against scratch (a retrain
         from the labelling page wants its model in seconds), ``cache``: a feature cache
-        shared with other jobs, so an image's features are computed once."""
+        shared with other jobs, so an image's features are computed once; ``test_size``:
+        this job's held-out share or count (None: the server's)."""
         with self._lock:
             if self._running is not None and self._running.status == "running":
                 raise HTTPException(409, "A model is being trained already; wait for it.")
-            job = TrainingJob(strategy, source, Path(), compare=compare, cache=cache)
+            job = TrainingJob(
+                strategy, source, Path(), compare=compare, cache=cache, test_size=test_size
+            )
             job.folder = self.settings.out / job.id
             self.jobs[job.id] = self._running = job
         thread = threading.Thread(
@@ -194,12 +200,13 @@ class TrainingJobs:
         changes = {"image_size": settings.image_size, "epochs": epochs}
         changes = {k: v for k, v in changes.items() if v is not None and k not in unused}
         cache = job.cache or job.folder / "cache"
+        test_size = settings.test_size if job.test_size is None else job.test_size
         result = Job(
             data,
             strategy=job.strategy,
             backbone=settings.backbone,
             config=changes,
-            test_size=None if is_presplit(data) else settings.test_size,
+            test_size=None if is_presplit(data) else test_size,
             weights=settings.weights,
             cache_dir=cache,
             out=job.folder / "model",

@@ -129,6 +129,9 @@ class Strategy:
     pretrained: bool = True  # scratch builds the backbone without weights
     uses_unlabelled: bool = False  # semi-supervised needs unlabelled images; others refuse them
     frozen_body: bool = False  # the backbone never trains: its cached features are the model's
+    # What class_weights="auto" comes to on imbalanced classes: "balanced" (a weighted
+    # loss; a linear probe also shifts its biases) or "sampling" (class-balanced batches).
+    auto_balance: str = "balanced"
 
     def default_config(self) -> TrainConfig:
         return TrainConfig()

@@ -34,18 +34,39 @@ def head_spec(ctx: FitContext, in_features: int) -> HeadSpec:
     return HeadSpec(c.head, in_features, ctx.num_classes, c.head_hidden, c.dropout)
 
 
-def class_weights(ctx: FitContext) -> torch.Tensor | None:
-    weights = loss_weights(ctx.train.labels, ctx.num_classes, ctx.config)
+def class_weights(ctx: FitContext, probe: bool = False) -> torch.Tensor | None:
+    weights = loss_weights(ctx.train.labels, ctx.num_classes, ctx.config, probe=probe)
     return None if weights is None else torch.from_numpy(weights)
 
 
-def loss_weights(labels: np.ndarray, num_classes: int, config: TrainConfig) -> np.ndarray | None:
+def loss_weights(
+    labels: np.ndarray, num_classes: int, config: TrainConfig, probe: bool = False
+) -> np.ndarray | None:
     """Per-class loss weights where ``class_weights`` is (or, for "auto", comes to)
-    "balanced" on these labels: inverse frequency, mean 1 over the classes, float32;
-    None for an unweighted loss."""
-    if class_weighting(labels, num_classes, config.class_weights).used != "balanced":
-        return None
-    return balanced_weights(labels, num_classes)
+    "balanced" on these labels, and for a linear ``probe`` "sampling" too (solved on all
+    its rows at once, it has no batches to draw: it weights its loss instead): inverse
+    frequency, mean 1 over the classes, float32; None for an unweighted loss."""
+    decided = class_weighting(labels, num_classes, config.class_weights)
+    if decided.weights_loss or (probe and decided.samples_balanced):
+        return balanced_weights(labels, num_classes)
+    return None
+
+
+def balance_labels(labels: np.ndarray, num_classes: int, config: TrainConfig) -> np.ndarray | None:
+    """The labels to draw class-balanced batches from where ``class_weights`` is
+    "sampling" (`train_loop`'s ``balance_labels``); None for the plain shuffle."""
+    decided = class_weighting(labels, num_classes, config.class_weights)
+    return labels if decided.samples_balanced else None
+
+
+def probe_weighs_note(config: TrainConfig) -> list[str]:
+    """The plan's note where a linear probe stands in for sampling (none elsewhere)."""
+    if config.class_weights != "sampling":
+        return []
+    return [
+        "the linear probe, solved on all its rows at once, has no batches to draw: it "
+        "weights its loss by class instead (as {balanced_class_weights} does)"
+    ]
 
 
 def new_classifier(ctx: FitContext, layers: tuple[str, ...]) -> Classifier:
@@ -166,7 +187,7 @@ def fit_head_on_features(
         y_train = np.concatenate([y_train, extra[1]])
     if config.head == "linear":
         ctx.callback.on_stage("linear probe", f"L-BFGS on {x_train.shape} cached features")
-        weights = class_weights(ctx)
+        weights = class_weights(ctx, probe=True)
         probe = fit_linear_probe(
             x_train,
             y_train,
@@ -204,6 +225,7 @@ def fit_head_on_features(
         stage="head",
         epochs=max(config.epochs, 30),
         class_weights=class_weights(ctx),
+        balance_labels=balance_labels(y_train, ctx.num_classes, config),
         checkpoint=ctx.checkpoint("head"),
         resume=ctx.resume,
         callback=ctx.callback,
@@ -258,6 +280,7 @@ def train_images(
         config=config,
         stage=stage,
         class_weights=class_weights(ctx),
+        balance_labels=balance_labels(ctx.train.labels, ctx.num_classes, config),
         after_train_mode=hold,
         checkpoint=ctx.checkpoint(stage),
         resume=ctx.resume,

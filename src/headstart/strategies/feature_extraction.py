@@ -10,6 +10,7 @@ from headstart.strategies.common import (
     fit_head_on_features,
     new_classifier,
     plan_rows,
+    probe_weighs_note,
     train_images,
 )
 from headstart.strategies.registry import register_strategy
@@ -70,6 +71,7 @@ class FeatureExtraction(Strategy):
         notes = [f"features: {layer_names(config.layers, model.body)}"]
         if use_cache and config.head == "linear":
             notes.append("linear head solved by L-BFGS to convergence ({head_lr}, {epochs} unused)")
+            notes += probe_weighs_note(config)
         if use_cache and config.head == "mlp" and config.epochs < 30:
             notes.append(f"MLP head: at least 30 epochs on cached features (asked {config.epochs})")
         if not use_cache:

@@ -24,6 +24,10 @@ class Scratch(Strategy):
     name = "scratch"
     summary = "the same architecture from random initialisation (the baseline)"
     pretrained = False
+    # Class-balanced batches on imbalanced classes, as fine-tune: at a ratio of 10 (15
+    # epochs at 64 px, 3 seeds) sampling gained 11.7 points of balanced accuracy over
+    # none at -3.7 of accuracy at the training shares; the weighted loss 4.0 at -11.2.
+    auto_balance = "sampling"
 
     def default_config(self) -> TrainConfig:
         return TrainConfig(

@@ -14,6 +14,7 @@ from headstart.strategies.common import (
     fit_head_on_features,
     new_classifier,
     plan_rows,
+    probe_weighs_note,
 )
 from headstart.strategies.feature_extraction import FeatureExtraction
 from headstart.strategies.registry import register_strategy
@@ -56,6 +57,8 @@ class SemiSupervised(FeatureExtraction):
             f"{len(ctx.train)} labelled and {len(unlabelled)} unlabelled images; labels spread "
             f"over a {NEIGHBOURS}-nearest-neighbour graph, then the head trains on both",
         ]
+        if config.head == "linear":
+            notes += probe_weighs_note(config)
         fewest = int(np.bincount(ctx.train.labels, minlength=ctx.num_classes).min())
         if fewest >= 50:
             notes.append(

@@ -32,7 +32,7 @@ BN_POLICIES = ("eval", "train")
 
 SCHEDULES = ("cosine", "onecycle")
 HEADS = ("linear", "mlp")
-CLASS_WEIGHTS = ("auto", "none", "balanced")
+CLASS_WEIGHTS = ("auto", "none", "balanced", "sampling")
 
 
 def _is_device(value: Any) -> bool:
@@ -119,8 +119,10 @@ class TrainConfig:
     probe_l2: float = _knob(1e-3, "L2 strength of the L-BFGS linear probe")
     class_weights: str = _knob(
         "auto",
-        "balanced: weight the loss by inverse class frequency; auto: balanced when the "
-        "largest training class holds 3x the smallest or more; none: unweighted",
+        "balanced: weight the loss by inverse class frequency; sampling: draw each epoch's "
+        "batches class-balanced (a linear probe weights its loss instead); auto: one of "
+        "these, as the strategy chooses, when the largest training class holds 3x the "
+        "smallest or more; none: unweighted",
         choices=CLASS_WEIGHTS,
     )
     validation_fraction: float = _knob(

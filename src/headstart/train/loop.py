@@ -5,9 +5,10 @@ training from scratch). What it guarantees:
 
 - **Resumable to the bit.** A checkpoint holds the model, optimizer, scheduler,
   epoch *and step*, RNG states, history, early-stopping state and the freeze
-  stage. Each epoch's shuffle comes from a generator seeded by (seed, epoch),
-  so a resumed run sees the same batches and ends with the same weights as an
-  uninterrupted one (on CPU, with ``num_workers=0``).
+  stage. Each epoch's shuffle (or class-balanced draw, `headstart.train.sampling`)
+  comes from a generator seeded by (seed, epoch), so a resumed run sees the same
+  batches and ends with the same weights as an uninterrupted one (on CPU, with
+  ``num_workers=0``).
 - **Atomic checkpoints.** Written to a temp file in the same folder, fsynced,
   renamed over the old one: a crash leaves the previous checkpoint loadable.
 - **Interruptible.** SIGINT/SIGTERM finish the current step, save a checkpoint
@@ -59,6 +60,7 @@ from headstart.train.distributed import (
     step_loss,
     wrap_model,
 )
+from headstart.train.sampling import epoch_batches
 
 __all__ = ["TrainOutcome", "evaluate_loader", "train_loop"]
 
@@ -90,19 +92,6 @@ def _interrupt_flag() -> Iterator[dict[str, bool]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool) -> list[list[int]]:
-    """This epoch's batches; a trailing batch of one is merged (BatchNorm needs two)."""
-    if shuffle:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=generator).tolist()
-    else:
-        order = list(range(n))
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2].extend(batches.pop())
-    return batches
 
 
 def _scheduler(
@@ -188,6 +177,7 @@ def train_loop(
     stage: str,
     epochs: int | None = None,
     class_weights: torch.Tensor | None = None,
+    balance_labels: Sequence[int] | None = None,
     after_train_mode: Callable[[], None] | None = None,
     checkpoint: Path | None = None,
     resume: bool = False,
@@ -199,8 +189,15 @@ def train_loop(
     """Train ``model`` in place; keep the best validation epoch's weights.
 
     ``after_train_mode`` runs after every ``model.train()`` (it holds frozen
-    BatchNorm layers in eval mode). ``loss_hook`` lets tests inject a loss value.
+    BatchNorm layers in eval mode). ``balance_labels``: ``train_set``'s labels, to draw
+    each epoch's batches class-balanced (``class_weights="sampling"``). ``loss_hook``
+    lets tests inject a loss value.
     """
+    if balance_labels is not None and len(balance_labels) != len(train_set):
+        raise TrainingError(
+            f"train_loop: balance_labels holds {len(balance_labels)} labels for "
+            f"{len(train_set)} training items; it needs one label per item."
+        )
     run = _TrainingRun(
         model,
         train_set,
@@ -210,6 +207,7 @@ def train_loop(
         stage=stage,
         epochs=epochs or config.epochs,
         class_weights=class_weights,
+        balance_labels=balance_labels,
         after_train_mode=after_train_mode,
         checkpoint=checkpoint,
         callback=callback,
@@ -274,6 +272,7 @@ class _TrainingRun:
         stage: str,
         epochs: int,
         class_weights: torch.Tensor | None,
+        balance_labels: Sequence[int] | None,
         after_train_mode: Callable[[], None] | None,
         checkpoint: Path | None,
         callback: Callback | None,
@@ -289,11 +288,12 @@ class _TrainingRun:
         self.stage, self.epochs, self.device, self.fast = stage, epochs, device, config.fast
         self.after_train_mode, self.checkpoint = after_train_mode, checkpoint
         self.loss_hook, self.run_key = loss_hook, run_key
+        self.balance_labels = balance_labels
         model.to(device)
         if self.fast:
             model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(param_groups)
-        steps = len(_batches(len(train_set), config.batch_size, config.seed, 0, shuffle=False))
+        steps = len(epoch_batches(len(train_set), config.batch_size, config.seed, 0, shuffle=False))
         self.scheduler = _scheduler(self.optimizer, config, steps * epochs, steps)
         weights = None if class_weights is None else class_weights.to(device)
         self.loss = step_loss(weights, config.label_smoothing, w)
@@ -366,7 +366,14 @@ class _TrainingRun:
         self.net.train()
         if self.after_train_mode is not None:
             self.after_train_mode()
-        batches = _batches(len(self.train_set), config.batch_size, config.seed, epoch, shuffle=True)
+        batches = epoch_batches(
+            len(self.train_set),
+            config.batch_size,
+            config.seed,
+            epoch,
+            shuffle=True,
+            balance_labels=self.balance_labels,
+        )
         mine, padded = shard_batches(batches, self.w)
         first = self.start_step if epoch == self.start_epoch else 0
         if first == 0:

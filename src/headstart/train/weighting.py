@@ -1,7 +1,13 @@
 """Class weights, decided once from the training images: ``class_weights="auto"`` (the
-default) weights the loss by inverse class frequency when the largest training class
-holds at least ``IMBALANCE_RATIO`` times the images of the smallest, and leaves it
-unweighted below; "none" and "balanced" are taken as given.
+default) balances the classes when the largest training class holds at least
+``IMBALANCE_RATIO`` times the images of the smallest, and leaves them be below;
+"none", "balanced" and "sampling" are taken as given.
+
+Balancing means one of two things, and the strategy says which auto picks
+(``Strategy.auto_balance``): "balanced" weights the loss by inverse class frequency
+(a linear probe also shifts its biases), "sampling" draws each epoch's batches
+class-balanced (`headstart.train.sampling`; a linear probe, which has no batches,
+weights its loss instead).
 
 Decided on the images that train (after the test split, any draw and the early-stopping
 hold-out), so the numbers said are those of the training images, and recorded beside
@@ -19,6 +25,7 @@ from headstart.data.findings import IMBALANCE_RATIO
 
 __all__ = [
     "AUTO",
+    "BALANCING",
     "PROBE_PRIOR_SHIFT",
     "ClassWeighting",
     "balanced_weights",
@@ -26,6 +33,7 @@ __all__ = [
 ]
 
 AUTO = "auto"
+BALANCING = ("balanced", "sampling")  # what auto may come to on imbalanced classes
 
 # Balanced, a linear probe solved to convergence also shifts its biases by this multiple
 # of the log class shares (``fit_linear_probe``'s ``prior_shift``): measured on
@@ -35,12 +43,19 @@ AUTO = "auto"
 PROBE_PRIOR_SHIFT = 0.5
 
 
+# What class-balanced sampling does, as the plan says it.
+SAMPLING_SAYS = (
+    "each epoch's batches draw every class equally often (a small class's images "
+    "repeat, a large class shows a new subset each epoch)"
+)
+
+
 @dataclass(frozen=True)
 class ClassWeighting:
     """What ``class_weights`` came to on one set of training images, and why."""
 
-    setting: str  # as asked: "auto", "none" or "balanced"
-    used: str  # what trains: "none" or "balanced"
+    setting: str  # as asked: "auto", "none", "balanced" or "sampling"
+    used: str  # what trains: "none", "balanced" or "sampling"
     smallest: int  # images in the smallest class that has any
     largest: int  # images in the largest class
     threshold: float = IMBALANCE_RATIO  # the ratio from which auto weights
@@ -49,18 +64,39 @@ class ClassWeighting:
     def ratio(self) -> float:
         return self.largest / max(self.smallest, 1)
 
+    @property
+    def weights_loss(self) -> bool:
+        """The loss of a gradient loop is weighted by class ("balanced")."""
+        return self.used == "balanced"
+
+    @property
+    def samples_balanced(self) -> bool:
+        """Each epoch's batches are drawn class-balanced ("sampling")."""
+        return self.used == "sampling"
+
     def note(self) -> str | None:
         """The plan's line about it (settings as ``{name}``), or None when the loss is
         unweighted by default on near-balanced classes (nothing was decided for the user)."""
         counts = f"the training classes hold {self.smallest} to {self.largest} images"
+        why = f"{counts} (ratio {self.ratio:.1f}, at least {self.threshold:g})"
         if self.setting == AUTO and self.used == "balanced":
             return (
-                f"class weights balanced (auto): {counts} (ratio {self.ratio:.1f}, at least "
-                f"{self.threshold:g}); judge by balanced accuracy; {{no_class_weights}} "
-                "trains unweighted"
+                f"class weights balanced (auto): {why}; judge by balanced accuracy; "
+                "{no_class_weights} trains unweighted"
+            )
+        if self.setting == AUTO and self.used == "sampling":
+            return (
+                f"class weights by sampling (auto): {why}; {SAMPLING_SAYS}; judge by "
+                "balanced accuracy; {no_class_weights} trains unweighted on the images as "
+                "they are"
             )
         if self.setting == "balanced":
             return f"class weights balanced, as asked ({counts}, ratio {self.ratio:.1f})"
+        if self.setting == "sampling":
+            return (
+                f"class weights by sampling, as asked ({counts}, ratio {self.ratio:.1f}); "
+                f"{SAMPLING_SAYS}"
+            )
         if self.ratio >= self.threshold:  # "none" asked for on imbalanced classes
             return (
                 f"class weights none, as asked, although {counts} (ratio {self.ratio:.1f}); "
@@ -79,8 +115,14 @@ class ClassWeighting:
         }
 
 
-def class_weighting(labels: np.ndarray, num_classes: int, setting: str) -> ClassWeighting:
-    """``setting`` ("auto", "none", "balanced") decided on these training ``labels``."""
+def class_weighting(
+    labels: np.ndarray, num_classes: int, setting: str, auto_balance: str = "balanced"
+) -> ClassWeighting:
+    """``setting`` ("auto", "none", "balanced", "sampling") decided on these training
+    ``labels``; ``auto_balance`` is what auto comes to on imbalanced classes (the
+    strategy's ``auto_balance``: "balanced" or "sampling")."""
+    if auto_balance not in BALANCING:
+        raise ValueError(f"auto_balance must be one of {BALANCING}; got {auto_balance!r}")
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
     present = counts[counts > 0]
     smallest = int(present.min()) if len(present) else 0
@@ -88,7 +130,7 @@ def class_weighting(labels: np.ndarray, num_classes: int, setting: str) -> Class
     used = setting
     if setting == AUTO:
         imbalanced = smallest > 0 and largest / smallest >= IMBALANCE_RATIO
-        used = "balanced" if imbalanced else "none"
+        used = auto_balance if imbalanced else "none"
     return ClassWeighting(setting, used, smallest, largest)
 
 

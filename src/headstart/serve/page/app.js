@@ -1,39 +1,6 @@
-// The headstart page: plain JavaScript, no library, no network beyond this server.
+// The headstart page: predict, train. Plain JavaScript, no library, no network beyond
+// this server; common.js (loaded first) holds the token and fetch.
 "use strict";
-
-const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem("headstart-token") || "";
-
-function headers(extra = {}) {
-  return token ? { ...extra, Authorization: "Bearer " + token } : extra;
-}
-
-// fetch with the token; a 401 shows the token form and stops here.
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: headers(options.headers) });
-  if (response.status === 401) {
-    $("token-section").hidden = false;
-    $("token").focus();
-    throw new Error("This server needs a valid token.");
-  }
-  return response;
-}
-
-async function detail(response) {
-  try {
-    const body = await response.json();
-    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-  } catch {
-    return response.status + " " + response.statusText;
-  }
-}
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  Object.assign(node, props);
-  for (const child of children) node.append(child);
-  return node;
-}
 
 // ------------------------------------------------------------------ the model
 
@@ -59,6 +26,16 @@ async function loadModel() {
     info.textContent = error.message;
   }
   loadTraining();
+  loadLabelling();
+}
+
+// A server started with --unlabelled POOL has a labelling page: link to it.
+async function loadLabelling() {
+  try {
+    $("label-link").hidden = !(await api("/v1/label")).ok;
+  } catch {
+    // no token yet: the token form is showing
+  }
 }
 
 // ------------------------------------------------------------------ predict
@@ -210,30 +187,11 @@ async function train(event) {
       return;
     }
     const job = await response.json();
-    await follow(job.id);
+    await follow(job.id, (event) => onEvent(job.id, event));
   } catch (error) {
     $("train-status").textContent = error.message;
   } finally {
     button.disabled = false;
-  }
-}
-
-// Server-sent events read through fetch, so the token goes along as a header.
-async function follow(jobId) {
-  const response = await api(`/v1/train/${jobId}/events`);
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
-      if (data && (await onEvent(jobId, JSON.parse(data))) === "end") return;
-    }
   }
 }
 
@@ -300,13 +258,7 @@ async function onEvent(jobId, event) {
 
 // ------------------------------------------------------------------ start
 
-$("token-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  token = $("token").value.trim();
-  sessionStorage.setItem("headstart-token", token);
-  $("token-section").hidden = true;
-  loadModel();
-});
+setUpToken(loadModel);
 $("train-form").addEventListener("submit", train);
 setUpDropZone();
 loadModel();
