@@ -60,6 +60,27 @@ def test_the_estimate_is_printed_before_the_long_step_starts(data, tmp_path, cap
     assert test_estimate > first_features  # said when the test pass starts
 
 
+def test_a_warm_cache_is_not_timed(data, tmp_path, capsys, monkeypatch):
+    """Every feature already cached: the estimates say there is nothing to compute, and
+    no timed pass runs (it cost more than the whole fit: 55 of 59 s on a 264-image set)."""
+    from headstart.strategies import estimates
+
+    args = [str(data), *TINY, "--strategy", "feature-extraction"]
+    assert _train([*args, "--out", str(tmp_path / "a")], tmp_path, capsys)[0] == 0
+    timed: list[tuple] = []
+    real = estimates.Timer.extraction
+    monkeypatch.setattr(
+        estimates.Timer, "extraction", lambda self, *a: timed.append(a) or real(self, *a)
+    )
+    code, lines, _ = _train([*args, "--out", str(tmp_path / "b")], tmp_path, capsys)
+    assert code == 0 and timed == []
+    assert any(x.startswith("estimate: extraction: nothing to compute (all ") for x in lines)
+    assert any(x.startswith("estimate: test pass: nothing to compute (all ") for x in lines)
+    code, lines, _ = _train([*args, "--out", str(tmp_path / "c"), "--no-cache"], tmp_path, capsys)
+    assert code == 0 and timed  # no cache: timed as before
+    assert any(x.startswith("estimate: extraction ~") for x in lines)
+
+
 def test_a_log_line_shows_the_time_elapsed_and_left():
     stream = io.StringIO()
     printer = ProgressPrinter("features train", "images", stream)

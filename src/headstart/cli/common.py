@@ -62,7 +62,12 @@ class PrintingCallback(Callback):
     def on_estimate(self, step: str, seconds: float, basis: str) -> None:
         from headstart.strategies.estimates import format_seconds
 
-        print(f"estimate: {step} ~{format_seconds(seconds)} on this machine ({basis})", flush=True)
+        if seconds == 0:  # nothing to compute: every image's features are cached
+            print(f"estimate: {step}: nothing to compute ({basis})", flush=True)
+        else:
+            print(
+                f"estimate: {step} ~{format_seconds(seconds)} on this machine ({basis})", flush=True
+            )
 
     def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
         self._show(f"epoch {epoch}", step, steps, "steps")

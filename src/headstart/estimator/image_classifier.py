@@ -51,7 +51,7 @@ from headstart.estimator.results import (
     labels_in_model_order,
 )
 from headstart.estimator.tta import average_views, check_tta, view_count
-from headstart.features.cache import FeatureCache
+from headstart.features.cache import FeatureCache, missing_images
 from headstart.features.fastpath import (
     faithful_logits,
     fast_path_available,
@@ -128,6 +128,20 @@ class ImageClassifier(PredictsFiles):
         strategy = get_strategy(self.strategy)
         backbone = checked_backbone(self.backbone, self.weights, strategy, config)
         self._prepared = (self._settings(config), backbone, torch.get_rng_state())
+
+    def missing_features(self, dataset: ImageDataset) -> int | None:
+        """After `prepare`: how many of ``dataset``'s images the feature cache lacks for
+        this model's frozen features (0: fitting or scoring them runs no forward pass).
+        None when no cache is set, the strategy trains the body, or nothing is prepared."""
+        prepared = getattr(self, "_prepared", None)
+        if prepared is None or not self._features_cached():
+            return None
+        config, backbone = prepared[0][3], prepared[1]
+        device = select_device(config.device, owner="TrainConfig")
+        cache = FeatureCache(Path(self.cache_dir))
+        return missing_images(
+            backbone, dataset, cache, layers=config.layers, fast=config.fast, device=device
+        )
 
     def _settings(self, config: TrainConfig) -> tuple:
         return (self.backbone, os.fspath(self.weights), self.strategy, config)

@@ -47,6 +47,7 @@ __all__ = [
     "FeatureCache",
     "cached_features",
     "default_cache_dir",
+    "missing_images",
     "weights_digest",
 ]
 
@@ -317,6 +318,29 @@ def cached_features(
     rows = broadcast(lookup.missing_rows() if lookup is not None else None)
     new = extract(rows)
     return broadcast(lookup.finish(new) if lookup is not None else None)
+
+
+def missing_images(
+    backbone: Backbone,
+    dataset: ImageDataset,
+    cache: FeatureCache,
+    *,
+    layers: Sequence[str] = ("final",),
+    fast: bool = True,
+    device: Any = "auto",
+) -> int:
+    """How many distinct images of ``dataset`` need a forward pass in `cached_features`
+    (the same key and lookup, nothing extracted): 0 means every one is in ``cache``, so an
+    estimate of the extraction need not time the backbone at all."""
+    if not len(dataset):
+        return 0
+    return len(
+        _Lookup(backbone, dataset, cache, layers, fast, _ignore_notice, {"device": device}).missing
+    )
+
+
+def _ignore_notice(text: str) -> None:
+    """A shard that cannot be read counts as missing; `cached_features` will say so."""
 
 
 class _Lookup:

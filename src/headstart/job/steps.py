@@ -49,7 +49,8 @@ def run_job(
         train, test = job.load(_split_seed(job, config), callback)
     unlabelled = job.load_unlabelled(train, test, callback)
     _diagnose(train, test, callback)
-    steps = _fit_estimates(job, job.strategy, backbone, config, train, len(test))
+    uncached = (clf.missing_features(train), clf.missing_features(test))
+    steps = _fit_estimates(job, job.strategy, backbone, config, train, len(test), uncached)
     say_estimates(callback, steps, last="test pass")
     clf.fit(train, unlabelled=unlabelled, resume=job.resume)
     say_estimates(callback, {"test pass": steps["test pass"]})
@@ -138,10 +139,11 @@ def _fit_estimates(
     config: TrainConfig,
     train: ImageDataset,
     n_test: int,
+    uncached: tuple[int | None, int | None] = (None, None),
 ) -> dict[str, tuple[float, str]]:
     timer = Timer(train, job.weights, config.device)
     size = config.image_size or timer.native(backbone)
-    return fit_estimate(timer, strategy, backbone, size, config, n_test)
+    return fit_estimate(timer, strategy, backbone, size, config, n_test, uncached=uncached)
 
 
 def say_estimates(callback: Callback, steps: dict, last: str | None = None) -> None:

@@ -234,9 +234,12 @@ def fit_estimate(
     config: Any,
     n_test: int,
     n_train: int | None = None,
+    uncached: tuple[int | None, int | None] = (None, None),
 ) -> dict[str, tuple[float, str]]:
     """{step: (seconds, basis)} for fitting one model on ``n_train`` images (None: all of
-    the timer's) and scoring its ``n_test`` test images."""
+    the timer's) and scoring its ``n_test`` test images. ``uncached``: of the training
+    and test images, how many a frozen body's feature cache lacks (None: all of them);
+    only those are timed and counted, and none at all when the cache has every one."""
     n = len(timer.train) if n_train is None else n_train
     layers = tuple(config.layers)
     steps: dict[str, tuple[float, str]] = {}
@@ -255,8 +258,16 @@ def fit_estimate(
             f"images), {backbone} {size} px, one step timed",
         )
     elif strategy in ("feature-extraction", "semi-supervised"):
-        seconds, basis = extraction_seconds(timer, (backbone, size, layers), n)
-        steps["extraction"] = (seconds * (1 + PROBE_SHARE), basis + f", + {PROBE_SHARE:.0%} probe")
+        missing = n if uncached[0] is None else min(uncached[0], n)
+        if missing == 0:
+            steps["extraction"] = (0.0, f"all {n} images' features in the cache; the probe only")
+        else:
+            seconds, basis = extraction_seconds(timer, (backbone, size, layers), missing)
+            cached = f", {n - missing} more from the cache" if missing < n else ""
+            steps["extraction"] = (
+                seconds * (1 + PROBE_SHARE),
+                basis + cached + f", + {PROBE_SHARE:.0%} probe",
+            )
     else:  # scratch: every epoch a training pass, no pretrained features
         step = timer.training_step(backbone, size, min(config.batch_size, n))
         batches = -(-n // config.batch_size)
@@ -264,8 +275,13 @@ def fit_estimate(
             config.epochs * batches * step,
             f"{config.epochs} epochs x {batches} steps x {step:.2f}s, one step timed",
         )
-    seconds, basis = extraction_seconds(timer, (backbone, size, ("final",)), n_test)
-    steps["test pass"] = (seconds, basis)
+    frozen = strategy in ("feature-extraction", "semi-supervised")
+    missing = n_test if uncached[1] is None or not frozen else min(uncached[1], n_test)
+    if missing == 0 and n_test:
+        steps["test pass"] = (0.0, f"all {n_test} test images' features in the cache")
+    else:
+        seconds, basis = extraction_seconds(timer, (backbone, size, ("final",)), missing)
+        steps["test pass"] = (seconds, basis)
     return steps
 
 
