@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from headstart._internal.atomic import atomic_write
-from headstart.evaluation.comparison import load_results, sizes_in_order, summarise
+from headstart.evaluation.comparison import load_results
 from headstart.evaluation.issues_section import label_issue_lines
 from headstart.evaluation.plots import new_figure, save_confusion_matrix, save_figure
 from headstart.evaluation.ranking_section import RANKING_PLOT, load_ranking, ranking_lines
+from headstart.evaluation.summary import sizes_in_order, summarise
 
 __all__ = ["build_report", "summary_sentences"]
 
