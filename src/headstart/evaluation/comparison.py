@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from headstart._internal.atomic import atomic_write
-from headstart._internal.validation import Constraints, Interval, Items, Optional, invalid, validate
+from headstart._internal.validation import (
+    Constraints,
+    Interval,
+    Items,
+    Optional,
+    Satisfies,
+    invalid,
+    validate,
+)
 from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.data.dataset import ImageDataset
 from headstart.data.split import sample_per_class
@@ -35,6 +43,7 @@ from headstart.errors import (
     WeightsError,
 )
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.evaluation.active_section import check_active_data, comparison_active_curve
 from headstart.evaluation.issues_section import STRATEGY as ISSUES_STRATEGY
 from headstart.evaluation.issues_section import comparison_label_issues
 from headstart.parallel import world
@@ -54,6 +63,10 @@ COMPARE_CONSTRAINTS: Constraints = {
         Optional(Interval(int, 1, None)), "at least one size", each="ints >= 1 or None (all)"
     ),
     "seeds": Items(Interval(int, 0, None), "one or more ints >= 0"),
+    "active": Satisfies(lambda v: isinstance(v, bool), "True or False", "yes"),
+    "active_rounds": Interval(int, 1, None),
+    "active_batch": Interval(int, 1, None),
+    "active_seed_per_class": Interval(int, 1, None),
 }
 
 
@@ -74,6 +87,13 @@ class CompareSettings:
     image_size: int | None = None
     # per-strategy TrainConfig changes, e.g. {"scratch": {"epochs": 5}}
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Active against random labelling (``active_section``): from ``active_seed_per_class``
+    # labels per class of the training split, ``active_rounds`` rounds of ``active_batch``
+    # suggested labels vs as many random ones, a probe on cached features, per seed.
+    active: bool = False
+    active_rounds: int = 5
+    active_batch: int = 20
+    active_seed_per_class: int = 2
 
     def __post_init__(self) -> None:
         owner = "CompareSettings"
@@ -228,6 +248,8 @@ def compare(
     results.json)."""
     settings = settings or CompareSettings()
     callback = callback or CompareCallback()
+    if settings.active:
+        check_active_data(train, settings)  # before any run: it would fail only at the end
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sizes, dropped, smallest = drawn_sizes(train, settings.labels_per_class)
@@ -297,6 +319,10 @@ def compare(
             config=settings.config_for(ISSUES_STRATEGY, settings.seeds[0]),
             cache_dir=cache_dir, folder=folder,
         )  # fmt: skip
+    if settings.active:  # after feature extraction ran: its features are cached
+        results["active"] = comparison_active_curve(
+            train, test, settings, cache_dir=cache_dir, callback=callback
+        )
     _write_results(folder, results)
     return results
 
@@ -338,6 +364,7 @@ def _fresh_results(
             "backbones": list(settings.compared_backbones),
             "image_size": settings.image_size,
             "configs": {s: settings.config_for(s, 0).to_dict() for s in settings.strategies},
+            "active": settings.active,
         },
         "runs": [],
         "notes": [],
