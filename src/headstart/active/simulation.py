@@ -13,6 +13,8 @@ Features only, no images: on cached features a round takes about a second.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,10 +146,11 @@ def active_curve(
         start = seed_set(y, classes, seed_per_class, seed)
     else:
         start = _given_rows(seed_rows, len(y), batch)
-    z = normalised(x)  # every training row: the reference suggest standardises by
-    arms = {}
-    for arm in ("active", "random"):
-        arms[arm] = _run_arm(arm, x, y, z, tx, ty, start, classes, rounds, batch, seed, l2)
+    with _one_thread():
+        z = normalised(x)  # every training row: the reference suggest standardises by
+        arms = {}
+        for arm in ("active", "random"):
+            arms[arm] = _run_arm(arm, x, y, z, tx, ty, start, classes, rounds, batch, seed, l2)
     return ActiveCurve(
         seed=seed,
         batch=batch,
@@ -159,6 +162,22 @@ def active_curve(
         active_points=arms["active"][1],
         random_points=arms["random"][1],
     )
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch on one thread for the loop, as it was after. Its probes are small (a few
+    hundred rows), and L-BFGS makes thousands of tiny calls: with two threads on a busy
+    2-core machine each waits for a descheduled peer. Measured at load ~7: a 420 x 1752
+    probe took 8.6 s on 2 threads, 0.08 s on 1 (docs/BENCHMARKS.md, section 18)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_enough(

@@ -10,6 +10,7 @@ seconds: a linear probe per round and arm.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +79,18 @@ def comparison_active_curve(
         found[part] = np.concatenate([features[layer] for layer in config.layers], axis=1)
     curves = []
     for seed in settings.seeds:
+        started = time.perf_counter()
         curve = active_curve(
             found["train"], train.labels, found["test"], test.labels,
             classes=len(train.classes), seed_per_class=settings.active_seed_per_class,
             rounds=settings.active_rounds, batch=settings.active_batch, seed=seed,
             l2=config.probe_l2,
         )  # fmt: skip
-        curves.append(curve.to_dict())
+        curves.append({**curve.to_dict(), "seconds": round(time.perf_counter() - started, 2)})
         callback.on_stage(
             "active", f"seed {seed}: active {curve.active_points[-1].accuracy:.1%}, random "
-            f"{curve.random_final:.1%} at {curve.random_points[-1].labels_per_class:g} per class",
+            f"{curve.random_final:.1%} at {curve.random_points[-1].labels_per_class:g} per class "
+            f"({curves[-1]['seconds']:.0f}s)",
         )  # fmt: skip
     return _summary(curves, train, test, settings, backbone, config)
 
