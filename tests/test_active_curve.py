@@ -113,6 +113,8 @@ def test_too_few_images_per_class_is_a_clear_error(blobs):
     assert "{seed_per_class}" in caught.value.hint
     with pytest.raises(DataError, match="pool of at least one round of 50"):
         active_curve(x[:30], y[:30], tx, ty, seed_per_class=2, batch=50)
+    with pytest.raises(ConfigError, match="'test_labels' parameter of active_curve"):
+        active_curve(x, y, tx[:0], ty[:0])
     with pytest.raises(ConfigError, match="'seed_rows'.*distinct training rows in"):
         active_curve(x, y, tx, ty, seed_rows=[0, 0, 1])
 

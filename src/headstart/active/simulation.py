@@ -232,8 +232,9 @@ def _checked(*arrays: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
             )  # fmt: skip
     if x.shape[1] != tx.shape[1]:
         raise invalid(OWNER, "test_features", f"{x.shape[1]} columns, as features", tx.shape[1])
-    if not len(ty):
-        raise invalid(OWNER, "test_labels", "at least one test image", len(ty))
+    if not len(y) or not len(ty):
+        name = "labels" if not len(y) else "test_labels"
+        raise invalid(OWNER, name, "at least one image", 0)
     return x, y.astype(np.int64), tx, ty.astype(np.int64)
 
 
