@@ -18,6 +18,8 @@ _EXPORTS = {
     "Suggestion": "headstart.active.suggestions",
     "SuggestionList": "headstart.active.suggestions",
     "suggest": "headstart.active.suggesting",
+    "ActiveCurve": "headstart.active.simulation",
+    "active_curve": "headstart.active.simulation",
     "LabelIssues": "headstart.evaluation.label_issues",
     "find_label_issues": "headstart.evaluation.label_issues",
     "TrainConfig": "headstart.train.config",

@@ -8,6 +8,9 @@ A room between ``evaluation`` (whose comparison draws the active-vs-random curve
 from headstart._internal.lazy import lazy_exports
 
 _EXPORTS = {
+    "ActiveCurve": ".simulation",
+    "CurvePoint": ".simulation",
+    "active_curve": ".simulation",
     "Suggestion": ".suggestions",
     "SuggestionList": ".suggestions",
     "suggest": ".suggesting",

@@ -95,6 +95,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "Ranking section to the report, predicted beside measured accuracy (default: on "
         "with --backbones, off otherwise)",
     )
+    add_active_arguments(comparison)
     add_out_argument(comparison, "compare", makes_files=True)
     add_log_argument(comparison)
     add_cache_arguments(comparison)
@@ -104,6 +105,39 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         title="training settings, for every strategy that uses them (default: each one's own)",
     )
     comparison.set_defaults(run=run_compare)
+
+
+# The settings --active takes (CompareSettings' own defaults apply when a flag is left out).
+ACTIVE_FLAGS = {
+    "active_rounds": "rounds of labelling (5)",
+    "active_batch": "labels per round, in each arm (20)",
+    "active_seed_per_class": "labels per class both arms start from (2)",
+}
+
+
+def add_active_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("active against random labelling")
+    group.add_argument(
+        "--active",
+        action="store_true",
+        help="add an 'active vs random' curve to the report: from a seed set of the training "
+        "split, rounds of suggested labels against as many random ones, a linear probe on "
+        "the cached features scored on the same test images (per seed)",
+    )
+    for name, words in ACTIVE_FLAGS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, metavar="N", help=words)
+
+
+def active_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The CompareSettings fields --active and its flags give; a flag without --active
+    is refused (it would change nothing)."""
+    given = {name: getattr(args, name) for name in ACTIVE_FLAGS if getattr(args, name) is not None}
+    if given and not args.active:
+        flag = "--" + next(iter(given)).replace("_", "-")
+        raise ConfigError(
+            f"{flag} applies to the active-vs-random curve only.", hint="Add {active}."
+        )
+    return {"active": True, **given} if args.active else {}
 
 
 class CompareCallback(PrintingCallback):
@@ -222,6 +256,7 @@ def run_compare(args: argparse.Namespace) -> int:
         weights=args.weights,
         image_size=image_size,
         overrides=overrides,
+        **active_settings(args),
     )
     main = join_world()  # under torchrun every run trains on all ranks; rank 0 writes
     for note in notes:

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headstart._internal.validation import Constraints, Interval, Items, Optional, invalid, validate
+from headstart._internal.validation import (
+    Constraints,
+    Interval,
+    Items,
+    Optional,
+    Satisfies,
+    invalid,
+    validate,
+)
 from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.data.dataset import ImageDataset
 from headstart.data.split import sample_per_class
@@ -35,6 +43,7 @@ from headstart.errors import (
     WeightsError,
 )
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.evaluation.active_section import check_active_data, comparison_active_curve
 from headstart.evaluation.compare_budget import ComparisonBudget, informative_first
 from headstart.evaluation.issues_section import STRATEGY as ISSUES_STRATEGY
 from headstart.evaluation.issues_section import comparison_label_issues
@@ -59,6 +68,10 @@ COMPARE_CONSTRAINTS: Constraints = {
         Optional(Interval(int, 1, None)), "at least one size", each="ints >= 1 or None (all)"
     ),
     "seeds": Items(Interval(int, 0, None), "one or more ints >= 0"),
+    "active": Satisfies(lambda v: isinstance(v, bool), "True or False", "yes"),
+    "active_rounds": Interval(int, 1, None),
+    "active_batch": Interval(int, 1, None),
+    "active_seed_per_class": Interval(int, 1, None),
 }
 
 
@@ -79,6 +92,13 @@ class CompareSettings:
     image_size: int | None = None
     # per-strategy TrainConfig changes, e.g. {"scratch": {"epochs": 5}}
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Active against random labelling (``active_section``): from ``active_seed_per_class``
+    # labels per class of the training split, ``active_rounds`` rounds of ``active_batch``
+    # suggested labels vs as many random ones, a probe on cached features, per seed.
+    active: bool = False
+    active_rounds: int = 5
+    active_batch: int = 20
+    active_seed_per_class: int = 2
 
     def __post_init__(self) -> None:
         owner = "CompareSettings"
@@ -211,6 +231,8 @@ def compare(
     settings = settings or CompareSettings()
     callback = callback or CompareCallback()
     limit = None if budget is None else ComparisonBudget(budget, callback)
+    if settings.active:
+        check_active_data(train, settings)  # before any run: it would fail only at the end
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sizes, dropped, smallest = drawn_sizes(train, settings.labels_per_class)
@@ -278,20 +300,22 @@ def compare(
             folder, {**results, "runs": results["runs"] + pending_runs(previous, results)}
         )
         callback.on_run_end(record, reused=False)
-    return _finish(results, previous, train, folder, settings, cache_dir, limit)
+    return _finish(results, previous, (train, test), folder, settings, cache_dir, limit, callback)
 
 
 def _finish(
     results: dict[str, Any],
     previous: dict[tuple, dict[str, Any]],
-    train: ImageDataset,
+    split: tuple[ImageDataset, ImageDataset],
     folder: Path,
     settings: CompareSettings,
     cache_dir: str | Path | None,
     limit: ComparisonBudget | None,
+    callback: CompareCallback,
 ) -> dict[str, Any]:
     """The results once every run is done: the budget's record, the earlier runs kept,
-    the label issues section; written and returned."""
+    the label issues section, the active-vs-random curve; written and returned."""
+    train, test = split
     if limit is not None:
         results["notes"] += limit.notes
         results["budget"] = limit.record()
@@ -316,6 +340,10 @@ def _finish(
             config=settings.config_for(ISSUES_STRATEGY, settings.seeds[0]),
             cache_dir=cache_dir, folder=folder,
         )  # fmt: skip
+    if settings.active:  # after feature extraction ran: its features are cached
+        results["active"] = comparison_active_curve(
+            train, test, settings, cache_dir=cache_dir, callback=callback
+        )
     write_results(folder, results)
     return results
 
@@ -368,6 +396,7 @@ def _fresh_results(
             "backbones": list(settings.compared_backbones),
             "image_size": settings.image_size,
             "configs": {s: settings.config_for(s, 0).to_dict() for s in settings.strategies},
+            "active": settings.active,
         },
         "runs": [],
         "notes": [],

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart._internal.atomic import atomic_write
+from headstart.evaluation.active_section import active_lines, active_verdict, write_active_plot
 from headstart.evaluation.comparison import load_results
 from headstart.evaluation.issues_section import label_issue_lines
 from headstart.evaluation.plots import new_figure, save_confusion_matrix, save_figure
@@ -180,6 +181,8 @@ def summary_sentences(results: dict[str, Any]) -> list[str]:
                 f"{other['train_seconds_mean']:.0f} s"
             )
         sentences.append(text + ".")
+    if results.get("active"):
+        sentences.append(active_verdict(results["active"]))
     failures = [r for r in results["runs"] if r.get("status") != "ok"]
     for run in failures:
         sentences.append(f"Run {run['id']} failed: {run.get('error', 'unknown error')}.")
@@ -312,6 +315,9 @@ def build_report(folder: str | Path, title: str = "headstart comparison") -> dic
         "of each strategy are in results.json.",
         "",
     ]
+    if results.get("active"):
+        paths["active"] = write_active_plot(results["active"], folder)
+        md += active_lines(results["active"], paths["active"].name)
     md += label_issue_lines(results.get("label_issues"))
     ranking = load_ranking(folder)
     if ranking is not None:
@@ -339,6 +345,7 @@ def _links(escaped: str) -> str:
 def _html_page(title: str, markdown: str, images: dict[str, Path]) -> str:
     """A minimal Markdown-to-HTML rendering with the PNGs inlined (one file to send)."""
     embedded = {p.name: base64.b64encode(p.read_bytes()).decode() for p in images.values()}
+    inline = {p.name: p.read_text() for p in images.values() if p.suffix == ".svg"}
     body: list[str] = []
     in_table = in_list = False
     for line in markdown.splitlines():
@@ -373,6 +380,11 @@ def _html_page(title: str, markdown: str, images: dict[str, Path]) -> str:
             caption = line[2 : line.index("]")]
             name = line[line.index("](") + 2 : -1]
             data = embedded.get(name, "")
+            if name in inline:  # SVG goes in as it is: text, searchable, no decoding
+                body.append(
+                    f"<figure>{inline[name]}<figcaption>{html.escape(caption)}</figcaption></figure>"
+                )
+                continue
             body.append(
                 f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>"
