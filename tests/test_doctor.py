@@ -347,7 +347,7 @@ def test_compare_runs_the_doctor_before_comparing(
     clean_folder(root / "test", {"cat": 2, "dog": 2}, seed=2)
     ran: list[int] = []
     monkeypatch.setattr(
-        compare_command, "run_comparison", lambda train, *rest: ran.append(len(train)) or 0
+        compare_command, "run_comparison", lambda train, *rest, **named: ran.append(len(train)) or 0
     )
     assert main(["compare", str(root), "--out", str(tmp_path / "cmp")]) == 0
     assert ran == [12]
