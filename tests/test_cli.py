@@ -105,7 +105,7 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "not-an-image.jpg" in printed  # the bad file is named, the run goes on
     assert "plan: fine-tune" in printed and "BatchNorm" in printed
-    assert "test accuracy" in printed
+    assert "test balanced accuracy" in printed and ", accuracy " in printed
     assert (out / "model.safetensors").is_file() and (out / "headstart.json").is_file()
     assert not (out / "checkpoints").exists()
     meta = json.loads((out / "headstart.json").read_text())

@@ -39,7 +39,7 @@ MEMBERS = [EnsembleMember(TINY, 32, ("final",)), EnsembleMember(TINY, 24, ("stag
 FITTED = {
     "model_", "classes_", "history_", "plan_", "config_", "preprocessing_",
     "decode_options_", "weights_info_", "fit_seconds_", "validation_images_", "metrics_",
-    "metadata_",
+    "metadata_", "class_weighting_",
 }  # fmt: skip
 
 
@@ -203,7 +203,7 @@ def check_predict_files_skips_a_bad_or_missing_file_with_its_reason(case: Case) 
 def check_predict_files_is_the_one_shared_interface(case: Case) -> None:
     assert type(case.clf).predict_files is PredictsFiles.predict_files
     assert list(inspect.signature(case.clf.predict_files).parameters) == [
-        "paths", "top_k", "chunk_size", "batch_size", "device", "strict",
+        "paths", "top_k", "chunk_size", "batch_size", "device", "strict", "tta",
     ]  # fmt: skip
 
 

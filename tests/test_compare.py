@@ -83,12 +83,13 @@ def test_report_numbers_match_the_results_file(finished):
     assert len(rows) == 6
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        k, strategy, accuracy = cells[0], cells[1], cells[2]
+        k, strategy, balanced, accuracy = cells[0], cells[1], cells[2], cells[3]
         run = next(
             r
             for r in results["runs"]
             if str(r["labels_per_class"]) == k and r["strategy"] == strategy
         )
+        assert balanced == f"{100 * run['balanced_accuracy']:.1f} %"  # it leads the row
         assert accuracy == f"{100 * run['accuracy']:.1f} %"
         assert cells[4] == f"{run['train_seconds']:.1f}"
     html = (folder / "report.html").read_text()

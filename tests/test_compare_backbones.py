@@ -61,7 +61,7 @@ def test_two_backbones_run_side_by_side_on_the_same_curves(tmp_path, monkeypatch
         legend = [t.get_text() for t in axes.get_legend().get_texts()]
         assert legend == [f"feature-extraction ({b})" for b in BACKBONES]
     markdown = (tmp_path / "report.md").read_text()
-    assert "| labels/class | strategy | backbone | accuracy" in markdown
+    assert "| labels/class | strategy | backbone | balanced acc. | accuracy" in markdown
     for b in BACKBONES:
         assert f"| 4 | feature-extraction | {b} | " in markdown
 
@@ -70,7 +70,7 @@ def test_one_backbone_keeps_the_table_without_a_backbone_column(tmp_path):
     compare(colour_data(6, 0), colour_data(2, 1), tmp_path, _settings())
     build_report(tmp_path)
     markdown = (tmp_path / "report.md").read_text()
-    assert "| labels/class | strategy | accuracy" in markdown
+    assert "| labels/class | strategy | balanced acc. | accuracy" in markdown
     assert "| 4 | feature-extraction | " in markdown and "## Ranking" not in markdown
 
 

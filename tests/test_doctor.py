@@ -87,8 +87,15 @@ def test_every_planted_problem_is_found_with_its_files(planted) -> None:
     (conflict,) = details(diagnosis, "conflict")
     assert f"{root / 'train/cat/cat_01.png'} (cat)" in conflict
     assert f"{root / 'train/dog/mislabelled.png'} (dog)" in conflict
-    assert details(diagnosis, "duplicate") == (
+    # Repeats are counted over both splits (as `check` of the whole set counts them):
+    # the leaked copy is also one of the two same-label duplicates, and says so.
+    assert set(details(diagnosis, "duplicate")) == {
         f"{root / 'train/dog/copy.png'} = {root / 'train/dog/dog_00.png'}",
+        f"{root / 'train/cat/cat_00.png'} = {root / 'test/cat/leaked.png'}",
+    }
+    assert diagnosis.find("duplicate").summary == (
+        "2 duplicate file(s) with the same label (2 image(s) stored more than once; "
+        "1 of the copies across train and test)"
     )
     assert set(details(diagnosis, "tiny")) == {
         f"{root / 'train/dog/thumb.png'}: 12x40",
@@ -179,7 +186,7 @@ def test_imbalance_warns_from_a_ratio_of_three(largest: int, warned: bool) -> No
     if warned:
         assert "3 to 9 images per class" in found.summary
         advice = spell(found.advice)  # the API's words; the CLI passes its own
-        assert "class_weights='balanced'" in advice and "balanced accuracy" in advice
+        assert "class_weights='none'" in advice and "balanced accuracy" in advice
         assert found.details == ("big: 9", "small: 3")
 
 
@@ -224,7 +231,11 @@ def test_brief_is_a_few_lines_and_skips_what_was_already_said(planted) -> None:
     lines = diagnosis.brief("DATA", skip=("unreadable",))
     assert len(lines) == 3
     assert lines[0] == "check: 1 exact duplicate(s) across train and test"
-    assert lines[-1].endswith("(and 1 more finding(s)) (details: headstart.check_data(path))")
+    # The counts' scope is said, as `check` on another scope counts other images.
+    assert lines[-1].endswith(
+        "(and 1 more finding(s)) (counted over 17 train + 5 test = 22 images; "
+        "details: headstart.check_data(path))"
+    )
     assert all("cannot be decoded" not in line for line in lines)
 
 
@@ -315,8 +326,12 @@ def test_train_mentions_a_leak_briefly_and_still_trains(tmp_path: Path, capsys) 
     assert code == 0
     printed = capsys.readouterr().out
     check_lines = [line for line in printed.splitlines() if line.startswith("check:")]
+    # The leaked copy is also a same-label duplicate of the 15 images, as `check` says.
     assert check_lines == [
-        f"check: 1 exact duplicate(s) across train and test (details: `headstart check {root}`)"
+        "check: 1 exact duplicate(s) across train and test",
+        "check: 1 duplicate file(s) with the same label (1 image(s) stored more than once; "
+        "1 of the copies across train and test) (counted over 10 train + 5 test = 15 "
+        f"images; details: `headstart check {root}`)",
     ]
     assert (out / "model.safetensors").is_file()
 
@@ -340,6 +355,5 @@ def test_compare_runs_the_doctor_before_comparing(
     # Pre-split data: each part's load report, as in `train`; the imbalance once.
     imbalance = [line for line in printed if "imbalanced" in line]
     assert imbalance == [
-        "train: classes are imbalanced (3 to 9 images per class); consider --class-weights "
-        "balanced, and read the balanced accuracy"
+        "train: classes are imbalanced (3 to 9 images per class); read the balanced accuracy"
     ]

@@ -45,6 +45,7 @@ def test_the_packages_are_the_ones_expected():
     """A new subpackage must be added here on purpose (and get an ``__all__``)."""
     assert PACKAGES == [
         "headstart",
+        "headstart.active",
         "headstart.backbones",
         "headstart.cli",
         "headstart.data",

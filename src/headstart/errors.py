@@ -56,6 +56,7 @@ API_WORDS = {
     "model_folder": "a folder written by ImageClassifier.save",
     "unlabelled_images": "fit(train, unlabelled=load_unlabelled(folder))",
     "balanced_class_weights": "TrainConfig(class_weights='balanced')",
+    "no_class_weights": "TrainConfig(class_weights='none')",
     "list_backbones": "headstart.list_backbones()",
     "check_data": "headstart.check_data(path)",
     "all_findings": "all in check.json, written by write_report()",

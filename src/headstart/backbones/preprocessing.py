@@ -66,6 +66,11 @@ class Preprocessing:
         the graph), so predicting from it needs Pillow and numpy, not torch. Crop modes
         "center" (square sizes, all headstart makes) and "squash"; "border"
         (letterboxing) and a non-square "center" raise ValueError."""
+        return self.crop(self.resize_for_crop(image), "center")
+
+    def resize_for_crop(self, image: Any) -> Any:
+        """``resize_crop``'s first step: the image resized (Pillow) to the size its crop
+        is taken from (``input_size`` / ``crop_pct``), before cropping."""
         height, width = self.input_size[1], self.input_size[2]
         resample = _RESAMPLING.get(self.interpolation)
         if resample is None:
@@ -82,13 +87,34 @@ class Preprocessing:
             size = (new_short, new_long) if w <= h else (new_long, new_short)
         else:
             raise ValueError(f"crop mode {self.crop_mode!r} is not supported outside torch")
-        if image.size != size:
-            image = image.resize(size, resample=resample)
+        return image if image.size == size else image.resize(size, resample=resample)
+
+    def crop_margin(self) -> tuple[int, int]:
+        """(rows, columns) the resize of ``resize_for_crop`` adds at least around the
+        crop, whatever the image: 0 when the crop takes the whole resized image."""
+        height, width = self.input_size[1], self.input_size[2]
+        return (
+            max(0, math.floor(height / self.crop_pct) - height),
+            max(0, math.floor(width / self.crop_pct) - width),
+        )
+
+    def crop(self, image: Any, where: str = "center") -> Any:
+        """A crop of ``input_size`` from a resized image: at its centre (as timm's
+        evaluation transform), or at a corner ("top-left", "top-right", "bottom-left",
+        "bottom-right"; along an edge shorter than the crop, at its centre)."""
+        height, width = self.input_size[1], self.input_size[2]
         w, h = image.size
-        if (w, h) != (width, height):  # outside the image (crop_pct > 1): black, as torch
-            left, top = _crop_offset(w, width), _crop_offset(h, height)
-            image = image.crop((left, top, left + width, top + height))
-        return image
+        if (w, h) == (width, height):
+            return image
+        left, top = _crop_offset(w, width), _crop_offset(h, height)
+        if where != "center":
+            vertical, horizontal = where.split("-")
+            if w > width:
+                left = 0 if horizontal == "left" else w - width
+            if h > height:
+                top = 0 if vertical == "top" else h - height
+        # Outside the image (crop_pct > 1): black, as torch.
+        return image.crop((left, top, left + width, top + height))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,12 +22,14 @@ from headstart.cli import (
     backbones,
     cache,
     check,
+    clean,
     compare,
     evaluate,
     export,
     predict,
     rank,
     serve,
+    suggest,
     train,
 )
 from headstart.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, cli_words
@@ -48,10 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     evaluate.add_parser(sub)
     check.add_parser(sub)
+    clean.add_parser(sub)
     predict.add_parser(sub)
     export.add_parser(sub)
     rank.add_parser(sub)
     serve.add_parser(sub)
+    suggest.add_parser(sub)
     for command in sub.choices.values():  # its flags word the library's errors
         command.set_defaults(command_parser=command)
     return parser

@@ -216,6 +216,22 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
 
 
+def add_tta_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """Test-time augmentation (evaluate, predict, serve, export): ``args.tta``, None
+    when not given (the model's own default)."""
+    from headstart.estimator.tta import DEFAULT_TTA, TTA_MODES
+
+    parser.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default=None,
+        metavar="MODE",
+        help=f"test-time augmentation{what}: {', '.join(TTA_MODES)} (default {DEFAULT_TTA}"
+        "; an exported file's own): average the probabilities over the image and its mirror "
+        "(flip), and its 4 corner crops (flip+crops: 6 forward passes per image)",
+    )
+
+
 def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
     """Which engine runs a saved model (evaluate, predict)."""
     parser.add_argument(

@@ -17,6 +17,7 @@ EXIT_INTERRUPTED = 130
 # How the command line words what a library hint names besides its flags' own dests.
 _CLI_WORDS = {
     "balanced_class_weights": "--class-weights balanced",
+    "no_class_weights": "--class-weights none",
     "model_folder": "a folder written by `headstart train --out`",
     "unlabelled_images": "--unlabelled DIR",
     "k": "--labels-per-class",
@@ -58,6 +59,11 @@ class PrintingCallback(Callback):
     def on_progress(self, label: str, done: int, total: int) -> None:
         self._show(label, done, total, "images")  # the library's long work: extraction
 
+    def on_estimate(self, step: str, seconds: float, basis: str) -> None:
+        from headstart.job.estimates import format_seconds
+
+        print(f"estimate: {step} ~{format_seconds(seconds)} on this machine ({basis})", flush=True)
+
     def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
         self._show(f"epoch {epoch}", step, steps, "steps")
 
@@ -83,7 +89,8 @@ class PrintingCallback(Callback):
         print(printable(text), flush=True)
 
     def on_dataset(self, label: str, dataset: Any) -> None:
-        print_report(label, dataset, self.words)
+        # A job's imbalance is said by its plan, of the images that train (class weights).
+        print_report(label, dataset, self.words, imbalance=False)
 
     def on_data(self, train: Any, test: Any) -> None:
         shown = ", ".join(train.classes[:6]) + (", ..." if len(train.classes) > 6 else "")
@@ -102,8 +109,8 @@ class PrintingCallback(Callback):
     def on_job_end(self, result: Any) -> None:
         m = result.metrics
         print(
-            f"test accuracy {m['accuracy']:.1%}, balanced accuracy "
-            f"{m['balanced_accuracy']:.1%} on {m['n']} images"
+            f"test balanced accuracy {m['balanced_accuracy']:.1%} (mean recall over the "
+            f"classes), accuracy {m['accuracy']:.1%}, on {m['n']} test images"
         )
         if result.folder is not None:
             print(f"model saved to {result.folder}/ (model.safetensors, headstart.json)")
@@ -112,24 +119,36 @@ class PrintingCallback(Callback):
 def print_reports(train: Any, test: Any, words: dict[str, str] | None = None) -> None:
     """The load report of a train/test pair: once for a set split in two, else each."""
     if train.report is test.report or train.report.source == test.report.source:
-        print_report("data", train, words)
+        print_report("data", train, words, imbalance=False)
+        print_imbalance("training split", train)
     else:
         print_report("train", train, words)
         print_report("test", test, words)
 
 
-def print_report(label: str, dataset: Any, words: dict[str, str] | None = None) -> None:
-    """What loading skipped or converted, and a class imbalance, in a few lines;
-    ``words`` spell the settings a skip reason names (``--max-pixels``)."""
+def print_report(
+    label: str, dataset: Any, words: dict[str, str] | None = None, *, imbalance: bool = True
+) -> None:
+    """What loading skipped or converted, and (``imbalance``) a class imbalance of these
+    images, in a few lines; ``words`` spell the settings a skip reason names."""
     report = dataset.report
     if report.skipped or report.rotated or report.converted:
         print(f"{label}: {report.summary(words)}")
+    if imbalance:
+        print_imbalance(label, dataset)
+
+
+def print_imbalance(label: str, dataset: Any) -> None:
+    """One line when the largest class of ``dataset`` (``label`` says which images those
+    are) holds ``IMBALANCE_RATIO`` times the smallest or more, as the doctor warns."""
+    from headstart.data.findings import IMBALANCE_RATIO
+
     counts = dataset.class_counts()
     smallest, largest = min(counts.values()), max(counts.values())
-    if smallest and largest / smallest >= 3:
+    if smallest and largest / smallest >= IMBALANCE_RATIO:
         print(
             f"{label}: classes are imbalanced ({smallest} to {largest} images per class); "
-            "consider --class-weights balanced, and read the balanced accuracy"
+            "read the balanced accuracy"
         )
 
 

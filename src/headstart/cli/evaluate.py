@@ -14,6 +14,7 @@ from headstart.cli.arguments import (
     add_out_argument,
     add_runtime_argument,
     add_strict_argument,
+    add_tta_argument,
     decode_options,
 )
 from headstart.cli.common import load_model, print_report
@@ -35,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_max_pixels_argument(parser)
     add_inference_arguments(parser)
     add_runtime_argument(parser)
+    add_tta_argument(parser)
     add_cache_arguments(parser)
     add_out_argument(parser, "evaluate", makes_files=False)
     add_explain_arguments(parser)
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     options = decode_options(args, clf.decode_options_)
     dataset = evaluation_set(args.data, strict=args.strict, options=options)
     print_report("data", dataset, args.words)
-    metrics = clf.evaluate(dataset, batch_size=args.batch_size, **where)
+    metrics = clf.evaluate(dataset, batch_size=args.batch_size, tta=args.tta, **where)
     names = [printable(c) for c in clf.classes_]  # a class folder's name is data too
     width = max(len(c) for c in names)
     print(f"{'class':<{width}}  precision  recall     f1  support")
@@ -82,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
             f"{row['f1']:>6.1%}  {row['support']:>7}"
         )
     print(
-        f"accuracy {metrics['accuracy']:.1%}, balanced accuracy {metrics['balanced_accuracy']:.1%}"
-    )
+        f"balanced accuracy {metrics['balanced_accuracy']:.1%}, accuracy {metrics['accuracy']:.1%}"
+        + (f" (test-time augmentation {metrics['tta']}: {metrics['tta_views']} views per image)"
+           if metrics.get("tta", "none") != "none" else "")
+    )  # fmt: skip
     print("confusion matrix (rows: true, columns: predicted):")
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):
         print(f"  {name:<{width}} " + " ".join(f"{v:>5}" for v in row))

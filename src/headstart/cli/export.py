@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from headstart._internal.text import printable
+from headstart.cli.arguments import add_tta_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="labelled images to check the export on (its test part; default: the run's own)",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (32)")
+    add_tta_argument(parser, " the file applies by default (recorded in its card; checked too)")
     parser.set_defaults(run=run)
 
 
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         calibration=calibration,
         images_source=source,
         batch_size=args.batch_size,
+        tta=args.tta,
     )
     parity = result.parity
     print(
@@ -102,6 +105,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if parity.accuracy is not None:
         print(f"accuracy: PyTorch {parity.reference_accuracy:.1%}, ONNX {parity.accuracy:.1%}")
+    if result.tta_parity is not None:
+        tta = result.tta_parity
+        print(
+            f"with test-time augmentation {args.tta}: max |Δp| {tta.max_probability_gap:.1e}, "
+            f"top-1 agreement {tta.top1_agreement:.1%}; the file applies it by default"
+        )
     print(
         printable(
             f"wrote {result.path} ({result.bytes / 1e6:.1f} MB) and {result.sidecar.name}; "

@@ -14,6 +14,7 @@ from headstart.cli.arguments import (
     add_max_pixels_argument,
     add_runtime_argument,
     add_strict_argument,
+    add_tta_argument,
     decode_options,
 )
 from headstart.cli.common import EXIT_ERROR, load_model
@@ -33,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_max_pixels_argument(parser)
     add_inference_arguments(parser)
     add_runtime_argument(parser)
+    add_tta_argument(parser)
     parser.add_argument(
         "--explain",
         action="store_true",
@@ -53,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
         check_explainable(clf)
     clf.decode_options_ = decode_options(args, clf.decode_options_)  # --max-pixels, if given
     predictions, skipped = clf.predict_files(
-        args.images, top_k=args.top_k, batch_size=args.batch_size, strict=args.strict, **where
-    )
+        args.images, top_k=args.top_k, batch_size=args.batch_size, strict=args.strict,
+        tta=args.tta, **where,
+    )  # fmt: skip
     heatmaps = explained(args, clf, predictions, where)
     if args.format == "json":
         payload = [{**p.to_dict(), **heatmaps.get(p.source, {})} for p in predictions]

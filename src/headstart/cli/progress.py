@@ -16,7 +16,8 @@ class ProgressPrinter:
 
     On a terminal it is a tqdm bar, redrawn in place. When output goes to a file or a
     CI log, a stream of redraws would be unreadable, so it prints a plain line at every
-    tenth of the work instead. The rate counts from the first report, so it never
+    tenth of the work instead. Both show the time elapsed and the time left (the rate so
+    far over the work left). The rate counts from the first report, so it never
     includes set-up time; the first line, with nothing yet to measure, shows none.
     """
 
@@ -50,7 +51,8 @@ class ProgressPrinter:
             speed = f"{rate:.1f}" if rate >= 1 else f"{rate:.2g}"
             elapsed = now - self._started
             took = f", {elapsed:.1f}s" if elapsed >= 0.05 else ""
-            line += f" ({speed} {self.unit}/s{took})"
+            left = f", ~{(total - done) / rate:.0f}s left" if done < total else ""
+            line += f" ({speed} {self.unit}/s{took}{left})"
         self.stream.write(line + "\n")
         self.stream.flush()
 

@@ -2,6 +2,7 @@
 
     headstart serve runs/photos                  # http://127.0.0.1:8000/
     headstart serve --data photos/               # the page trains on photos/ first
+    headstart serve --data photos/ --unlabelled pool/   # label pool/ into photos/ at /label
 
 Binding beyond this machine needs ``--token`` (or ``--insecure``, on purpose).
 """
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from headstart._internal.validation import Interval, check_flag
-from headstart.cli.arguments import add_max_pixels_argument, add_model_arguments
+from headstart.cli.arguments import add_max_pixels_argument, add_model_arguments, add_tta_argument
 from headstart.errors import ConfigError
 
 # What `headstart serve` needs beyond headstart's own dependencies: import name -> package.
@@ -48,6 +49,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help="a folder of class folders the page may train on (the page also takes a zip)",
+    )
+    parser.add_argument(
+        "--unlabelled",
+        type=Path,
+        metavar="POOL",
+        help="a folder of images to label on the page at /label, into --data",
+    )
+    parser.add_argument(
+        "--labels-as",
+        choices=("folders", "csv"),
+        default="folders",
+        help="how labels are written into --data: pool images copied into class "
+        "folders, or rows of DATA/labels.csv (folders)",
     )
     parser.add_argument(
         "--out",
@@ -86,6 +100,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="open connections at once (64; beyond: 503)",
     )
     add_max_pixels_argument(limits)
+    add_tta_argument(parser, " for every prediction (--max-batch-size and --max-queued-images "
+                     "count its forward passes)")  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -116,8 +132,13 @@ def run(args: argparse.Namespace) -> int:
     check_flag("--max-body-mb", size, args.max_body_mb)
     if args.model is None and args.data is None:
         raise ConfigError("Nothing to serve: give a model folder, or --data DIR to train one.")
+    if args.unlabelled is not None and args.data is None:
+        raise ConfigError("--unlabelled needs --data DIR: the folder the labels go into.")
     if args.data is not None and not args.data.is_dir():
-        raise ConfigError(f"--data {args.data}: not a folder.")
+        if args.data.exists() or args.unlabelled is None:
+            raise ConfigError(f"--data {args.data}: not a folder.")
+        args.data.mkdir(parents=True)  # a new labelling project
+    store = _label_store(args)
     limits = ServeLimits(
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_images=args.max_images,
@@ -129,25 +150,39 @@ def run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_queued_images=args.max_queued_images,
     )
-    predictor = load_predictor(args.model, args.runtime) if args.model is not None else None
+    predictor = None
+    if args.model is not None:
+        predictor = load_predictor(args.model, args.runtime, tta=args.tta)
     training = None
     if args.data is not None or args.model is None:
         from headstart.serve.training import TrainingJobs, TrainingSettings
 
         settings = TrainingSettings(
             out=args.out,
-            data=args.data,
+            data=args.data if store is None else store.data,
             backbone=args.backbone,
             weights=args.weights,
             image_size=args.image_size,
+            tta=args.tta,
         )
         training = TrainingJobs(settings, limits)
+    labelling = None
+    if store is not None:
+        from headstart.serve.labelling import Labelling
+
+        labelling = Labelling(store, training)
     # On this machine only, the Host must be one of its own names: a page of another site
     # whose DNS was re-pointed at 127.0.0.1 (rebinding) is refused. Bound wider (a token
     # is then required), the names it is reached by are not known here.
     hosts = [args.host, "localhost", "127.0.0.1", "::1"] if is_loopback(args.host) else None
     app = create_app(
-        predictor, limits, token=token, training=training, words=args.words, allowed_hosts=hosts
+        predictor,
+        limits,
+        token=token,
+        training=training,
+        words=args.words,
+        allowed_hosts=hosts,
+        labelling=labelling,
     )
     handler = logging.StreamHandler(sys.stderr)
     log = logging.getLogger("headstart.serve")
@@ -163,3 +198,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         log.removeHandler(handler)
     return 0
+
+
+def _label_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The labels of the project folder (``--data``), when there is a pool to label."""
+    if args.unlabelled is None:
+        return None
+    from headstart.serve.labels import LabelStore
+
+    return LabelStore(args.data, args.unlabelled, labels_as=args.labels_as)

@@ -33,7 +33,18 @@ from headstart.strategies.registry import strategy_names
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train a classifier on your images")
     add_data_arguments(parser)
-    parser.add_argument("--strategy", default="feature-extraction", choices=strategy_names())
+    parser.add_argument(
+        "--strategy",
+        choices=strategy_names(),
+        help="default: feature-extraction; with --budget, the budget's choice (naming "
+        "feature-extraction or fine-tune keeps the budget to that strategy)",
+    )
+    parser.add_argument(
+        "--budget",
+        metavar="TIME",
+        help="train within TIME (90s, 10m, 1h or seconds): time each option on this "
+        "machine and data, train the most accurate expected that fits",
+    )
     add_model_arguments(parser)
     add_labels_argument(parser, "all", several=False)
     parser.add_argument(
@@ -94,6 +105,7 @@ def job_from(args: argparse.Namespace) -> Any:
         resume=args.resume,
         strict=args.strict,
         decode=decode_options(args),
+        budget=args.budget,
     )
 
 

@@ -23,6 +23,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
 from headstart._internal.files import MB, FileRefused, describe_bytes, read_capped
 from headstart._internal.validation import invalid
+from headstart.data.bounds import too_many_pixels
 from headstart.data.dicom import DICOM_EXTENSIONS, DicomInfo, check_window, decode_dicom, is_dicom
 from headstart.data.tiff import is_tiff, tiff_frame
 from headstart.errors import DataError, ImageDecodeError
@@ -251,15 +252,9 @@ def _decode(
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         # Checked before load(): a bomb is refused before its pixels are allocated.
-        if width * height > options.max_pixels:
-            raise ImageDecodeError(
-                label,
-                f"image is {width}x{height} = {width * height:,} pixels, above the limit of "
-                f"{options.max_pixels:,} pixels (DecodeOptions.max_pixels); skipped as a "
-                "possible decompression bomb",
-            )
-        if width == 0 or height == 0:
-            raise ImageDecodeError(label, f"image has no pixels ({width}x{height})")
+        refused = too_many_pixels(width, height, options.max_pixels)
+        if refused is not None:
+            raise ImageDecodeError(label, refused)
         frames = int(getattr(image, "n_frames", 1))
         stack = image.format == "TIFF" and frames > 1
         index = _frame_index(frame, frames, stack, label)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from headstart.data.bounds import too_many_pixels
+from headstart.data.dicom_privacy import IDENTIFYING_KEYWORDS, scrub
 from headstart.errors import ImageDecodeError
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "DicomInfo",
     "check_window",
     "decode_dicom",
+    "describe_rule",
     "is_dicom",
 ]
 
@@ -71,32 +74,6 @@ _TAGS = {
     "TransferSyntaxUID": "(0002,0010)",
 }
 
-#: Attributes of the DICOM basic de-identification profile (PS3.15 table E.1-1) that
-#: name or point to a person, an institution, a device or a visit. headstart never reads
-#: them; their values are only looked up to scrub them from third-party messages.
-IDENTIFYING_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientSex",
-    "PatientAge", "PatientSize", "PatientWeight", "PatientAddress",
-    "PatientTelephoneNumbers", "PatientMotherBirthName", "PatientBirthName",
-    "OtherPatientIDs", "OtherPatientNames", "IssuerOfPatientID", "MedicalRecordLocator",
-    "EthnicGroup", "Occupation", "MilitaryRank", "BranchOfService", "CountryOfResidence",
-    "RegionOfResidence", "PatientReligiousPreference", "AdditionalPatientHistory",
-    "PatientComments", "MedicalAlerts", "Allergies", "PregnancyStatus",
-    "ResponsiblePerson", "ResponsibleOrganization", "PatientInsurancePlanCodeSequence",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "ReferringPhysicianName", "ReferringPhysicianAddress",
-    "ReferringPhysicianTelephoneNumbers", "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician",
-    "OperatorsName", "ScheduledPerformingPhysicianName", "AccessionNumber", "StudyID",
-    "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "StudyTime", "SeriesTime",
-    "AcquisitionTime", "ContentTime", "AcquisitionDateTime", "StudyInstanceUID",
-    "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "StationName",
-    "DeviceSerialNumber", "StudyDescription", "SeriesDescription", "ProtocolName",
-    "RequestedProcedureDescription", "PerformedProcedureStepDescription",
-    "AdmittingDiagnosesDescription", "DerivationDescription", "ImageComments",
-    "InstanceCreatorUID", "IssuerOfAdmissionID", "AdmissionID", "PerformedLocation",
-    "CurrentPatientLocation", "ReasonForStudy", "RequestedProcedureID",
-)  # fmt: skip
 
 # Video and referenced-pixel syntaxes: a still-image classifier has no frame to take.
 _VIDEO_OR_REFERENCED = re.compile(r"^1\.2\.840\.10008\.1\.2\.4\.(10[0-8]|9[45])$")
@@ -156,6 +133,45 @@ def _center_width(text: str) -> tuple[float, float] | None:
     return (center, width) if math.isfinite(center) and math.isfinite(width) else None
 
 
+def describe_rule(window: str, frames: str = "middle") -> dict[str, Any]:
+    """How `decode_dicom` turns a grayscale file into pixels under the rule ``window``
+    (and which frames training read: ``frames``), in words and numbers a consumer
+    without headstart can follow (the ONNX card's ``input.dicom``). A preset or
+    ``CENTER,WIDTH`` carries its center and width, so a consumer needs no preset table."""
+    rule: dict[str, Any] = {"dicom_window": window, "frames": frames}
+    fixed = WINDOW_PRESETS.get(window) or (
+        _center_width(window) if window not in ("file", "none") else None
+    )
+    if fixed is not None:
+        rule["center"], rule["width"] = fixed
+        windowing = "LINEAR with the center and width above"
+    elif window == "file":
+        windowing = (
+            "the file's first WindowCenter/WindowWidth with its VOILUTFunction (LINEAR by "
+            "default, LINEAR_EXACT: clip((x - c) / w + 0.5, 0, 1), SIGMOID: "
+            "1 / (1 + exp(-4 (x - c) / w))); else its first VOI LUT Sequence item, divided "
+            "by 2**bits - 1 (LUTDescriptor[2]); else the full range of BitsStored "
+            "(signed when PixelRepresentation is 1) through the Modality LUT"
+        )
+    else:
+        windowing = (
+            "the full range of BitsStored (signed when PixelRepresentation is 1) through "
+            "the Modality LUT, (x - low) / (high - low)"
+        )
+    rule["steps"] = [
+        "stored values through the Modality LUT (RescaleSlope, RescaleIntercept or the "
+        "Modality LUT Sequence: pydicom.pixels.apply_modality_lut), as float64",
+        f"window onto 0..1: {windowing}",
+        "LINEAR is clip((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1); width 1 is x > c - 0.5",
+        "MONOCHROME1: 1 - value, so that high values are bright",
+        "uint8 = rint(clip(value, 0, 1) * 255), then gray to RGB (R = G = B)",
+        "a multi-frame file is predicted from its middle frame, NumberOfFrames // 2 "
+        f"(trained on {'every frame' if frames == 'all' else 'the middle frame'} of each file)",
+        "RGB, YBR and PALETTE COLOR files: colour scaled from BitsStored to 8 bits, no window",
+    ]
+    return rule
+
+
 def decode_dicom(
     data: bytes, label: str, *, window: str, frame: int | None, max_pixels: int
 ) -> tuple[np.ndarray, DicomInfo]:
@@ -198,13 +214,9 @@ def _decode(
     _refuse_non_images(ds, label)
     syntax = _transfer_syntax(ds, label)
     rows, columns = _positive(ds, "Rows", label), _positive(ds, "Columns", label)
-    if rows * columns > max_pixels:
-        raise ImageDecodeError(
-            label,
-            f"DICOM image is {columns}x{rows} = {rows * columns:,} pixels, above the limit "
-            f"of {max_pixels:,} pixels (DecodeOptions.max_pixels); skipped as a possible "
-            "decompression bomb",
-        )
+    refused = too_many_pixels(columns, rows, max_pixels, kind="DICOM image")
+    if refused is not None:
+        raise ImageDecodeError(label, refused)
     frames = _frames(ds, label)
     index = frames // 2 if frame is None else frame
     if not 0 <= index < frames:
@@ -434,26 +446,9 @@ def _failure(error: BaseException, ds: Any) -> str:
     """A decoder's complaint, kept only after every identifying value in ``ds`` is removed
     (or dropped whole when the damaged file cannot even be searched for them)."""
     try:
-        message = _scrub(" ".join(str(error).split()) or "no message", ds)[:300]
+        message = scrub(" ".join(str(error).split()) or "no message", ds)[:300]
     except Exception:
         message = "the damaged file's message is not shown"
     if "less than expected" in message or "truncated" in message.lower():
         return f"truncated pixel data {_PIXEL_DATA} ({message})"
     return f"cannot decode DICOM pixel data {_PIXEL_DATA} ({type(error).__name__}: {message})"
-
-
-def _scrub(text: str, ds: Any) -> str:
-    from pydicom.datadict import tag_for_keyword
-
-    for keyword in IDENTIFYING_KEYWORDS:
-        tag = tag_for_keyword(keyword)
-        if tag is None or tag not in ds:
-            continue
-        raw = ds.get_item(tag).value
-        if isinstance(raw, bytes | bytearray):
-            raw = bytes(raw).decode("latin-1", "replace")
-        for piece in {str(raw), *re.split(r"[\\^=]", str(raw))}:
-            piece = piece.strip(" \x00")
-            if len(piece) >= 2:
-                text = text.replace(piece, "<removed>")
-    return text

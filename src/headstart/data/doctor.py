@@ -87,6 +87,17 @@ class Diagnosis:
         return found.count if found else 0
 
     @property
+    def scope(self) -> str:
+        """Which images were counted, in words: the numbers of another scope differ."""
+        if set(self.images) == {"data"}:
+            return (
+                f"all {self.images['data']} images as loaded, before any split: training "
+                "holds a test split out of these"
+            )
+        parts = " + ".join(f"{total} {split}" for split, total in self.images.items())
+        return f"{parts} = {sum(self.images.values())} images"
+
+    @property
     def warnings(self) -> list[Finding]:
         return [f for f in self.findings if f.severity in ("error", "warning")]
 
@@ -107,7 +118,7 @@ class Diagnosis:
         spell the parameters the advice names (the CLI passes its flags). File and class
         names are escaped (a name with a newline or an escape code stays on its line and
         inert); ``to_dict`` keeps them exact."""
-        lines = [f"data check: {printable(self.source)}"]
+        lines = [f"data check: {printable(self.source)} ({self.scope})"]
         for split, total in self.images.items():
             counts = self.class_counts[split]
             per_class = ", ".join(f"{printable(name)} {count}" for name, count in counts.items())
@@ -145,7 +156,8 @@ class Diagnosis:
         lines = [f"check: {printable(finding.summary)}" for finding in shown[:limit]]
         if len(shown) > limit:
             lines[-1] += f" (and {len(shown) - limit} more finding(s))"
-        lines[-1] += f" (details: {spell('{check_data}', words)})".replace("DATA", printable(data))
+        pointer = spell("{check_data}", words).replace("DATA", printable(data))
+        lines[-1] += f" (counted over {self.scope}; details: {pointer})"
         return lines
 
 

@@ -11,6 +11,7 @@ from headstart.data.dataset import ImageDataset, LoadReport
 from headstart.errors import spell
 
 __all__ = [
+    "IMBALANCE_RATIO",
     "MAX_DETAILS",
     "SEVERITIES",
     "Finding",
@@ -23,6 +24,10 @@ __all__ = [
 ]
 
 SEVERITIES = ("error", "warning", "info")
+
+# The largest class at least this many times the smallest: the doctor warns, and
+# training's class_weights="auto" weights the loss (docs/BENCHMARKS.md, "Imbalance").
+IMBALANCE_RATIO = 3.0
 
 
 # Each finding keeps at most this many detail lines (its count stays exact), so a
@@ -75,7 +80,11 @@ class _Item:
 
 
 def duplicates(splits: dict[str, ImageDataset]) -> list[Finding]:
-    """Leaks across splits, one image under two labels, and plain repeats: by sha256."""
+    """Leaks across splits, one image under two labels, and plain repeats: by sha256.
+
+    Repeats and conflicts are counted over every split together, so the training job,
+    which checks its training and test split, says the numbers ``check`` says of the
+    whole set; a leak is a view on those groups (the copies that land in test)."""
     groups: dict[str, list[_Item]] = defaultdict(list)
     for name, ds in splits.items():
         for index, (digest, label) in enumerate(zip(ds.content_hashes(), ds.labels, strict=True)):
@@ -85,7 +94,7 @@ def duplicates(splits: dict[str, ImageDataset]) -> list[Finding]:
     leaked = 0
     conflicts: list[str] = []
     repeats: list[str] = []
-    repeated = 0
+    repeated = across = 0
     for items in groups.values():
         if len(items) < 2:
             continue
@@ -97,8 +106,9 @@ def duplicates(splits: dict[str, ImageDataset]) -> list[Finding]:
         if in_train and in_test:
             leaked += len(in_test)
             leaks += [f"{item.source} = {in_train[0].source}" for item in in_test]
-        elif len(labels) == 1:
+        if len(labels) == 1:  # counted over every split: the same number as for the whole set
             repeated += len(items) - 1
+            across += len(in_test) if in_train else 0
             repeats.append(" = ".join(item.source for item in items))
     findings = []
     if leaked:
@@ -131,7 +141,8 @@ def duplicates(splits: dict[str, ImageDataset]) -> list[Finding]:
                 severity="warning",
                 count=repeated,
                 summary=f"{repeated} duplicate file(s) with the same label "
-                f"({len(repeats)} image(s) stored more than once)",
+                f"({len(repeats)} image(s) stored more than once"
+                + (f"; {across} of the copies across train and test)" if across else ")"),
                 advice="each copy counts again in training and in the scores; keep one",
                 details=tuple(repeats[:MAX_DETAILS]),
             )
@@ -170,7 +181,9 @@ def imbalance(ds: ImageDataset, ratio: float, split: str) -> Finding | None:
         count=len(counts),
         summary=f"classes are imbalanced in {split}: {smallest} to {largest} images per class "
         f"(ratio {largest / smallest:.1f}, warned from {ratio:g})",
-        advice="train with {balanced_class_weights}, and judge by balanced accuracy",
+        advice=f"training weights the loss by class where the largest training class holds "
+        f"{IMBALANCE_RATIO:g}x the smallest or more ({{no_class_weights}} turns it off); judge "
+        "by balanced accuracy",
         details=tuple(f"{name}: {count}" for name, count in ordered),
     )
 

@@ -100,26 +100,18 @@ def _split_groups(
     """The split drawn over files, not frames: every frame of a stack lands on the side
     its file does (a test frame next to its training neighbours would flatter the score).
     ``n_test`` frames asked for become the share of files it is of all items."""
-    names = list(dict.fromkeys(groups))
-    member = {name: index for index, name in enumerate(names)}
-    of_item = np.array([member[name] for name in groups])
-    first = np.array([int(np.flatnonzero(of_item == g)[0]) for g in range(len(names))])
-    files = ds.subset(first)  # one item per file, labelled as the file
+    first: dict[str, int] = {}
+    for index, name in enumerate(groups):
+        first.setdefault(name, index)
+    files = ds.subset(np.array(list(first.values())))  # one item per file, labelled as it
     if len(files) < 2:
         raise DataError(
             f"cannot split {ds!r}: its {len(ds)} frames come from one file, and a file's "
             "frames stay on one side of a split; add files"
         )
     share = min(max(round(n_test / len(ds) * len(files)), 1), len(files) - 1)
-    plain = ImageDataset(
-        classes=files.classes,
-        labels=files.labels,
-        sources=[f"{i}" for i in range(len(files))],
-        content_hashes=files.content_hashes(),
-        report=files.report,
-    )
-    _, test_files = split_dataset(plain, test_size=share, seed=seed, stratify=stratify)
-    in_test = np.isin(of_item, [int(test_files.source(i)) for i in range(len(test_files))])
+    _, test_files = split_dataset(files, test_size=share, seed=seed, stratify=stratify)
+    in_test = np.isin(groups, test_files.groups())
     return ds.subset(np.flatnonzero(~in_test)), ds.subset(np.flatnonzero(in_test))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from headstart.data.bounds import too_many_pixels
 from headstart.errors import ImageDecodeError
 
 __all__ = ["is_tiff", "tiff_frame"]
@@ -60,16 +61,9 @@ def tiff_frame(
 
 
 def _check_size(page: Any, label: str, max_pixels: int) -> None:
-    height, width = int(page.imagelength), int(page.imagewidth)
-    if width * height > max_pixels:
-        raise ImageDecodeError(
-            label,
-            f"image is {width}x{height} = {width * height:,} pixels, above the limit of "
-            f"{max_pixels:,} pixels (DecodeOptions.max_pixels); skipped as a possible "
-            "decompression bomb",
-        )
-    if width == 0 or height == 0:
-        raise ImageDecodeError(label, f"image has no pixels ({width}x{height})")
+    refused = too_many_pixels(int(page.imagewidth), int(page.imagelength), max_pixels)
+    if refused is not None:
+        raise ImageDecodeError(label, refused)
 
 
 def _samples_last(pixels: np.ndarray, page: Any, label: str) -> np.ndarray:

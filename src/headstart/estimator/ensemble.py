@@ -49,6 +49,7 @@ from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 from headstart.train.network import Classifier, EnsembleNetwork, HeadSpec, MemberInput
 from headstart.train.probe import fit_linear_probe, stratified_folds
+from headstart.train.weighting import PROBE_PRIOR_SHIFT, class_weighting
 
 __all__ = ["COMBINE_CHOICES", "EnsembleClassifier", "EnsembleMember", "EnsembleFit", "fit_ensemble"]
 
@@ -190,11 +191,19 @@ def fit_ensemble(
     features = _member_features(extractor, train, prep, config, device, callback)
     labels = train.labels
     num_classes = len(train.classes)
+    weighting = class_weighting(labels, num_classes, config.class_weights)
+    config = config.replace(class_weights=weighting.used)  # saved as it trained
     class_weights = loss_weights(labels, num_classes, config)
 
     def probe(x: np.ndarray, y: np.ndarray) -> Any:
         return fit_linear_probe(
-            x, y, num_classes, l2=config.probe_l2, class_weights=class_weights, seed=config.seed
+            x,
+            y,
+            num_classes,
+            l2=config.probe_l2,
+            class_weights=class_weights,
+            prior_shift=0.0 if class_weights is None else PROBE_PRIOR_SHIFT,
+            seed=config.seed,
         )
 
     chosen = _choose(features, labels, combine, folds, config.seed, probe, callback)
@@ -210,6 +219,7 @@ def fit_ensemble(
         spec = HeadSpec("linear", max(widths), num_classes)
     network = network.eval()
     plan = _plan(members, backbones, layers, widths, chosen, prep, num_classes)
+    plan.notes += [note for note in (weighting.note(),) if note is not None]
     callback.on_plan(plan)
     return _as_classifier(
         network, train, config, weights, backbones, layers, widths, spec, plan, chosen, started

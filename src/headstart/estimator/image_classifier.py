@@ -40,12 +40,17 @@ from headstart.estimator.fitting import (
     run_key,
 )
 from headstart.estimator.model_files import META_FILE, ModelFiles, load_model, save_model
-from headstart.estimator.prediction import ImageList, proba_from_cached_features
+from headstart.estimator.prediction import (
+    ImageList,
+    proba_from_cached_features,
+    views_transforms,
+)
 from headstart.estimator.results import (
     PredictsFiles,
     check_finite_scores,
     labels_in_model_order,
 )
+from headstart.estimator.tta import average_views, check_tta, view_count
 from headstart.features.cache import FeatureCache
 from headstart.features.fastpath import (
     faithful_logits,
@@ -60,6 +65,7 @@ from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 from headstart.train.metrics import classification_metrics
 from headstart.train.network import Classifier, HeadSpec
+from headstart.train.weighting import class_weighting
 
 __all__ = ["ImageClassifier"]
 
@@ -160,12 +166,19 @@ class ImageClassifier(PredictsFiles):
         else:
             backbone = checked_backbone(self.backbone, self.weights, strategy, config)
         if validation is None and config.validation_fraction > 0:
+            given = len(train)
             train, validation = carve_validation(train, config)
             if validation is None:
                 callback.on_stage(
                     "validation",
                     f"no hold-out: some class has fewer than {MIN_PER_CLASS_FOR_HOLDOUT} "
                     "images, too few to spare; every epoch runs, no early stopping",
+                )
+            else:
+                callback.on_stage(
+                    "validation",
+                    f"{len(validation)} of the {given} training images held out for early "
+                    f"stopping; {len(train)} train",
                 )
         if unlabelled is not None:
             # Labels are hidden for good, and images also given labelled are left out.
@@ -175,6 +188,9 @@ class ImageClassifier(PredictsFiles):
                     "ImageClassifier.fit: every unlabelled image is also among the "
                     "labelled ones; semi-supervised needs images that are not"
                 )
+        # Decided on the images that train: after the hold-out, before the run's key.
+        weighting = class_weighting(train.labels, len(train.classes), config.class_weights)
+        config = config.replace(class_weights=weighting.used)
         ctx = FitContext(
             backbone=backbone,
             train=train,
@@ -187,6 +203,7 @@ class ImageClassifier(PredictsFiles):
             callback=callback,
             run_key=run_key(self.backbone, backbone.weights, config, train, validation, unlabelled),
             unlabelled=unlabelled,
+            weighting=weighting,
         )
         result = strategy.fit(ctx)
         self._set_fitted(
@@ -201,6 +218,7 @@ class ImageClassifier(PredictsFiles):
             plan=result.plan,
             fit_seconds=time.perf_counter() - started,
             validation_images=len(validation) if validation is not None else 0,
+            class_weighting=weighting.to_dict(),
         )
         return self
 
@@ -218,6 +236,7 @@ class ImageClassifier(PredictsFiles):
         plan: Plan | None = None,
         fit_seconds: float = 0.0,
         validation_images: int | None = 0,
+        class_weighting: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         folder: Path | None = None,
@@ -238,6 +257,9 @@ class ImageClassifier(PredictsFiles):
         # Images held out of training for early stopping (0: none, every epoch ran;
         # None: not recorded, for a model loaded from a folder).
         self.validation_images_ = validation_images
+        # What class_weights came to on the training images, and why (None: not
+        # recorded, a model saved before "auto", or an ensemble's own heads).
+        self.class_weighting_ = class_weighting
         self.metrics_ = dict(metrics or {})  # the caller's to fill (test metrics)
         self.metadata_ = metadata  # the description it was loaded from; None if fitted here
         self._folder = folder  # named by errors about what the model does
@@ -260,12 +282,22 @@ class ImageClassifier(PredictsFiles):
         return self._folder
 
     def _proba_of_images(
-        self, images: list[Image.Image], *, batch_size: int, device: str
+        self, images: list[Image.Image], *, batch_size: int, device: str, tta: str | None = None
     ) -> np.ndarray:
-        return self._proba(images, batch_size=batch_size, device=device)
+        return self._proba(images, batch_size=batch_size, device=device, tta=tta)
 
-    def _loader(self, images: ImageInput, batch_size: int, fast: bool) -> DataLoader:
-        transform, collate = inference_transforms(self.preprocessing_, fast)
+    def tta_views(self, tta: str | None = None) -> int:
+        """Forward passes per image that predicting with ``tta`` makes (1 without; see
+        ``headstart.estimator.tta``)."""
+        self._check_fitted()
+        return view_count(check_tta(f"{type(self).__name__}.predict_proba", tta),
+                          self.preprocessing_)  # fmt: skip
+
+    def _loader(self, images: ImageInput, batch_size: int, fast: bool, tta: str) -> DataLoader:
+        if view_count(tta, self.preprocessing_) > 1:
+            transform, collate = views_transforms(self.preprocessing_, tta)
+        else:
+            transform, collate = inference_transforms(self.preprocessing_, fast)
         if isinstance(images, ImageDataset):
             data: Dataset = TorchImageDataset(images, transform)
         elif isinstance(images, (str, os.PathLike, Image.Image)):
@@ -275,20 +307,34 @@ class ImageClassifier(PredictsFiles):
         return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
     def predict_proba(
-        self, images: ImageInput, *, batch_size: int = 64, device: str = "auto"
+        self,
+        images: ImageInput,
+        *,
+        batch_size: int = 64,
+        device: str = "auto",
+        tta: str | None = None,
     ) -> np.ndarray:
         """Class probabilities, shape (N, len(classes_)), columns in ``classes_`` order;
-        a WeightsError naming the images if any of their scores is not finite."""
-        proba = self._proba(images, batch_size=batch_size, device=device)
+        a WeightsError naming the images if any of their scores is not finite.
+        ``tta``: test-time augmentation, one of ``tta.TTA_MODES`` ("none", "flip",
+        "flip+crops"; None: ``tta.DEFAULT_TTA``): the mean of the probabilities of each
+        image's views (``batch_size`` counts images; a pass runs their views)."""
+        proba = self._proba(images, batch_size=batch_size, device=device, tta=tta)
         return check_finite_scores(proba, images, self._folder)
 
-    def _proba(self, images: ImageInput, *, batch_size: int, device: str) -> np.ndarray:
+    def _proba(
+        self, images: ImageInput, *, batch_size: int, device: str, tta: str | None = None
+    ) -> np.ndarray:
         self._check_fitted()
-        positive_int("ImageClassifier.predict_proba", "batch_size", batch_size)
+        owner = "ImageClassifier.predict_proba"
+        positive_int(owner, "batch_size", batch_size)
+        tta = check_tta(owner, tta)
+        views = view_count(tta, self.preprocessing_)
         # The device of this machine, not the one the model was trained on: a model
         # trained on a GPU must still predict on a laptop.
-        device = select_device(device, owner="ImageClassifier.predict_proba")
-        if isinstance(images, ImageDataset) and len(images) and self._features_cached():
+        device = select_device(device, owner=owner)
+        cached = views == 1 and self._features_cached()  # views are never cached
+        if isinstance(images, ImageDataset) and len(images) and cached:
             return proba_from_cached_features(self, images, batch_size=batch_size, device=device)
         fast = self.config_.fast
         model = self.model_.to(device).eval()
@@ -298,11 +344,11 @@ class ImageClassifier(PredictsFiles):
             fast_path = fast and fast_path_available(device)
             layout = torch.channels_last if fast_path else torch.contiguous_format
             with torch.inference_mode(), numerics(run, device, fast):
-                for batch, _ in self._loader(images, batch_size, fast):
+                for batch, _ in self._loader(images, batch_size, fast, tta):
                     logits = run(batch.to(device).contiguous(memory_format=layout)).float()
                     if fast_path:  # the model's own order, not bf16's: close rows in fp32
                         logits = faithful_logits(logits, batch.to(device), model, run)
-                    chunks.append(torch.softmax(logits, dim=1).cpu().numpy())
+                    chunks.append(average_views(torch.softmax(logits, dim=1).cpu().numpy(), views))
         finally:  # the fitted model goes back as it came: on the CPU, contiguous
             self.model_.to(memory_format=torch.contiguous_format).cpu()
         if not chunks:
@@ -342,23 +388,41 @@ class ImageClassifier(PredictsFiles):
         self._check_fitted()
         return explain_images(self, images, classes=classes, batch_size=batch_size, device=device)
 
-    def predict(self, images: ImageInput, *, batch_size: int = 64) -> np.ndarray:
+    def predict(
+        self, images: ImageInput, *, batch_size: int = 64, tta: str | None = None
+    ) -> np.ndarray:
         """Predicted class names."""
-        proba = self.predict_proba(images, batch_size=batch_size)
+        proba = self.predict_proba(images, batch_size=batch_size, tta=tta)
         return np.asarray(self.classes_, dtype=object)[proba.argmax(1)]
 
-    def score(self, dataset: ImageDataset, *, batch_size: int = 64, device: str = "auto") -> float:
+    def score(
+        self,
+        dataset: ImageDataset,
+        *,
+        batch_size: int = 64,
+        device: str = "auto",
+        tta: str | None = None,
+    ) -> float:
         """Accuracy on a labelled dataset."""
-        return float(self.evaluate(dataset, batch_size=batch_size, device=device)["accuracy"])
+        metrics = self.evaluate(dataset, batch_size=batch_size, device=device, tta=tta)
+        return float(metrics["accuracy"])
 
     def evaluate(
-        self, dataset: ImageDataset, *, batch_size: int = 64, device: str = "auto"
+        self,
+        dataset: ImageDataset,
+        *,
+        batch_size: int = 64,
+        device: str = "auto",
+        tta: str | None = None,
     ) -> dict[str, Any]:
-        """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix."""
+        """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix;
+        ``tta`` and ``tta_views`` say how it predicted (see ``predict_proba``)."""
         self._check_fitted()
+        tta = check_tta("ImageClassifier.evaluate", tta)
         truth = labels_in_model_order(dataset, self.classes_)
-        predicted = self.predict_proba(dataset, batch_size=batch_size, device=device).argmax(1)
-        return classification_metrics(truth, predicted, self.classes_)
+        proba = self.predict_proba(dataset, batch_size=batch_size, device=device, tta=tta)
+        metrics = classification_metrics(truth, proba.argmax(1), self.classes_)
+        return {**metrics, "tta": tta, "tta_views": view_count(tta, self.preprocessing_)}
 
     # ---------------------------------------------------------------- save/load
 
@@ -381,9 +445,11 @@ class ImageClassifier(PredictsFiles):
             "config": self.config_.to_dict(),
             "seed": self.config_.seed,
             "plan": self.plan_.to_dict() if self.plan_ is not None else None,
+            "class_weights": self.class_weighting_,
             "history": self.history_,
             "fit_seconds": self.fit_seconds_,
             "metrics": self.metrics_,
+            **({"budget": self.budget_} if getattr(self, "budget_", None) else {}),
         }
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
@@ -434,6 +500,7 @@ class ImageClassifier(PredictsFiles):
             "history": meta.get("history", []),
             "fit_seconds": meta.get("fit_seconds", 0.0),
             "validation_images": None,
+            "class_weighting": meta.get("class_weights"),
             "metrics": meta.get("metrics", {}),
             "metadata": meta,
             "folder": folder,

@@ -5,7 +5,7 @@ prediction gives back, and its checks, are in ``results`` (torch-free)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,13 @@ from headstart.backbones.registry import Backbone
 from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions
 from headstart.estimator.results import check_image_inputs, image_input
+from headstart.estimator.tta import tta_views
 from headstart.features.cache import FeatureCache, cached_features
+from headstart.features.fastpath import split_transform
+from headstart.strategies.common import repeats_note
 from headstart.train.callbacks import Callback
 
-__all__ = ["ImageList", "proba_from_cached_features"]
+__all__ = ["ImageList", "proba_from_cached_features", "views_transforms"]
 
 
 def proba_from_cached_features(
@@ -31,6 +34,9 @@ def proba_from_cached_features(
     seen; the head then sees exactly the kind of features it was trained on."""
     callback = clf.callback or Callback()
     backbone = Backbone(clf.backbone, clf.model_.body, clf.preprocessing_, clf.weights_info_)
+    said = repeats_note(dataset)
+    if said is not None:
+        callback.on_stage("features", said)
     try:
         found, _ = cached_features(
             backbone,
@@ -66,3 +72,21 @@ class ImageList:
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(image_input(self.items[index], index, self.options)), -1
+
+
+def views_transforms(preprocessing: Any, tta: str) -> tuple[Callable, Callable]:
+    """(per-image transform, batch collate) for test-time augmentation: each image
+    becomes its views (``tta.tta_views``, Pillow: the same pixels an exported model is
+    given), and a batch of B images becomes one tensor of B x views rows, each image's
+    views side by side, scaled and normalised once per batch as on the fast path."""
+    from torchvision import transforms
+
+    finish = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(preprocessing.mean, preprocessing.std)]
+    )
+    _, batch_finish = split_transform(finish)
+
+    def collate(items: list[tuple[list[Any], int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch_finish([(view, label) for views, label in items for view in views])
+
+    return (lambda image: tta_views(image, preprocessing, tta)), collate

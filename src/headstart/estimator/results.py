@@ -27,6 +27,7 @@ from headstart.data.decode import (
 )
 from headstart.data.loaders import image_files
 from headstart.errors import DataError, ImageDecodeError, WeightsError
+from headstart.estimator.tta import check_tta
 
 __all__ = [
     "Prediction",
@@ -76,18 +77,24 @@ class PredictsFiles:
         batch_size: int = 64,
         device: str = "auto",
         strict: bool = False,
+        tta: str | None = None,
     ) -> tuple[list[Prediction], list[SkippedFile]]:
         """The ``top_k`` classes of image files (folders are searched recursively), most
         probable first, as (predictions, skipped files). Files are decoded ``chunk_size``
         at a time, so a folder of 10,000 photos never sits decoded in memory at once; a
         file that cannot be decoded is returned with its reason, and the others are
-        predicted (with ``strict=True`` it raises ImageDecodeError instead)."""
+        predicted (with ``strict=True`` it raises ImageDecodeError instead). ``tta``:
+        test-time augmentation, as in ``predict_proba`` (None: the model's default)."""
         owner = f"{type(self).__name__}.predict_files"
         self._check_ready(owner, device)
         positive_int(owner, "batch_size", batch_size)
+        if tta is not None:
+            check_tta(owner, tta)
         return predict_image_files(
             paths,
-            lambda images: self._proba_of_images(images, batch_size=batch_size, device=device),
+            lambda images: self._proba_of_images(
+                images, batch_size=batch_size, device=device, tta=tta
+            ),
             classes=self.classes_,
             options=self.decode_options_,
             top_k=top_k,
@@ -106,9 +113,10 @@ class PredictsFiles:
         return None
 
     def _proba_of_images(
-        self, images: list[Image.Image], *, batch_size: int, device: str
+        self, images: list[Image.Image], *, batch_size: int, device: str, tta: str | None = None
     ) -> np.ndarray:
-        """Class probabilities of decoded images, shape (N, len(classes_))."""
+        """Class probabilities of decoded images, shape (N, len(classes_)), with test-time
+        augmentation ``tta`` (None: the model's default)."""
         raise NotImplementedError(f"{type(self).__name__} does not score images")
 
 

@@ -35,6 +35,8 @@ from headstart.errors import (
     WeightsError,
 )
 from headstart.estimator.image_classifier import ImageClassifier
+from headstart.evaluation.issues_section import STRATEGY as ISSUES_STRATEGY
+from headstart.evaluation.issues_section import comparison_label_issues
 from headstart.parallel import world
 from headstart.strategies.registry import get_strategy, strategy_names
 from headstart.train.callbacks import Callback
@@ -288,6 +290,13 @@ def compare(
     earlier = _pending(previous, results)
     if earlier:
         results["earlier_runs"] = earlier
+    if ISSUES_STRATEGY in settings.strategies:  # its features are cached: seconds
+        k, draw = largest_draw(train, settings)
+        results["label_issues"] = comparison_label_issues(
+            draw, k, backbone=settings.compared_backbones[0], weights=settings.weights,
+            config=settings.config_for(ISSUES_STRATEGY, settings.seeds[0]),
+            cache_dir=cache_dir, folder=folder,
+        )  # fmt: skip
     _write_results(folder, results)
     return results
 

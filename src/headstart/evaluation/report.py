@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 from typing import Any
 
 from headstart._internal.atomic import atomic_write
 from headstart.evaluation.comparison import load_results, sizes_in_order, summarise
+from headstart.evaluation.issues_section import label_issue_lines
 from headstart.evaluation.plots import new_figure, save_confusion_matrix, save_figure
 from headstart.evaluation.ranking_section import RANKING_PLOT, load_ranking, ranking_lines
 
@@ -210,7 +212,7 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| labels/class | strategy | "
         + ("backbone | " if several else "")
-        + "accuracy (mean, min–max) | balanced acc. | train time (s) | trainable params | runs |",
+        + "balanced acc. | accuracy (mean, min–max) | train time (s) | trainable params | runs |",
         "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if several else ""),
     ]
     order = sizes_in_order(r["labels_per_class"] for r in rows)
@@ -233,8 +235,8 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
             else ""
         )
         lines.append(
-            f"| {r['labels_per_class']} | {name} | {100 * r['accuracy_mean']:.1f} %"
-            f"{spread} | {100 * r['balanced_accuracy_mean']:.1f} % | "
+            f"| {r['labels_per_class']} | {name} | {100 * r['balanced_accuracy_mean']:.1f} % | "
+            f"{100 * r['accuracy_mean']:.1f} %{spread} | "
             f"{r['train_seconds_mean']:.1f} | {r['trainable_parameters']:,} | "
             f"{r['runs'] - r['failed']}/{r['runs']} |"
         )
@@ -309,6 +311,7 @@ def build_report(folder: str | Path, title: str = "headstart comparison") -> dic
         "of each strategy are in results.json.",
         "",
     ]
+    md += label_issue_lines(results.get("label_issues"))
     ranking = load_ranking(folder)
     if ranking is not None:
         plot = folder / RANKING_PLOT
@@ -322,6 +325,14 @@ def build_report(folder: str | Path, title: str = "headstart comparison") -> dic
     paths["markdown"] = folder / "report.md"
     paths["html"] = folder / "report.html"
     return paths
+
+
+_LINK = re.compile(r"\[([^\]]+)\]\(([\w.-]+)\)")  # [text](file next to the report)
+
+
+def _links(escaped: str) -> str:
+    """Markdown links to files beside the report as <a> (no scheme: nothing remote)."""
+    return _LINK.sub(r'<a href="\2">\1</a>', escaped)
 
 
 def _html_page(title: str, markdown: str, images: dict[str, Path]) -> str:
@@ -366,7 +377,7 @@ def _html_page(title: str, markdown: str, images: dict[str, Path]) -> str:
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
         elif line:
-            body.append(f"<p>{html.escape(line)}</p>")
+            body.append(f"<p>{_links(html.escape(line))}</p>")
     if in_table:
         body.append("</table>")
     if in_list:

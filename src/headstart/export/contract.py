@@ -13,7 +13,10 @@ and normalises with the backbone's mean and std. Chosen over float32 NCHW becaus
 
 What stays outside the graph is the resize and crop, which depend on each image's own
 size: ``Preprocessing.resize_crop`` (Pillow only) does it as the PyTorch model did, and
-the card's ``preprocessing`` says how, for a consumer that has no headstart.
+the card's ``preprocessing`` says how, for a consumer that has no headstart. So does the
+decoding: ``decode_options`` holds the rules, and ``input.dicom`` spells out how a DICOM
+scan becomes pixels (Modality LUT, window, MONOCHROME1 inversion, rounding), as
+``docs/examples/dicom_consumer.py`` follows it with pydicom and numpy alone.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from headstart._internal.files import DESCRIPTION_MAX_BYTES, FileRefused, read_c
 from headstart._internal.validation import IMAGE_SIZE_RANGE, image_size_fits
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import DataError
+from headstart.estimator.tta import TTA_MODES
 
 __all__ = [
     "CARD_FORMAT",
@@ -132,6 +136,8 @@ def check_card(card: dict[str, Any], source: str | os.PathLike[str]) -> None:
     crop = pre.get("crop_pct")
     if not _finite(crop) or not 0 < crop <= 10:
         raise bad("preprocessing.crop_pct", "a number in (0, 10]", crop)
+    if "tta" in card and card["tta"] not in TTA_MODES:
+        raise bad("tta", f"one of {TTA_MODES}", card["tta"])
 
 
 def check_output_width(shape: Any, card: dict[str, Any], source: str | os.PathLike[str]) -> None:

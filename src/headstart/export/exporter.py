@@ -26,7 +26,9 @@ from headstart._internal.atomic import atomic_write, atomic_write_files
 from headstart._internal.validation import invalid, positive_int
 from headstart._internal.version import __version__
 from headstart.data.dataset import ImageDataset
+from headstart.data.dicom import describe_rule
 from headstart.errors import DataError, ExportError, OutputError
+from headstart.estimator.tta import check_tta
 from headstart.export.contract import (
     CARD_FORMAT,
     INPUT_NAME,
@@ -87,6 +89,7 @@ class ExportResult:
     bytes: int
     batchnorms_folded: int
     quantized: QuantizationReport | None = None
+    tta_parity: ParityReport | None = None  # the same check with the card's TTA, if any
 
 
 def supported_opsets() -> range:
@@ -113,6 +116,7 @@ def export_onnx(
     calibration: ImageDataset | None = None,
     images_source: str = "the given images",
     batch_size: int = 32,
+    tta: str | None = None,
 ) -> ExportResult:
     """Export a fitted ``ImageClassifier`` to ``path`` (ONNX), behind the parity gate.
 
@@ -120,10 +124,14 @@ def export_onnx(
     ``calibration`` what int8 ranges are fixed from; by default both come from
     ``check_images(clf)``: the run's own test and training images when they can be
     found again, else the bundled sample. ``max_accuracy_drop`` is in accuracy points.
-    Raises ExportError when the file fails the gate or int8 costs too much.
+    Raises ExportError when the file fails the gate or int8 costs too much. ``tta``:
+    the test-time augmentation ``OnnxClassifier`` applies by default (recorded in the
+    card as ``tta``; the graph is the same); other than "none", the gate also compares
+    both models' answers with it.
     """
     owner = "export_onnx"
     meta = clf.metadata()  # NotFittedError first, before any other complaint
+    tta = check_tta(owner, tta)
     _require_packages()
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in supported_opsets():
         allowed = supported_opsets()
@@ -169,28 +177,22 @@ def export_onnx(
     from headstart.export.runtime import session_from_bytes
 
     saved = getattr(clf, "metadata_", None) or {}
-    card = model_card(meta, opset, saved.get(SOURCE_FIELD))
+    card = {**model_card(meta, opset, saved.get(SOURCE_FIELD)), "tta": tta}
     data, folded = onnx_bytes(clf.model_, prep, card, opset)
     session = session_from_bytes(data, f"the exported graph (opset {opset})")
-    reference = torch_probabilities(clf.model_, prep, images, batch_size)
-    got = onnx_probabilities(session, prep, images, batch_size)
-    report = compare_probabilities(reference, got, images, clf.classes_, images_source)
     rejected = path.with_name(f"{path.stem}.rejected{path.suffix}")
-    if not report.passed(MAX_PROBABILITY_GAP, MIN_TOP1_AGREEMENT):
-        atomic_write(rejected, lambda f: f.write(data))
-        kept = f" {path} is unchanged (an earlier export)." if path.exists() else ""
-        raise ExportError(
-            f"The exported model does not give the PyTorch model's answers on "
-            f"{report.images} images ({images_source}): max |Δp| "
-            f"{report.max_probability_gap:.2e} (limit {MAX_PROBABILITY_GAP:.0e}), top-1 "
-            f"agreement {report.top1_agreement:.2%} (limit {MIN_TOP1_AGREEMENT:.1%}). "
-            f"Not written as {path.name}; the failed file is {rejected} for inspection.{kept}"
-        )
+    reports = [
+        _gate(clf, session, images, images_source, batch_size, mode, data, path, rejected)
+        for mode in dict.fromkeys(("none", tta))
+    ]
+    report, tta_report = reports[0], (reports[1] if len(reports) > 1 else None)
     sidecar = {**card, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
-               "parity": _shippable(report)}  # fmt: skip
+               "parity": _shippable(report),
+               **({"parity_tta": _shippable(tta_report)} if tta_report else {})}  # fmt: skip
     _write_with_sidecar(path, data, sidecar)
     rejected.unlink(missing_ok=True)  # an earlier failure's file no longer describes it
-    result = ExportResult(path, sidecar_path(path), report, len(data), folded)
+    result = ExportResult(path, sidecar_path(path), report, len(data), folded,
+                          tta_parity=tta_report)  # fmt: skip
     if quantize:
         quantized = _quantize(data, card, path, clf, images, calibration, report, batch_size,
                               max_accuracy_drop)  # fmt: skip
@@ -226,6 +228,12 @@ def model_card(meta: dict[str, Any], opset: int, source_hash: str | None = None)
             "colour": "RGB",
             "normalised_in_graph": "(pixel / 255 - mean) / std",
             "before": "resize and crop as 'preprocessing' says (Pillow resampling)",
+            # DICOM files become pixels by decode_options' window rule; written out so
+            # a consumer without headstart decodes a scan as training did.
+            "dicom": describe_rule(
+                meta["decode_options"].get("dicom_window", "file"),
+                meta["decode_options"].get("frames", "middle"),
+            ),
         },
         "outputs": {name: ["batch", len(meta["classes"])] for name in OUTPUT_NAMES},
         "classes": list(meta["classes"]),
@@ -249,6 +257,29 @@ def model_card(meta: dict[str, Any], opset: int, source_hash: str | None = None)
             "python": platform.python_version(),
         },
     }
+
+
+def _gate(clf: Any, session: Any, images: ImageDataset, images_source: str, batch_size: int,
+          tta: str, data: bytes, path: Path, rejected: Path) -> ParityReport:  # fmt: skip
+    """The parity gate: the graph's answers against the fp32 PyTorch model's on
+    ``images``, each through its own whole path, with test-time augmentation ``tta``; an
+    ExportError (the graph left as ``rejected``) when they differ."""
+    prep = clf.preprocessing_
+    reference = torch_probabilities(clf.model_, prep, images, batch_size, tta=tta)
+    got = onnx_probabilities(session, prep, images, batch_size, tta=tta)
+    report = compare_probabilities(reference, got, images, clf.classes_, images_source)
+    if report.passed(MAX_PROBABILITY_GAP, MIN_TOP1_AGREEMENT):
+        return report
+    atomic_write(rejected, lambda f: f.write(data))
+    kept = f" {path} is unchanged (an earlier export)." if path.exists() else ""
+    with_tta = f" with test-time augmentation {tta!r}" if tta != "none" else ""
+    raise ExportError(
+        f"The exported model does not give the PyTorch model's answers{with_tta} on "
+        f"{report.images} images ({images_source}): max |Δp| "
+        f"{report.max_probability_gap:.2e} (limit {MAX_PROBABILITY_GAP:.0e}), top-1 "
+        f"agreement {report.top1_agreement:.2%} (limit {MIN_TOP1_AGREEMENT:.1%}). "
+        f"Not written as {path.name}; the failed file is {rejected} for inspection.{kept}"
+    )
 
 
 def check_images(clf: Any) -> tuple[ImageDataset, ImageDataset, str]:

@@ -18,6 +18,7 @@ import torch
 from headstart.data.dataset import ImageDataset
 from headstart.errors import DataError
 from headstart.estimator.results import labels_in_model_order
+from headstart.estimator.tta import average_views, tta_views, view_count
 from headstart.export.contract import INPUT_NAME, image_pixels
 
 __all__ = [
@@ -54,30 +55,50 @@ class ParityReport:
 
 
 def torch_probabilities(model: torch.nn.Module, preprocessing: Any, images: ImageDataset,
-                        batch_size: int = 32) -> np.ndarray:  # fmt: skip
+                        batch_size: int = 32, *, tta: str = "none") -> np.ndarray:  # fmt: skip
     """The fitted network's probabilities in fp32 on the CPU, images transformed by
-    timm's evaluation transform: the reference an export must match."""
+    timm's evaluation transform: the reference an export must match. With test-time
+    augmentation (``tta``), the mean over each image's views (``estimator.tta``), each
+    view as a tensor by torchvision's ToTensor and Normalize."""
     transform = preprocessing.transform()
+    if tta != "none":
+        from torchvision import transforms
+
+        finish = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize(preprocessing.mean, preprocessing.std)]
+        )
     model = model.cpu().eval()
+    views = view_count(tta, preprocessing)
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             stop = min(start + batch_size, len(images))
-            batch = torch.stack([transform(images.image(i)) for i in range(start, stop)])
-            chunks.append(torch.softmax(model(batch).float(), dim=1).numpy())
+            if tta == "none":
+                batch = torch.stack([transform(images.image(i)) for i in range(start, stop)])
+            else:
+                shown = [images.image(i) for i in range(start, stop)]
+                views_ = [v for image in shown for v in tta_views(image, preprocessing, tta)]
+                batch = torch.stack([finish(view) for view in views_])
+            proba = torch.softmax(model(batch).float(), dim=1).numpy()
+            chunks.append(average_views(proba, views))
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
 def onnx_probabilities(session: Any, preprocessing: Any, images: ImageDataset,
-                       batch_size: int = 32) -> np.ndarray:  # fmt: skip
-    """An ONNX Runtime session's probabilities, images as ``resize_crop``'s pixels."""
+                       batch_size: int = 32, *, tta: str = "none") -> np.ndarray:  # fmt: skip
+    """An ONNX Runtime session's probabilities, images as ``resize_crop``'s pixels (with
+    ``tta``: the mean over each image's views, as uint8 pixels)."""
+    views = view_count(tta, preprocessing)
     chunks = []
     for start in range(0, len(images), batch_size):
         stop = min(start + batch_size, len(images))
-        pixels = np.stack(
-            [image_pixels(images.image(i), preprocessing) for i in range(start, stop)]
-        )
-        chunks.append(session.run(["probabilities"], {INPUT_NAME: pixels})[0])
+        if tta == "none":
+            rows = [image_pixels(images.image(i), preprocessing) for i in range(start, stop)]
+        else:
+            rows = [np.asarray(view, dtype=np.uint8) for i in range(start, stop)
+                    for view in tta_views(images.image(i), preprocessing, tta)]  # fmt: skip
+        proba = session.run(["probabilities"], {INPUT_NAME: np.stack(rows)})[0]
+        chunks.append(average_views(proba, views))
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 

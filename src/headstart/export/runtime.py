@@ -27,6 +27,7 @@ from headstart.estimator.results import (
     image_input,
     labels_in_model_order,
 )
+from headstart.estimator.tta import DEFAULT_TTA, average_views, check_tta, tta_views, view_count
 from headstart.export.contract import INPUT_NAME, card_from_props, check_output_width, image_pixels
 
 # These live in export.session (contract reads a card with them too); still importable here.
@@ -39,7 +40,9 @@ __all__ = ["OnnxClassifier", "open_session", "session_from_bytes"]
 class OnnxClassifier(PredictsFiles):
     """A classifier exported by ``headstart export``, run by ONNX Runtime (on the CPU:
     a ``device`` other than "auto" or "cpu" is refused). ``predict_files`` is the one
-    every classifier kind has (``results.PredictsFiles``)."""
+    every classifier kind has (``results.PredictsFiles``). Test-time augmentation is
+    done here, outside the graph, with the views the PyTorch model uses
+    (``estimator.tta``); its default is the one the card records (``tta_``)."""
 
     def __init__(self, path: Path, session: Any, card: dict[str, Any]) -> None:
         self.path = path
@@ -51,6 +54,7 @@ class OnnxClassifier(PredictsFiles):
         self.backbone = card["backbone"]
         self.strategy = card["strategy"]
         self.metrics_ = dict(card.get("metrics") or {})
+        self.tta_ = str(card.get("tta", DEFAULT_TTA))  # checked with the card
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, threads: int | None = None) -> OnnxClassifier:
@@ -82,22 +86,55 @@ class OnnxClassifier(PredictsFiles):
         height, width = self.preprocessing_.input_size[1:]
         return np.stack(rows) if rows else np.zeros((0, height, width, 3), np.uint8)
 
-    def predict_proba(self, images: ImageDataset | Sequence[Any], *, batch_size: int = 64):
-        """Class probabilities, shape (N, len(classes_)), as ``ImageClassifier``'s."""
+    def views_pixels(self, images: Sequence[Any], tta: str) -> np.ndarray:
+        """``pixels`` with test-time augmentation ``tta``: each image's views
+        (``estimator.tta.tta_views``) in a row, uint8 (N x views, H, W, 3)."""
+        rows = [
+            np.asarray(view, dtype=np.uint8)
+            for index, item in enumerate(check_image_inputs(images))
+            for view in tta_views(
+                image_input(item, index, self.decode_options_), self.preprocessing_, tta
+            )
+        ]
+        height, width = self.preprocessing_.input_size[1:]
+        return np.stack(rows) if rows else np.zeros((0, height, width, 3), np.uint8)
+
+    def tta_views(self, tta: str | None = None) -> int:
+        """Forward passes per image that predicting with ``tta`` makes (None: ``tta_``)."""
+        return view_count(check_tta("OnnxClassifier.predict_proba", tta, self.tta_),
+                          self.preprocessing_)  # fmt: skip
+
+    def predict_proba(
+        self,
+        images: ImageDataset | Sequence[Any],
+        *,
+        batch_size: int = 64,
+        tta: str | None = None,
+    ):
+        """Class probabilities, shape (N, len(classes_)), as ``ImageClassifier``'s;
+        ``tta`` as there (None: the card's, ``tta_``)."""
         positive_int("OnnxClassifier.predict_proba", "batch_size", batch_size)
+        tta = check_tta("OnnxClassifier.predict_proba", tta, self.tta_)
         if isinstance(images, str | os.PathLike):
             raise invalid("OnnxClassifier.predict_proba", "images", "a list of images", images)
-        return check_finite_scores(self._scores(images, batch_size), images, self.path)
+        return check_finite_scores(self._scores(images, batch_size, tta), images, self.path)
 
-    def _scores(self, images: ImageDataset | Sequence[Any], batch_size: int) -> np.ndarray:
+    def _scores(
+        self, images: ImageDataset | Sequence[Any], batch_size: int, tta: str | None = None
+    ) -> np.ndarray:
         items = list(images) if not isinstance(images, ImageDataset) else images
+        tta = check_tta("OnnxClassifier.predict_proba", tta, self.tta_)
+        views = view_count(tta, self.preprocessing_)
         chunks = []
         for start in range(0, len(items), batch_size):
             if isinstance(items, ImageDataset):
                 batch = [items.image(i) for i in range(start, min(start + batch_size, len(items)))]
             else:
                 batch = items[start : start + batch_size]
-            chunks.append(self.run(self.pixels(batch)))
+            if views == 1:
+                chunks.append(self.run(self.pixels(batch)))
+            else:
+                chunks.append(average_views(self.run(self.views_pixels(batch, tta)), views))
         if not chunks:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         return np.concatenate(chunks)
@@ -108,8 +145,14 @@ class OnnxClassifier(PredictsFiles):
         check_output_width(proba.shape, self.card, self.path)  # a symbolic width: now
         return proba
 
-    def predict(self, images: ImageDataset | Sequence[Any], *, batch_size: int = 64):
-        proba = self.predict_proba(images, batch_size=batch_size)
+    def predict(
+        self,
+        images: ImageDataset | Sequence[Any],
+        *,
+        batch_size: int = 64,
+        tta: str | None = None,
+    ):
+        proba = self.predict_proba(images, batch_size=batch_size, tta=tta)
         return np.asarray(self.classes_, dtype=object)[proba.argmax(1)]
 
     def _model_origin(self) -> Path:
@@ -120,11 +163,18 @@ class OnnxClassifier(PredictsFiles):
             raise invalid(owner, "device", "'auto' or 'cpu' (ONNX Runtime runs the model on "
                           "the CPU here)", device)  # fmt: skip
 
-    def _proba_of_images(self, images: list[Any], *, batch_size: int, device: str) -> np.ndarray:
-        return self._scores(images, batch_size)
+    def _proba_of_images(
+        self, images: list[Any], *, batch_size: int, device: str, tta: str | None = None
+    ) -> np.ndarray:
+        return self._scores(images, batch_size, tta)
 
-    def evaluate(self, dataset: ImageDataset, *, batch_size: int = 64) -> dict[str, Any]:
-        """Accuracy, balanced accuracy, per-class P/R/F1 and the confusion matrix."""
+    def evaluate(
+        self, dataset: ImageDataset, *, batch_size: int = 64, tta: str | None = None
+    ) -> dict[str, Any]:
+        """Accuracy, balanced accuracy, per-class P/R/F1 and the confusion matrix;
+        ``tta`` and ``tta_views`` say how it predicted."""
+        tta = check_tta("OnnxClassifier.evaluate", tta, self.tta_)
         truth = labels_in_model_order(dataset, self.classes_)
-        predicted = self.predict_proba(dataset, batch_size=batch_size).argmax(1)
-        return classification_metrics(truth, predicted, self.classes_)
+        predicted = self.predict_proba(dataset, batch_size=batch_size, tta=tta).argmax(1)
+        metrics = classification_metrics(truth, predicted, self.classes_)
+        return {**metrics, "tta": tta, "tta_views": view_count(tta, self.preprocessing_)}

@@ -70,7 +70,7 @@ class TrainingJob:
     """
 
     data: str | os.PathLike[str] | tuple[ImageDataset, ImageDataset]
-    strategy: str = "feature-extraction"
+    strategy: str | None = None  # None: feature extraction; with a budget, its choice
     backbone: str | None = None  # None: the default backbone; for an ensemble, auto
     layers: str | Sequence[str] | None = None
     config: TrainConfig | Mapping[str, Any] | None = None
@@ -88,10 +88,16 @@ class TrainingJob:
     resume: bool = False
     strict: bool = False
     decode: DecodeOptions = field(default_factory=DecodeOptions)
+    budget: str | float | None = None  # "90s", "10m", "1h" or seconds (headstart.job.budget)
+    strategy_given: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "strategy_given", self.strategy)
+        if self.strategy is None:
+            object.__setattr__(self, "strategy", "feature-extraction")
         if self.backbone is None:
-            chosen = AUTO if self.ensemble is not None else DEFAULT_BACKBONE
+            ranked = self.ensemble is not None or self.budget is not None
+            chosen = AUTO if ranked else DEFAULT_BACKBONE
             object.__setattr__(self, "backbone", chosen)
 
     # ------------------------------------------------------------------ checks
@@ -110,6 +116,7 @@ class TrainingJob:
 
         strategy = get_strategy(self.strategy)
         self._check_ensemble()
+        self._check_budget()
         if processes > 1 and self.ranks:
             raise ConfigError(
                 "{backbone} auto, {layers} auto and {ensemble} rank candidates in one "
@@ -140,6 +147,37 @@ class TrainingJob:
         self._check_split()
         self._check_unlabelled(strategy)
         return config
+
+    def _check_budget(self) -> None:
+        """A budget chooses the strategy, backbone and size: a named strategy constrains
+        it to that strategy's options, one it cannot plan is refused."""
+        from headstart.job.budget import parse_budget
+
+        if self.budget is None:
+            return
+        parse_budget(self.budget)
+        if self.strategy_given not in (None, "feature-extraction", "fine-tune"):
+            raise ConfigError(
+                f"{{budget}} chooses among feature extraction, an ensemble and fine-tuning; "
+                f"it cannot plan {{strategy}} {literal(self.strategy)}. Leave {{strategy}} "
+                "out (the budget chooses), name feature-extraction or fine-tune (the budget "
+                "picks its size and epochs), or leave {budget} out.",
+                names_in_message=True,
+            )
+        given = [n for n, v in (("ensemble", self.ensemble), ("resume", self.resume)) if v]
+        if self.layers == AUTO or given or isinstance(self.config, TrainConfig):
+            what = "{" + (given or ["layers"])[0] + "}"
+            if isinstance(self.config, TrainConfig):
+                what = "a whole TrainConfig (give a mapping of changes)"
+            raise ConfigError(
+                f"{{budget}} chooses the ensemble, layers and epochs itself: leave {what} out",
+                names_in_message=True,
+            )
+
+    @property
+    def config_changes(self) -> dict[str, Any]:
+        """The config changes given (a budget plans on top of them)."""
+        return dict(self.config or {}) if not isinstance(self.config, TrainConfig) else {}
 
     def _check_ensemble(self) -> None:
         if self.ensemble is None:
@@ -254,15 +292,40 @@ class TrainingJob:
                 strict=self.strict,
                 options=self.decode,
             )
-        if train.report is test.report or train.report.source == test.report.source:
+        one_set = train.report is test.report or train.report.source == test.report.source
+        if one_set:
             callback.on_dataset("data", train)
         else:
             callback.on_dataset("train", train)
             callback.on_dataset("test", test)
+        callback.on_note(self._split_note(train, test, one_set, seed))
         if self.labels_per_class is not None:
-            train = sample_per_class(train, self.labels_per_class, seed=seed)
+            drawn = sample_per_class(train, self.labels_per_class, seed=seed)
+            callback.on_note(
+                f"draw: {self.labels_per_class} per class, {len(drawn)} of the {len(train)} "
+                f"training images (seed {seed}); the other {len(train) - len(drawn)} are unused"
+            )
+            train = drawn
         callback.on_data(train, test)
         return train, test
+
+    def _split_note(self, train: ImageDataset, test: ImageDataset, one_set: bool, seed: int) -> str:
+        """Which images train and which test, with counts that add up to what was loaded."""
+        both = f"{len(train)} training + {len(test)} test"
+        if isinstance(self.data, tuple):
+            return f"split: as given, {both} images"
+        if not one_set:
+            return f"split: the data's own, {both} images"
+        report = train.report
+        skipped = (
+            f" ({len(report.skipped)} of {report.total} files skipped)" if report.skipped else ""
+        )
+        share = self.held_out
+        held = f"{share:.0%}" if isinstance(share, float) else f"{share} images"
+        return (
+            f"split: the {report.loaded} images loaded{skipped} = {both} (the test split: a "
+            f"stratified {held} of them, seed {seed})"
+        )
 
     def load_unlabelled(
         self, train: ImageDataset, test: ImageDataset, callback: Callback
@@ -315,6 +378,7 @@ class TrainingJob:
             "labels_per_class": self.labels_per_class,
             "ensemble": self.ensemble,
             "weights": self.weights,
+            "budget": self.budget,
         }
         for name, value in asdict(config).items():
             flat[name] = ",".join(map(str, value)) if isinstance(value, list | tuple) else value
@@ -331,7 +395,7 @@ class TrainingJob:
 
 def fit_folder(
     path: str | os.PathLike[str],
-    strategy: str = "feature-extraction",
+    strategy: str | None = None,
     *,
     backbone: str | None = None,
     config: TrainConfig | Mapping[str, Any] | None = None,
@@ -342,7 +406,8 @@ def fit_folder(
 ) -> tuple[Any, dict[str, Any]]:
     """The one-call helper: load a folder, split it, fit, and evaluate on the held-out
     part; the fitted classifier and its test evaluation. ``options`` are the other
-    `TrainingJob` fields (``weights``, ``cache_dir``, ``out``, ``layers``, ...)."""
+    `TrainingJob` fields (``weights``, ``cache_dir``, ``out``, ``layers``, ``budget``...).
+    ``strategy`` None: feature extraction, or with ``budget`` the budget's choice."""
     job = TrainingJob(
         path,
         strategy=strategy,

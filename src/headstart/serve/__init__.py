@@ -18,6 +18,8 @@ _EXPORTS = {
     "load_predictor": ".predictor",
     "TrainingJobs": ".training",
     "TrainingSettings": ".training",
+    "LabelStore": ".labels",
+    "Labelling": ".labelling",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

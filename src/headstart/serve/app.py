@@ -94,6 +94,7 @@ def create_app(
     training: Any = None,
     words: Mapping[str, str] | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    labelling: Any = None,
 ) -> FastAPI:
     """The app serving ``predictor`` (None: no model until one is trained from the page).
 
@@ -101,7 +102,8 @@ def create_app(
     ``training``: a ``TrainingJobs`` that lets the page train; ``words``: how a face
     spells settings in decode reasons (the CLI's ``--max-pixels``); ``allowed_hosts``:
     the Host names a request may carry (None: any), so a web page of another site
-    re-pointed at 127.0.0.1 by its DNS (rebinding) is refused.
+    re-pointed at 127.0.0.1 by its DNS (rebinding) is refused; ``labelling``: a
+    ``labelling.Labelling`` that serves the labelling page (``/label``) and its API.
 
     A request that changes state (POST) from a web page of another origin is refused
     with 403 whatever the token: without it, any site the user visits could post to a
@@ -231,6 +233,8 @@ def create_app(
 
     if training is not None:
         training.add_routes(app, state, require_token)
+    if labelling is not None:
+        labelling.add_routes(app, state, require_token)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

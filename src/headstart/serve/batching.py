@@ -11,6 +11,11 @@ ran are already queued and join the next batch at once.
 The queue is bounded in images: past ``max_queued_images`` a request is refused at
 once (``QueueFull``, a 503 with ``Retry-After``) instead of waiting behind work it
 cannot outlive.
+
+Both bounds count forward passes: a model that predicts with test-time augmentation
+runs ``views`` passes per image (its ``views`` attribute; 1 when it has none), so a
+batch holds ``max_batch_size // views`` images and the queue ``max_queued_images //
+views`` (at least one each).
 """
 
 from __future__ import annotations
@@ -110,11 +115,21 @@ class MicroBatcher:
         with self._lock:
             self._refuse_beyond(count)
 
+    def _views(self) -> int:
+        """Forward passes per image of the model served now (test-time augmentation)."""
+        return max(1, int(getattr(self._model_of(), "views", 1)))
+
+    def _per_batch(self) -> int:
+        return max(1, self.max_batch_size // self._views())
+
     def _refuse_beyond(self, count: int) -> None:
-        if self._pending + count > self.max_queued_images:
+        views = self._views()
+        room = max(1, self.max_queued_images // views)
+        if self._pending + count > room:
+            each = f" ({views} forward passes each: test-time augmentation)" if views > 1 else ""
             raise QueueFull(
-                f"The server is busy: {self._pending} images are waiting or running, "
-                f"at most {self.max_queued_images} may."
+                f"The server is busy: {self._pending} images{each} are waiting or running, "
+                f"at most {room} may."
             )
 
     def submit(
@@ -180,7 +195,8 @@ class MicroBatcher:
             jobs = [first]
             count = len(first.images)
             deadline = time.monotonic() + self.max_wait_s
-            while count < self.max_batch_size:
+            per_batch = self._per_batch()
+            while count < per_batch:
                 wait = deadline - time.monotonic()
                 if self._arriving == 0 or wait <= 0:
                     wait = 0  # nobody is on the way: take what is queued, nothing more
@@ -190,7 +206,7 @@ class MicroBatcher:
                     break
                 if job is _WAKE:
                     continue
-                if job is _STOP or count + len(job.images) > self.max_batch_size:
+                if job is _STOP or count + len(job.images) > per_batch:
                     carried = job  # starts the next batch (or stops after this one)
                     break
                 jobs.append(job)
@@ -198,10 +214,12 @@ class MicroBatcher:
             self._run(jobs)
 
     def _predict(self, model: Any, images: list[Any]) -> tuple[np.ndarray, int]:
-        """(probabilities, forward passes): ``images`` at most ``max_batch_size`` a pass."""
+        """(probabilities, forward passes): at most ``max_batch_size`` forward passes
+        (images x the model's ``views``) a pass."""
+        step = max(1, self.max_batch_size // max(1, int(getattr(model, "views", 1))))
         rows = [
-            model.predict_proba(images[start : start + self.max_batch_size])
-            for start in range(0, len(images), self.max_batch_size)
+            model.predict_proba(images[start : start + step])
+            for start in range(0, len(images), step)
         ]
         return (np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)), len(rows)
 

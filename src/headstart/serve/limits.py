@@ -45,9 +45,9 @@ class ServeLimits:
     # (a client sending a byte a second would otherwise hold a connection for hours).
     body_timeout_s: float = 120.0
     max_connections: int = 64  # open connections above this: 503 from the server (uvicorn)
-    max_batch_size: int = 32  # images in one forward pass (micro-batching)
+    max_batch_size: int = 32  # images in one forward pass (micro-batching); x TTA views
     max_wait_ms: float = 5.0  # how long the first image of a batch waits for company
-    max_queued_images: int = 256  # images waiting or running above this: 503 + Retry-After
+    max_queued_images: int = 256  # images (x TTA views) waiting or running: 503 + Retry-After
     retry_after_s: int = 1  # what a 503 tells the client to wait
     max_zip_bytes: int = 200 * MB  # an uploaded training zip, compressed
     max_zip_members: int = 20_000  # files in that zip

@@ -40,15 +40,22 @@ class Predictor(Protocol):
 class EstimatorPredictor:
     """Adapter for anything shaped like ``ImageClassifier``: ``classes_``,
     ``predict_proba(images)``, ``metadata()`` and ``decode_options_`` (the ONNX runtime's
-    ``OnnxClassifier`` has the same four)."""
+    ``OnnxClassifier`` has the same four). ``tta``: the test-time augmentation every
+    prediction uses (None: the model's default); ``views`` is what it costs, in
+    forward passes per image, which the batcher counts against its limits."""
 
-    def __init__(self, estimator: Any, *, runtime: str = "torch", source: str = "") -> None:
+    def __init__(
+        self, estimator: Any, *, runtime: str = "torch", source: str = "", tta: str | None = None
+    ) -> None:
         self.estimator = estimator
         self.runtime = runtime
         self.source = source  # shown to the operator's logs only, never sent to clients
         self.classes = list(estimator.classes_)
         self.decode_options = estimator.decode_options_
         self._metadata = estimator.metadata()
+        self.tta = tta
+        counts = getattr(estimator, "tta_views", None)  # a model without TTA: one pass
+        self.views = counts(tta) if counts is not None else 1
         # Grad-CAM runs beside the batcher's worker; one model, used by one thread at a time.
         self._lock = threading.Lock()
 
@@ -58,8 +65,10 @@ class EstimatorPredictor:
         return hasattr(self.estimator, "explain")
 
     def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
+        options = {} if self.tta is None else {"tta": self.tta}
         with self._lock:
-            return np.asarray(self.estimator.predict_proba(list(images)), dtype=np.float32)
+            proba = self.estimator.predict_proba(list(images), **options)
+        return np.asarray(proba, dtype=np.float32)
 
     def explain(self, images: Sequence[Image.Image], classes: Sequence[str]) -> list[bytes]:
         """Per image, a PNG of its Grad-CAM heatmap for the class named beside it, over the
@@ -79,6 +88,8 @@ class EstimatorPredictor:
 
     def describe(self) -> dict[str, Any]:
         described = {name: self._metadata.get(name) for name in _DESCRIBED}
+        described["tta"] = {"mode": self.tta or _default_tta(self.estimator),
+                            "views": self.views}  # fmt: skip
         # `headstart train` records where its test data was (metrics.test.data.path): the
         # operator's folders are no business of a client's.
         described["metrics"] = _without_paths(described["metrics"])
@@ -95,17 +106,30 @@ def _without_paths(value: Any) -> Any:
     return value
 
 
-def load_predictor(path: str | os.PathLike[str], runtime: str = "torch") -> EstimatorPredictor:
+def _default_tta(estimator: Any) -> str:
+    from headstart.estimator.tta import DEFAULT_TTA
+
+    return str(getattr(estimator, "tta_", DEFAULT_TTA))  # an ONNX card may record one
+
+
+def load_predictor(
+    path: str | os.PathLike[str], runtime: str = "torch", *, tta: str | None = None
+) -> EstimatorPredictor:
     """The model at ``path`` (a folder written by ``ImageClassifier.save``, or an ONNX
-    export for ``runtime="onnx"``), ready to serve."""
+    export for ``runtime="onnx"``), ready to serve, predicting with test-time
+    augmentation ``tta`` (None: the model's default)."""
     if runtime == "torch":
         from headstart.estimator import ImageClassifier
 
-        return EstimatorPredictor(ImageClassifier.load(path), runtime=runtime, source=str(path))
-    if runtime == "onnx":  # without onnxruntime, OnnxClassifier.load says what to install
+        model: Any = ImageClassifier.load(path)
+    elif runtime == "onnx":  # without onnxruntime, OnnxClassifier.load says what to install
         from headstart.export.runtime import OnnxClassifier
 
-        return EstimatorPredictor(OnnxClassifier.load(path), runtime=runtime, source=str(path))
+        model = OnnxClassifier.load(path)
+    else:
+        model = None
+    if model is not None:
+        return EstimatorPredictor(model, runtime=runtime, source=str(path), tta=tta)
     raise ConfigError(
         f"Unknown runtime {runtime!r}.", hint=f"{{runtime}} must be one of {', '.join(RUNTIMES)}."
     )

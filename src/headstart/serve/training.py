@@ -50,16 +50,27 @@ class TrainingSettings:
     image_size: int | None = None
     max_epochs: int = 50
     test_size: float = 0.25
+    tta: str | None = None  # test-time augmentation the trained model is served with
 
 
 class TrainingJob:
     """One training run and the events it has sent so far."""
 
-    def __init__(self, strategy: str, source: str, folder: Path) -> None:
+    def __init__(
+        self,
+        strategy: str,
+        source: str,
+        folder: Path,
+        *,
+        compare: bool = True,
+        cache: Path | None = None,
+    ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.strategy = strategy
         self.source = source  # "server folder" or "uploaded zip": never a path
         self.folder = folder
+        self.compare = compare  # False: the model only, no report against scratch
+        self.cache = cache  # the feature cache shared by jobs; None: the job's own
         self.status = "running"
         self.report: Path | None = None
         self.events: list[dict[str, Any]] = []
@@ -111,11 +122,17 @@ class TrainingJobs:
         data: Path,
         source: str,
         on_model: Callable[[EstimatorPredictor], None],
+        *,
+        compare: bool = True,
+        cache: Path | None = None,
     ) -> TrainingJob:
+        """Start a job; ``compare=False`` skips the report against scratch (a retrain
+        from the labelling page wants its model in seconds), ``cache``: a feature cache
+        shared with other jobs, so an image's features are computed once."""
         with self._lock:
             if self._running is not None and self._running.status == "running":
                 raise HTTPException(409, "A model is being trained already; wait for it.")
-            job = TrainingJob(strategy, source, Path())
+            job = TrainingJob(strategy, source, Path(), compare=compare, cache=cache)
             job.folder = self.settings.out / job.id
             self.jobs[job.id] = self._running = job
         thread = threading.Thread(
@@ -176,7 +193,7 @@ class TrainingJobs:
         unused = strategy.unused_settings(strategy.default_config())  # epochs of a probe
         changes = {"image_size": settings.image_size, "epochs": epochs}
         changes = {k: v for k, v in changes.items() if v is not None and k not in unused}
-        cache = job.folder / "cache"
+        cache = job.cache or job.folder / "cache"
         result = Job(
             data,
             strategy=job.strategy,
@@ -187,9 +204,12 @@ class TrainingJobs:
             cache_dir=cache,
             out=job.folder / "model",
         ).run(callback)
-        on_model(EstimatorPredictor(result.classifier, source=str(result.folder)))
+        on_model(EstimatorPredictor(result.classifier, source=str(result.folder),
+                                    tta=settings.tta))  # fmt: skip
         job.emit("model", classes=list(result.classifier.classes_),
                  test_accuracy=result.metrics["accuracy"])  # fmt: skip
+        if not job.compare:
+            return
         strategies = tuple(dict.fromkeys((BASELINE, job.strategy)))
         overrides, _ = shared_overrides(strategies, {"epochs": epochs}) if epochs else ({}, [])
         compared = CompareSettings(

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from headstart.data.dataset import ImageDataset
     from headstart.features.cache import FeatureCache
     from headstart.train.network import Classifier
+    from headstart.train.weighting import ClassWeighting
 
 __all__ = ["FitContext", "FitResult", "Plan", "PlanRow", "Strategy"]
 
@@ -94,10 +95,18 @@ class FitContext:
     callback: Callback
     run_key: str | None = None  # identifies config + backbone + weights + data for --resume
     unlabelled: ImageDataset | None = None  # images without labels (semi-supervised)
+    weighting: ClassWeighting | None = None  # what config.class_weights came to, and why
 
     @property
     def num_classes(self) -> int:
         return len(self.train.classes)
+
+    def announce(self, plan: Plan) -> None:
+        """Hand the plan to the callback, with the class-weight decision's note."""
+        note = self.weighting.note() if self.weighting is not None else None
+        if note is not None:
+            plan.notes.append(note)
+        self.callback.on_plan(plan)
 
     def checkpoint(self, stage: str) -> Path | None:
         if self.checkpoint_dir is None:

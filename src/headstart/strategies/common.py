@@ -22,6 +22,7 @@ from headstart.train.freezing import (
 from headstart.train.loop import train_loop
 from headstart.train.network import Classifier, HeadSpec, build_head, head_output_layer
 from headstart.train.probe import fit_linear_probe
+from headstart.train.weighting import PROBE_PRIOR_SHIFT, balanced_weights, class_weighting
 
 # The plan's row for the new head, and its key among the learning rates by group name:
 # a key no timm group is called (ConvNeXt's body has a group under "head").
@@ -39,12 +40,12 @@ def class_weights(ctx: FitContext) -> torch.Tensor | None:
 
 
 def loss_weights(labels: np.ndarray, num_classes: int, config: TrainConfig) -> np.ndarray | None:
-    """Per-class loss weights for ``class_weights="balanced"`` (inverse frequency, mean 1
-    over the classes), float32; None otherwise."""
-    if config.class_weights != "balanced":
+    """Per-class loss weights where ``class_weights`` is (or, for "auto", comes to)
+    "balanced" on these labels: inverse frequency, mean 1 over the classes, float32;
+    None for an unweighted loss."""
+    if class_weighting(labels, num_classes, config.class_weights).used != "balanced":
         return None
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    return (counts.sum() / (len(counts) * np.maximum(counts, 1))).astype(np.float32)
+    return balanced_weights(labels, num_classes)
 
 
 def new_classifier(ctx: FitContext, layers: tuple[str, ...]) -> Classifier:
@@ -115,6 +116,10 @@ def image_sets(
 
 def features(ctx: FitContext, dataset: ImageDataset, label: str) -> np.ndarray:
     layers = ctx.config.layers
+    if ctx.cache is not None:  # the cache computes an image once: say so, or counts differ
+        said = repeats_note(dataset)
+        if said is not None:
+            ctx.callback.on_stage("features", f"{label}: {said}")
     found, use = cached_features(
         ctx.backbone,
         dataset,
@@ -132,6 +137,18 @@ def features(ctx: FitContext, dataset: ImageDataset, label: str) -> np.ndarray:
             "features", f"{label}: {use.from_cache:,} images from the cache{extracted}"
         )
     return np.concatenate([found[layer] for layer in layers], axis=1)
+
+
+def repeats_note(dataset: ImageDataset) -> str | None:
+    """How many of ``dataset``'s images the feature cache computes (one per distinct
+    file), so that its progress count adds up to the images; None without repeats."""
+    distinct = len(set(dataset.content_hashes()))
+    if distinct == len(dataset):
+        return None
+    return (
+        f"{len(dataset):,} images, {distinct:,} distinct "
+        f"({len(dataset) - distinct:,} repeated files share their features)"
+    )
 
 
 def fit_head_on_features(
@@ -156,6 +173,7 @@ def fit_head_on_features(
             ctx.num_classes,
             l2=config.probe_l2,
             class_weights=None if weights is None else weights.numpy(),
+            prior_shift=0.0 if weights is None else PROBE_PRIOR_SHIFT,
             seed=config.seed,
         )
         with torch.no_grad():

@@ -78,7 +78,7 @@ class FeatureExtraction(Strategy):
                 "the frozen base runs on every image every epoch (slower)"
             )
         plan = Plan(self.name, rows, bn_text(config.replace(bn_policy="eval"), True), stages, notes)
-        ctx.callback.on_plan(plan)
+        ctx.announce(plan)
         if use_cache:
             history = fit_head_on_features(ctx, model)
         else:

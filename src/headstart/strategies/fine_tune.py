@@ -81,7 +81,7 @@ class FineTune(Strategy):
             stages,
             notes,
         )
-        ctx.callback.on_plan(plan)
+        ctx.announce(plan)
         history: list[EpochRecord] = []
         if config.lp_ft:
             history += fit_head_on_features(ctx, model)

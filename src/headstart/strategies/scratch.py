@@ -61,6 +61,6 @@ class Scratch(Strategy):
             ["train everything"],
             ["random initialisation: no pre-trained weights are loaded"],
         )
-        ctx.callback.on_plan(plan)
+        ctx.announce(plan)
         history = train_images(ctx, model, groups, 0, "scratch", config.augment)
         return FitResult(model, history, plan)

@@ -65,7 +65,7 @@ class SemiSupervised(FeatureExtraction):
             )
         bn = bn_text(config.replace(bn_policy="eval"), True)
         plan = Plan(self.name, rows, bn, stages, notes)
-        ctx.callback.on_plan(plan)
+        ctx.announce(plan)
         x_labelled = features(ctx, ctx.train, "train")
         x_unlabelled = features(ctx, unlabelled, "unlabelled")
         spread = label_spreading(

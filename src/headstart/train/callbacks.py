@@ -34,6 +34,11 @@ class Callback:
         """A training job begins; ``params``: its settings, flat (name -> str, int,
         float, bool or None): strategy, backbone, data, test_size, every config field."""
 
+    def on_estimate(self, step: str, seconds: float, basis: str) -> None:
+        """Before a long step ("ranking", "extraction", "fine-tune", "ensemble", "test
+        pass", ...): its estimated ``seconds`` on this machine, from a short timed pass;
+        ``basis``: how it was reckoned, in words."""
+
     def on_note(self, text: str) -> None:
         """A line worth telling: what the data holds, what was chosen and why."""
 

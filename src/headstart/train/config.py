@@ -32,7 +32,7 @@ BN_POLICIES = ("eval", "train")
 
 SCHEDULES = ("cosine", "onecycle")
 HEADS = ("linear", "mlp")
-CLASS_WEIGHTS = ("none", "balanced")
+CLASS_WEIGHTS = ("auto", "none", "balanced")
 
 
 def _is_device(value: Any) -> bool:
@@ -118,7 +118,10 @@ class TrainConfig:
     dropout: float = _knob(0.0, "dropout before the head's last layer")
     probe_l2: float = _knob(1e-3, "L2 strength of the L-BFGS linear probe")
     class_weights: str = _knob(
-        "none", "balanced: weight the loss by inverse class frequency", choices=CLASS_WEIGHTS
+        "auto",
+        "balanced: weight the loss by inverse class frequency; auto: balanced when the "
+        "largest training class holds 3x the smallest or more; none: unweighted",
+        choices=CLASS_WEIGHTS,
     )
     validation_fraction: float = _knob(
         0.1, "share of the training images held out for early stopping"

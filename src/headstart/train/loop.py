@@ -223,9 +223,36 @@ def train_loop(
             if config.patience and run.bad_epochs >= config.patience:
                 run.outcome.stopped_early = True
                 break
+            if _past_deadline(run, epoch):
+                break
             run.train_epoch(epoch, interrupted)
             run.end_of_epoch(epoch, interrupted)
     return run.finish()
+
+
+def _past_deadline(run: _TrainingRun, epoch: int) -> bool:
+    """Whether a job's budget (`headstart.train.deadline`) leaves too little time for
+    one more epoch, judged by the last one; the first epoch always runs."""
+    from headstart.train.deadline import active
+
+    limit = active()
+    history = run.outcome.history
+    if limit is None or not history or history[-1].seconds < limit.remaining():
+        return False
+    scored = [r for r in history if r.val_accuracy is not None]
+    if scored:
+        best = max(scored, key=lambda r: (r.val_accuracy, -(r.val_loss or 0.0)))
+        kept = f"kept the best epoch's weights (epoch {best.epoch} by validation)"
+    else:
+        kept = "kept the last epoch's weights (no validation images to choose by)"
+    cut = (
+        f"{run.stage}: stopped at the budget after epoch {epoch} of {run.epochs} "
+        f"(an epoch takes {history[-1].seconds:.0f}s, {max(limit.remaining(), 0):.0f}s "
+        f"were left); {kept}"
+    )
+    limit.cuts.append(cut)
+    run.callback.on_note(cut)
+    return True
 
 
 class _TrainingRun:

@@ -45,6 +45,7 @@ def fit_linear_probe(
     l2: float = 1e-3,
     max_iter: int = 300,
     class_weights: np.ndarray | None = None,
+    prior_shift: float = 0.0,
     seed: int = 0,
     init: nn.Linear | None = None,
 ) -> LinearProbe:
@@ -52,9 +53,15 @@ def fit_linear_probe(
 
     ``init``: a head on raw features (a ``LinearProbe.head`` of the same shape) to start
     from instead of a small random one; the optimum is the same (the loss is strictly
-    convex), a start near it needs fewer iterations."""
+    convex), a start near it needs fewer iterations.
+
+    ``prior_shift``: subtract that multiple of each class's log share of ``labels`` from
+    its bias (logit adjustment, Menon et al. 2021). On features where the classes are
+    nearly separable, loss weights barely move a converged probe's boundary; the shift
+    moves it toward the rare classes (docs/BENCHMARKS.md, "Imbalance")."""
     check_finite("fit_linear_probe", "l2", l2, low=0)
     check_int("fit_linear_probe", "max_iter", max_iter)
+    check_finite("fit_linear_probe", "prior_shift", prior_shift, low=0)
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     mean = x.mean(0)
@@ -92,6 +99,9 @@ def fit_linear_probe(
     with torch.no_grad():
         head.weight.copy_(layer.weight / std)
         head.bias.copy_(layer.bias - (layer.weight * (mean / std)).sum(1))
+        if prior_shift:
+            counts = torch.bincount(y, minlength=num_classes).clamp_min(1).float()
+            head.bias.sub_(prior_shift * torch.log(counts / counts.sum()))
     return LinearProbe(head=head, train_loss=final_loss, iterations=iterations)
 
 
