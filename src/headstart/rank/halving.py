@@ -6,8 +6,8 @@ out after a look at a few images, so:
 
 1. every candidate is scored (probe CV, LogME, kNN; the same score) on a stratified
    eighth of the training images (at least ``MIN_PER_CLASS`` of each class);
-2. the best third are kept and scored on twice as many images, and so on, up to half
-   of the training images (``LAST_SHARE``): probes trained on 800 of 1,000 images rank
+2. the bottom half is dropped and the rest scored on twice as many images, and so on,
+   up to half of the training images (``LAST_SHARE``): probes trained on 800 of 1,000 images rank
    the candidates as those trained on all do (BENCHMARKS 9a), and the images past
    half cost the most (the survivors are the largest inputs);
 3. the order: the last round's candidates by their score there, then those dropped in
@@ -46,7 +46,7 @@ __all__ = ["FIRST_SHARE", "KEEP", "LAST_SHARE", "MIN_PER_CLASS", "halving_rounds
 
 FIRST_SHARE = 1 / 8  # of the training images, for the first round
 LAST_SHARE = 1 / 2  # the last round's images, at most
-KEEP = 1 / 3  # of each round's candidates go on to the next
+KEEP = 1 / 2  # of each round's candidates go on to the next (the bottom half dropped)
 MIN_PER_CLASS = 8  # images per class in the first round, or no halving (ranked in full)
 
 
@@ -157,7 +157,9 @@ def _score_round(
         features = pair.grow(rows, images, options["cache"], device=options["device"],
                              batch_size=options["batch_size"], notice=notice)  # fmt: skip
     except HeadstartError as exc:  # an image that fails to decode, say
-        failed += [CandidateScore(c, error=str(exc), exception=exc) for c in pair.members]
+        # ``members``, not all of the pair's: those dropped in an earlier round keep
+        # the scores they had there.
+        failed += [CandidateScore(c, error=str(exc), exception=exc) for c in members]
         pair.members = []
         notice(f"{key[0]} at {key[1]} px: skipped ({exc})")
         return []

@@ -231,7 +231,7 @@ def rank(
     ``cache``: a ``FeatureCache`` the features are kept in (a second ranking, or the
     training that follows, extracts nothing again). ``notice`` hears progress lines.
     ``method``: "halving" (successive halving: every candidate scored on a share of
-    the images, the best third kept and scored on twice as many; see
+    the images, the bottom half dropped and the rest scored on twice as many; see
     ``headstart.rank.halving``), or "full" (every candidate on every image: the
     reference it is measured against). Sets too small to halve are ranked in full.
     """
