@@ -49,7 +49,7 @@ def cross_validated_probe(
         probe = fit_linear_probe(
             features[~held], y[~held], len(classes), seed=seed, init=start
         )  # fmt: skip
-        heads.append(probe.head)
+        heads.append(probe.fitted_head)  # the optimum, a wider set's start
         correct += int((probe.predict_proba(features[held]).argmax(1) == y[held]).sum())
     return correct / len(labels), heads
 
