@@ -31,15 +31,8 @@ import numpy as np
 from torch import nn
 
 from headstart.errors import HeadstartError
-from headstart.rank.ranking import (
-    Candidate,
-    CandidateScore,
-    _score,
-    candidate_score,
-    group_pairs,
-    open_pair,
-    order_key,
-)
+from headstart.rank.pairs import candidate_score, group_pairs, open_pair
+from headstart.rank.ranking import Candidate, CandidateScore, _score, order_key
 from headstart.rank.scores import cross_validated_probe
 
 __all__ = ["FIRST_SHARE", "KEEP", "LAST_SHARE", "MIN_PER_CLASS", "halving_rounds", "image_order"]

@@ -24,8 +24,7 @@ import numpy as np
 from headstart._internal.validation import invalid
 from headstart.data.dataset import ImageDataset
 from headstart.errors import DataError, HeadstartError
-from headstart.rank.evidence import logme
-from headstart.rank.scores import knn_accuracy, probe_accuracy
+from headstart.rank.scores import probe_accuracy
 
 __all__ = [
     "LAYER_SETS",
@@ -209,6 +208,7 @@ def candidates_for(
 
 
 METHODS = ("halving", "full")
+DEFAULT_METHOD = "halving"  # what rank, train --backbone auto and the rank command use
 
 
 def rank(
@@ -222,7 +222,7 @@ def rank(
     folds: int = 5,
     seed: int = 0,
     notice: Callable[[str], None] | None = None,
-    method: str = "halving",
+    method: str = DEFAULT_METHOD,
 ) -> Ranking:
     """Score ``candidates`` on a labelled ``dataset`` (training images only), best first.
 
@@ -290,70 +290,12 @@ def _check_labels(dataset: ImageDataset) -> int:
     return present
 
 
-def group_pairs(candidates: Sequence[Candidate]) -> dict[tuple[str, int], list[Candidate]]:
-    """The candidates of each (backbone, size), in their first appearance's order."""
-    groups: dict[tuple[str, int], list[Candidate]] = {}
-    for candidate in candidates:
-        groups.setdefault((candidate.backbone, candidate.image_size), []).append(candidate)
-    return groups
-
-
-def open_pair(
-    name: str,
-    size: int,
-    members: list[Candidate],
-    scores: list[CandidateScore],
-    *,
-    weights: str,
-    device: str,
-    seed: int,
-) -> Any:
-    """The ``OpenPair`` of one (backbone, size), or None when none of its ``members``
-    can be scored (each then goes to ``scores`` with its reason). Raises the
-    HeadstartError of a backbone that cannot be built."""
-    import torch
-
-    from headstart.backbones.registry import create_backbone
-    from headstart.rank.pairs import OpenPair
-
-    # Seeded: a random start (weights "none") is the seed's, the same on every run and
-    # on every rank of a distributed one.
-    torch.manual_seed(seed)
-    backbone = create_backbone(name, weights, image_size=size)
-    members = _with_known_layers(members, backbone, scores)
-    if not members:
-        return None
-    return OpenPair(
-        backbone=backbone,
-        members=members,
-        layers=list(dict.fromkeys(layer for c in members for layer in c.layers)),
-        parameters=sum(p.numel() for p in backbone.model.parameters()),
-        latency_ms=_latency_ms(backbone, device),
-    )
-
-
-def candidate_score(
-    candidate: Candidate, x: np.ndarray, labels: np.ndarray, pair: Any, accuracy: float | None
-) -> CandidateScore:
-    """A scored candidate: its features ``x`` (one row per label), its probe ``accuracy``."""
-    return CandidateScore(
-        candidate,
-        predicted_accuracy=accuracy,
-        logme=logme(x, labels),
-        knn_accuracy=knn_accuracy(x, labels),
-        feature_width=int(x.shape[1]),
-        extraction_seconds=pair.seconds,
-        images_from_cache=pair.from_cache,
-        images_scored=len(labels),
-        parameters=pair.parameters,
-        latency_ms=pair.latency_ms,
-    )
-
-
 def _rank_full(
     images: Any, candidates: Sequence[Candidate], *, notice: Callable[[str], None], **options: Any
 ) -> list[CandidateScore]:
     """Every candidate scored on every training image (the reference)."""
+    from headstart.rank.pairs import candidate_score, group_pairs, open_pair
+
     dataset = images.dataset
     everything = list(range(len(dataset)))
     scores: list[CandidateScore] = []
@@ -406,52 +348,6 @@ def _score(ranked: list[CandidateScore]) -> None:
     )
     for s, value in zip(ranked, total, strict=True):
         s.score = round(float(value), 6)  # ties stay ties across platforms
-
-
-def _with_known_layers(
-    members: list[Candidate], backbone: Any, scores: list[CandidateScore]
-) -> list[Candidate]:
-    """The candidates whose layers ``backbone`` has (a grid on a ViT's final tokens is
-    not one); the others go to ``scores`` failed, so the rest of its candidates go on."""
-    from headstart.features.layers import check_grid_layers, parse_layer
-
-    kept = []
-    for candidate in members:
-        try:
-            for layer in candidate.layers:
-                parse_layer(layer, backbone.model)
-            check_grid_layers(candidate.layers, backbone.model, backbone.preprocessing.input_size)
-        except HeadstartError as exc:
-            scores.append(CandidateScore(candidate, error=str(exc), exception=exc))
-        else:
-            kept.append(candidate)
-    return kept
-
-
-def _latency_ms(backbone: Any, device: str) -> float:
-    """The median batch-1 forward pass of the backbone on the fast path, in ms."""
-    import torch
-
-    from headstart.backbones.device import select_device
-    from headstart.features.fastpath import inference_model, numerics
-
-    where = select_device(device)
-    model = backbone.model.to(where).eval()
-    run = inference_model(model, where, True, backbone.preprocessing.input_size)
-    x = torch.randn(1, *backbone.preprocessing.input_size, device=where)
-    times = []
-    try:
-        with torch.inference_mode(), numerics(run, where, True):
-            for i in range(13):
-                began = time.perf_counter()
-                run(x)
-                if where.type == "cuda":  # the pass itself, not its launch
-                    torch.cuda.synchronize(where)
-                if i >= 3:  # the first passes warm up oneDNN
-                    times.append(time.perf_counter() - began)
-    finally:
-        backbone.model.to(memory_format=torch.contiguous_format).cpu()
-    return 1000 * float(np.median(times))
 
 
 def save_ranking(ranking: Ranking, folder: Path, extra: dict[str, Any] | None = None) -> list[Path]:
