@@ -57,9 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--rank-method",
         choices=("halving", "full"),
         default=None,
-        help="halving: every candidate scored on an eighth of the images, the bottom half "
-        "dropped and the rest scored on twice as many, round by round; full: every candidate "
-        "on every image (the reference). Default: the library's (rank's method)",
+        help="full: every candidate on every image (the default, the reference); halving: "
+        "every candidate on an eighth of the images, the bottom half dropped and the rest "
+        "scored on twice as many, round by round (faster, a less faithful order)",
     )
     add_labels_argument(parser, "all", several=False)
     parser.add_argument("--seed", type=int, default=0, help="the split and the folds (0)")
