@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import time
@@ -68,80 +69,121 @@ def load(name: str, test_per_class: int):
     raise SystemExit(f"unknown dataset {name!r}")
 
 
-def run(name: str, work: Path, sizes: list[int] | None, test_per_class: int) -> dict:
+def run(name: str, work: Path, sizes: list[int] | None, test_per_class: int,
+        methods: list[str]) -> tuple[list[dict], dict | None]:  # fmt: skip
+    """Each of ``methods`` ranks the dataset from its own empty cache, one after the
+    other (interleaved per dataset, so both see the same load); then the truth, once."""
     train, test = load(name, test_per_class)
     candidates = candidates_for(BACKBONES, sizes, native_sizes=NATIVE)
-    cache = FeatureCache(work / name.replace(":", "-") / "rank-cache")  # empty (main clears --work)
+    folder = work / name.replace(":", "-")
+    rankings, caches = {}, {}
+    for method in methods:
+        caches[method] = FeatureCache(folder / f"rank-cache-{method}")  # empty: main clears
+        print(f"== {name} ({method}): {len(train)} train / {len(test)} test, "
+              f"{len(candidates)} candidates", flush=True)  # fmt: skip
+        rankings[method] = rank(train, candidates, cache=caches[method], method=method,
+                                notice=lambda t: print("  ", t, flush=True))  # fmt: skip
+        print(rankings[method].format(), flush=True)
+    # The truth: a probe on all the training features of each candidate, on the test set.
+    # Its training features come from full's cache (halving extracted only some images).
+    truth_cache = caches.get("full") or FeatureCache(folder / "truth-cache")
     test_cache = FeatureCache(work / "test-cache")
-    print(f"== {name}: {len(train)} train / {len(test)} test, {len(candidates)} candidates",
-          flush=True)  # fmt: skip
-    ranking = rank(train, candidates, cache=cache, notice=lambda t: print("  ", t, flush=True))
-    print(ranking.format(), flush=True)
-    order = {s.candidate: i for i, s in enumerate(ranking.ranked)}
-    rows = {s.candidate: s.to_dict() for s in ranking.ranked}
-    extraction = {}  # (backbone, size) -> the ranking's extraction seconds, empty cache
-    fit_seconds = 0.0
-    for s in ranking.ranked:
-        extraction[(s.candidate.backbone, s.candidate.image_size)] = s.extraction_seconds
-    classes = len(train.classes)
-    for backbone_name, size in extraction:
+    true, halves, fit_seconds, test_seconds = {}, {}, 0.0, {}
+    for backbone_name, size in dict.fromkeys((c.backbone, c.image_size) for c in candidates):
         backbone = create_backbone(backbone_name, "auto", image_size=size)
-        members = [c for c in order if (c.backbone, c.image_size) == (backbone_name, size)]
+        members = [c for c in candidates if (c.backbone, c.image_size) == (backbone_name, size)]
         layers = list(dict.fromkeys(layer for c in members for layer in c.layers))
-        ftr, use = cached_features(backbone, train, cache, layers=layers)
-        assert use.from_cache == len(train), "training features should all be cached"
+        ftr, _ = cached_features(backbone, train, truth_cache, layers=layers)
         began = time.perf_counter()
         fte, _ = cached_features(backbone, test, test_cache, layers=layers)
-        test_seconds = time.perf_counter() - began
+        test_seconds[(backbone_name, size)] = time.perf_counter() - began
         for c in members:
             xtr = np.concatenate([ftr[layer] for layer in c.layers], axis=1)
             xte = np.concatenate([fte[layer] for layer in c.layers], axis=1)
             began = time.perf_counter()
-            probe = fit_linear_probe(xtr, train.labels, classes)
+            probe = fit_linear_probe(xtr, train.labels, len(train.classes))
             fit_seconds += time.perf_counter() - began
             right = probe.predict_proba(xte).argmax(1) == test.labels
-            rows[c]["true_accuracy"] = float(right.mean())
-            rows[c]["true_accuracy_halves"] = [float(right[0::2].mean()), float(right[1::2].mean())]
-            rows[c]["test_extraction_seconds"] = test_seconds
-            print(f"   {c.name}: predicted {rows[c]['predicted_accuracy']:.3f} "
-                  f"true {rows[c]['true_accuracy']:.3f}", flush=True)  # fmt: skip
-    scored = [rows[c] for c in order]
-    # The ranking's own order: its score (probe, LogME and input size; SCORE_WEIGHTS).
-    predicted = np.array([r["score"] for r in scored])
-    true = np.array([r["true_accuracy"] for r in scored])
-    chosen = scored[0]
-    train_all = sum(extraction.values()) + fit_seconds
+            true[c] = float(right.mean())
+            halves[c] = [float(right[0::2].mean()), float(right[1::2].mean())]
+    out = []
+    for method, ranking in rankings.items():
+        out.append(summarise(name, method, ranking, train, test, true, halves, fit_seconds))
+    if "full" in rankings and "halving" in rankings:
+        return out, compare(name, rankings["full"], rankings["halving"], out)
+    return out, None
+
+
+def summarise(name, method, ranking, train, test, true, halves, fit_seconds) -> dict:
+    """One method's ranking against the truth."""
+    rows = []
+    for s in ranking.ranked:
+        row = s.to_dict()
+        row["true_accuracy"] = true[s.candidate]
+        row["true_accuracy_halves"] = halves[s.candidate]
+        rows.append(row)
+    # The ranking's own order (its position: halving's scores of candidates dropped in
+    # different rounds are z-scores among different sets, so only the order compares).
+    predicted = -np.arange(len(rows), dtype=float)
+    truth = np.array([r["true_accuracy"] for r in rows])
+    chosen = rows[0]
+    extraction = {(r["candidate"]["backbone"], r["candidate"]["image_size"]):
+                  r["extraction_seconds"] for r in rows}  # fmt: skip
     out = {
         "dataset": name,
+        "method": method,
         "train_images": len(train),
         "test_images": len(test),
-        "candidates": len(scored),
-        "weighted_tau": float(weightedtau(true, predicted)[0]),
-        "kendall_tau": float(kendalltau(true, predicted)[0]),
-        # the test set's own noise: the truth on its even rows against its odd rows
+        "candidates": len(rows),
+        "weighted_tau": float(weightedtau(truth, predicted)[0]),
+        "kendall_tau": float(kendalltau(truth, predicted)[0]),
         "weighted_tau_test_halves": float(
             weightedtau(
-                [r["true_accuracy_halves"][0] for r in scored],
-                [r["true_accuracy_halves"][1] for r in scored],
+                [r["true_accuracy_halves"][0] for r in rows],
+                [r["true_accuracy_halves"][1] for r in rows],
             )[0]
         ),  # fmt: skip
-        "weighted_tau_probe": float(
-            weightedtau(true, [r["predicted_accuracy"] for r in scored])[0]
-        ),
-        "weighted_tau_logme": float(weightedtau(true, [r["logme"] for r in scored])[0]),
-        "weighted_tau_knn": float(weightedtau(true, [r["knn_accuracy"] for r in scored])[0]),
+        "weighted_tau_logme": float(weightedtau(truth, [r["logme"] for r in rows])[0]),
+        "weighted_tau_knn": float(weightedtau(truth, [r["knn_accuracy"] for r in rows])[0]),
         "chosen": chosen["candidate"]["name"],
         "chosen_true": chosen["true_accuracy"],
-        "best": max(scored, key=lambda r: r["true_accuracy"])["candidate"]["name"],
-        "best_true": float(true.max()),
-        "gap_points": 100 * float(true.max() - chosen["true_accuracy"]),
+        "best": max(rows, key=lambda r: r["true_accuracy"])["candidate"]["name"],
+        "best_true": float(truth.max()),
+        "gap_points": 100 * float(truth.max() - chosen["true_accuracy"]),
         "ranking_seconds": ranking.seconds,
         "extraction_seconds": sum(extraction.values()),
         "probe_fit_seconds": fit_seconds,
-        "train_all_probes_seconds": train_all,
-        "rows": scored,
+        "train_all_probes_seconds": sum(extraction.values()) + fit_seconds,
+        "notes": ranking.notes,
+        "rows": rows,
     }
     print(json.dumps({k: v for k, v in out.items() if k != "rows"}, indent=1), flush=True)
+    return out
+
+
+def compare(name, full, halving, results) -> dict:
+    """Halving against full: time ratio, both weighted taus, the picks' accuracy."""
+    by_method = {r["method"]: r for r in results}
+    position = {s.candidate: i for i, s in enumerate(halving.ranked)}
+    ordered = [s.candidate for s in full.ranked]
+    out = {
+        "dataset": name,
+        "method": "halving vs full",
+        "time_ratio": halving.seconds / full.seconds,
+        "weighted_tau_full": by_method["full"]["weighted_tau"],
+        "weighted_tau_halving": by_method["halving"]["weighted_tau"],
+        "weighted_tau_difference": by_method["halving"]["weighted_tau"]
+        - by_method["full"]["weighted_tau"],
+        # halving's order against full's (full's position as the reference)
+        "weighted_tau_halving_vs_full": float(
+            weightedtau(-np.arange(len(ordered), dtype=float), [-position[c] for c in ordered])[0]
+        ),  # fmt: skip
+        "pick_full": by_method["full"]["chosen"],
+        "pick_halving": by_method["halving"]["chosen"],
+        "pick_accuracy_difference_points": 100
+        * (by_method["halving"]["chosen_true"] - by_method["full"]["chosen_true"]),
+    }
+    print(json.dumps(out, indent=1), flush=True)
     return out
 
 
@@ -154,21 +196,37 @@ def short(name: str) -> str:
 def markdown(results: dict) -> str:
     """The summary table and each dataset's rows, as Markdown."""
     lines = [
-        "| dataset | train / test | weighted τ | Kendall τ | test halves wτ | wτ LogME | wτ kNN "
+        "| dataset | method | train / test | weighted τ | Kendall τ | test halves wτ "
+        "| wτ LogME | wτ kNN "
         "| chosen (true) | best (true) | gap | ranking | train all probes |",
-        "| --- | --- | --: | --: | --: | --: | --: | --- | --- | --: | --: | --: |",
+        "| --- | --- | --- | --: | --: | --: | --: | --: | --- | --- | --: | --: | --: |",
     ]
     for r in results["datasets"]:
         halves = r.get("weighted_tau_test_halves", float("nan"))
         chosen = f"{short(r['chosen'])} ({r['chosen_true']:.1%})"
         best = f"{short(r['best'])} ({r['best_true']:.1%})"
         lines.append(
-            f"| {r['dataset']} | {r['train_images']} / {r['test_images']} "
+            f"| {r['dataset']} | {r.get('method', 'full')} "
+            f"| {r['train_images']} / {r['test_images']} "
             f"| {r['weighted_tau']:.2f} | {r['kendall_tau']:.2f} | {halves:.2f} "
             f"| {r['weighted_tau_logme']:.2f} | {r['weighted_tau_knn']:.2f} | {chosen} | {best} "
             f"| {r['gap_points']:.1f} pt | {r['ranking_seconds']:.0f} s "
             f"| {r['train_all_probes_seconds']:.0f} s |"
         )
+    if results.get("comparisons"):
+        lines += [
+            "",
+            "| dataset | halving / full time | wτ full | wτ halving | wτ halving vs full order "
+            "| pick full | pick halving | pick difference |",
+            "| --- | --: | --: | --: | --: | --- | --- | --: |",
+        ]
+        for c in results["comparisons"]:
+            lines.append(
+                f"| {c['dataset']} | {c['time_ratio']:.2f} | {c['weighted_tau_full']:.2f} "
+                f"| {c['weighted_tau_halving']:.2f} | {c['weighted_tau_halving_vs_full']:.2f} "
+                f"| {short(c['pick_full'])} | {short(c['pick_halving'])} "
+                f"| {c['pick_accuracy_difference_points']:+.1f} pt |"
+            )
     draws: dict[str, list[dict]] = {}  # fmnist<k> -> its seeded draws
     for r in results["datasets"]:
         if r["dataset"].startswith("fmnist"):
@@ -214,6 +272,11 @@ def main() -> None:
         default=100,
         help="Fashion-MNIST test images per class (1000: the whole test split)",
     )
+    parser.add_argument(
+        "--methods",
+        default="halving,full",
+        help="rank methods, each from an empty cache, in this order per dataset",
+    )
     parser.add_argument("--sizes", default="", help="comma-separated; default native+half")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-rank"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-rank.json"))
@@ -225,12 +288,18 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
     results = {"machine": f"{platform.processor() or platform.machine()}, "
-               f"{__import__('os').cpu_count()} cores", "datasets": []}  # fmt: skip
+               f"{os.cpu_count()} cores", "load_average_at_start": os.getloadavg(),
+               "datasets": [], "comparisons": []}  # fmt: skip
     for name in args.datasets.split(","):
-        results["datasets"].append(run(name, args.work, sizes, args.fmnist_test_per_class))
+        rows, comparison = run(name, args.work, sizes, args.fmnist_test_per_class,
+                               args.methods.split(","))  # fmt: skip
+        results["datasets"] += rows
+        results["comparisons"] += [comparison] if comparison else []
+        results["load_average_at_end"] = os.getloadavg()
         args.out.write_text(json.dumps(results, indent=1, default=str))
     for r in results["datasets"]:
-        print(f"{r['dataset']:>9}  wtau {r['weighted_tau']:+.3f}  tau {r['kendall_tau']:+.3f}  "
+        print(f"{r['dataset']:>9} {r['method']:>7}  wtau {r['weighted_tau']:+.3f}  "
+              f"tau {r['kendall_tau']:+.3f}  "
               f"gap {r['gap_points']:.1f} pt  rank {r['ranking_seconds']:.0f}s  "
               f"train-all-probes {r['train_all_probes_seconds']:.0f}s")  # fmt: skip
     print(markdown(results))

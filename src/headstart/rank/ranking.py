@@ -24,8 +24,7 @@ import numpy as np
 from headstart._internal.validation import invalid
 from headstart.data.dataset import ImageDataset
 from headstart.errors import DataError, HeadstartError
-from headstart.rank.evidence import logme
-from headstart.rank.scores import knn_accuracy, probe_accuracy
+from headstart.rank.scores import probe_accuracy
 
 __all__ = [
     "LAYER_SETS",
@@ -72,6 +71,7 @@ class CandidateScore:
     feature_width: int | None = None
     extraction_seconds: float | None = None  # this run's, for its (backbone, size)
     images_from_cache: int = 0
+    images_scored: int | None = None  # training images its scores came from (halving: fewer)
     parameters: int | None = None
     latency_ms: float | None = None  # batch-1 forward pass of the backbone, median
     error: str | None = None  # why it could not be scored
@@ -207,6 +207,12 @@ def candidates_for(
     return out
 
 
+METHODS = ("halving", "full")
+# What rank, train --backbone auto and the rank command use. Full: halving met the
+# time target on Fashion-MNIST but missed the weighted-tau one (BENCHMARKS 19).
+DEFAULT_METHOD = "full"
+
+
 def rank(
     dataset: ImageDataset,
     candidates: Sequence[Candidate],
@@ -218,6 +224,7 @@ def rank(
     folds: int = 5,
     seed: int = 0,
     notice: Callable[[str], None] | None = None,
+    method: str = DEFAULT_METHOD,
 ) -> Ranking:
     """Score ``candidates`` on a labelled ``dataset`` (training images only), best first.
 
@@ -225,14 +232,51 @@ def rank(
     lacks, a size it refuses) is kept with its reason, and the others go on.
     ``cache``: a ``FeatureCache`` the features are kept in (a second ranking, or the
     training that follows, extracts nothing again). ``notice`` hears progress lines.
+    ``method``: "full" (every candidate on every image: the default and the reference)
+    or "halving" (successive halving: every candidate scored on a share of the images,
+    the bottom half dropped and the rest scored on twice as many; see
+    ``headstart.rank.halving``; sets too small to halve are ranked in full). Halving
+    ranked ~5x faster on Fashion-MNIST but its order was worse (BENCHMARKS 19).
     """
-    import torch
+    from headstart.rank.halving import halving_rounds, rank_by_halving
+    from headstart.rank.pairs import DecodedImages
 
-    from headstart.backbones.registry import create_backbone
-    from headstart.features.cache import cached_features
-
+    if method not in METHODS:
+        raise invalid("rank", "method", f"one of {', '.join(map(repr, METHODS))}", method)
     if not candidates:
         raise invalid("rank", "candidates", "at least one candidate", candidates)
+    present = _check_labels(dataset)
+    tell = notice or (lambda text: None)
+    start = time.perf_counter()
+    images = DecodedImages(dataset)
+    options = {"weights": weights, "cache": cache, "device": device,
+               "batch_size": batch_size, "folds": folds, "seed": seed, "notice": tell}  # fmt: skip
+    rounds = halving_rounds(len(dataset), present, len(candidates))
+    notes = []
+    if method == "halving" and len(rounds) > 1:
+        scores, notes = rank_by_halving(images, candidates, rounds, **options)
+    else:
+        scores = _rank_full(images, candidates, **options)
+    ranked = [s for s in scores if s.error is None]
+    if method == "full" or len(rounds) == 1:
+        _score(ranked)
+        ranked.sort(key=order_key)
+    return Ranking(
+        scores=ranked + [s for s in scores if s.error is not None],
+        images=len(dataset),
+        classes=present,
+        seconds=time.perf_counter() - start,
+        notes=notes,
+    )
+
+
+def order_key(s: CandidateScore) -> tuple:
+    """Best first: the score, then the probe, then LogME, then the narrower features."""
+    return (-s.score, -s.predicted_accuracy, -s.logme, s.feature_width)
+
+
+def _check_labels(dataset: ImageDataset) -> int:
+    """How many classes have images; raises unless at least 2 do, each with 2 or more."""
     counts = np.bincount(dataset.labels, minlength=len(dataset.classes))
     present = int((counts > 0).sum())
     if present < 2:
@@ -246,59 +290,37 @@ def rank(
             f"Ranking cross-validates on the labelled images, so each class needs at least 2; "
             f"{', '.join(few[:5])} {'has' if len(few) == 1 else 'have'} 1."
         )
-    tell = notice or (lambda text: None)
-    start = time.perf_counter()
+    return present
+
+
+def _rank_full(
+    images: Any, candidates: Sequence[Candidate], *, notice: Callable[[str], None], **options: Any
+) -> list[CandidateScore]:
+    """Every candidate scored on every training image (the reference)."""
+    from headstart.rank.pairs import candidate_score, group_pairs, open_pair
+
+    dataset = images.dataset
+    everything = list(range(len(dataset)))
     scores: list[CandidateScore] = []
-    groups: dict[tuple[str, int], list[Candidate]] = {}
-    for candidate in candidates:
-        groups.setdefault((candidate.backbone, candidate.image_size), []).append(candidate)
-    for (name, size), members in groups.items():
+    for (name, size), members in group_pairs(candidates).items():
         try:
-            # Seeded: a random start (weights "none") is the seed's, the same on every
-            # run and on every rank of a distributed one.
-            torch.manual_seed(seed)
-            backbone = create_backbone(name, weights, image_size=size)
-            members = _with_known_layers(members, backbone, scores)
-            if not members:
+            pair = open_pair(name, size, members, scores, weights=options["weights"],
+                             device=options["device"], seed=options["seed"])  # fmt: skip
+            if pair is None:
                 continue
-            layers = list(dict.fromkeys(layer for c in members for layer in c.layers))
-            tell(f"{name} at {size} px: features of {len(dataset)} images")
-            began = time.perf_counter()
-            features, use = cached_features(
-                backbone, dataset, cache, layers=layers, device=device, batch_size=batch_size,
-                notice=tell,
-            )  # fmt: skip
-            seconds = time.perf_counter() - began
-            latency = _latency_ms(backbone, device)
-            parameters = sum(p.numel() for p in backbone.model.parameters())
+            notice(f"{name} at {size} px: features of {len(dataset)} images")
+            features = pair.grow(everything, images, options["cache"], device=options["device"],
+                                 batch_size=options["batch_size"], notice=notice)  # fmt: skip
         except HeadstartError as exc:
             scores += [CandidateScore(c, error=str(exc), exception=exc) for c in members]
-            tell(f"{name} at {size} px: skipped ({exc})")
+            notice(f"{name} at {size} px: skipped ({exc})")
             continue
-        for candidate in members:
+        for candidate in pair.members:
             x = np.concatenate([features[layer] for layer in candidate.layers], axis=1)
-            scores.append(
-                CandidateScore(
-                    candidate,
-                    predicted_accuracy=probe_accuracy(x, dataset.labels, folds=folds, seed=seed),
-                    logme=logme(x, dataset.labels),
-                    knn_accuracy=knn_accuracy(x, dataset.labels),
-                    feature_width=int(x.shape[1]),
-                    extraction_seconds=seconds,
-                    images_from_cache=use.from_cache,
-                    parameters=parameters,
-                    latency_ms=latency,
-                )
-            )
-    ranked = [s for s in scores if s.error is None]
-    _score(ranked)
-    ranked.sort(key=lambda s: (-s.score, -s.predicted_accuracy, -s.logme, s.feature_width))
-    return Ranking(
-        scores=ranked + [s for s in scores if s.error is not None],
-        images=len(dataset),
-        classes=present,
-        seconds=time.perf_counter() - start,
-    )
+            accuracy = probe_accuracy(x, dataset.labels, folds=options["folds"],
+                                      seed=options["seed"])  # fmt: skip
+            scores.append(candidate_score(candidate, x, dataset.labels, pair, accuracy))
+    return scores
 
 
 # How the ranking's order weighs its evidence, each as a z-score among the candidates:
@@ -329,52 +351,6 @@ def _score(ranked: list[CandidateScore]) -> None:
     )
     for s, value in zip(ranked, total, strict=True):
         s.score = round(float(value), 6)  # ties stay ties across platforms
-
-
-def _with_known_layers(
-    members: list[Candidate], backbone: Any, scores: list[CandidateScore]
-) -> list[Candidate]:
-    """The candidates whose layers ``backbone`` has (a grid on a ViT's final tokens is
-    not one); the others go to ``scores`` failed, so the rest of its candidates go on."""
-    from headstart.features.layers import check_grid_layers, parse_layer
-
-    kept = []
-    for candidate in members:
-        try:
-            for layer in candidate.layers:
-                parse_layer(layer, backbone.model)
-            check_grid_layers(candidate.layers, backbone.model, backbone.preprocessing.input_size)
-        except HeadstartError as exc:
-            scores.append(CandidateScore(candidate, error=str(exc), exception=exc))
-        else:
-            kept.append(candidate)
-    return kept
-
-
-def _latency_ms(backbone: Any, device: str) -> float:
-    """The median batch-1 forward pass of the backbone on the fast path, in ms."""
-    import torch
-
-    from headstart.backbones.device import select_device
-    from headstart.features.fastpath import inference_model, numerics
-
-    where = select_device(device)
-    model = backbone.model.to(where).eval()
-    run = inference_model(model, where, True, backbone.preprocessing.input_size)
-    x = torch.randn(1, *backbone.preprocessing.input_size, device=where)
-    times = []
-    try:
-        with torch.inference_mode(), numerics(run, where, True):
-            for i in range(13):
-                began = time.perf_counter()
-                run(x)
-                if where.type == "cuda":  # the pass itself, not its launch
-                    torch.cuda.synchronize(where)
-                if i >= 3:  # the first passes warm up oneDNN
-                    times.append(time.perf_counter() - began)
-    finally:
-        backbone.model.to(memory_format=torch.contiguous_format).cpu()
-    return 1000 * float(np.median(times))
 
 
 def save_ranking(ranking: Ranking, folder: Path, extra: dict[str, Any] | None = None) -> list[Path]:

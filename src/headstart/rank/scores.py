@@ -4,7 +4,10 @@ leave-one-out kNN accuracy. LogME is in ``logme``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from torch import nn
 
 from headstart.train.probe import fit_linear_probe, stratified_folds
 
@@ -16,20 +19,39 @@ def probe_accuracy(
 ) -> float | None:
     """Mean held-out accuracy of the linear probe over stratified ``folds`` (fewer when
     a class has fewer images); None when a class has a single image."""
+    accuracy, _ = cross_validated_probe(features, labels, folds=folds, seed=seed)
+    return accuracy
+
+
+def cross_validated_probe(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    init: Sequence[nn.Linear | None] | None = None,
+) -> tuple[float | None, list[nn.Linear]]:
+    """``probe_accuracy`` and each fold's fitted head (on raw features), so a wider
+    layer set of the same images can start its folds from them: ``init`` holds one
+    head (or None) per fold, already laid out for ``features``' columns."""
     labels = np.asarray(labels)
     fold_of = stratified_folds(labels, folds, seed)
     if fold_of is None:
-        return None
+        return None, []
     classes = np.unique(labels)
     folds = int(fold_of.max()) + 1
     index = {k: i for i, k in enumerate(classes)}
     y = np.array([index[k] for k in labels])
-    correct = 0
+    correct, heads = 0, []
     for fold in range(folds):
         held = fold_of == fold
-        probe = fit_linear_probe(features[~held], y[~held], len(classes), seed=seed)
+        start = init[fold] if init is not None and fold < len(init) else None
+        probe = fit_linear_probe(
+            features[~held], y[~held], len(classes), seed=seed, init=start
+        )  # fmt: skip
+        heads.append(probe.fitted_head)  # the optimum, a wider set's start
         correct += int((probe.predict_proba(features[held]).argmax(1) == y[held]).sum())
-    return correct / len(labels)
+    return correct / len(labels), heads
 
 
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, *, k: int = 5) -> float:

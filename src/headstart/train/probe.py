@@ -27,6 +27,19 @@ class LinearProbe:
     head: nn.Linear  # raw features -> logits (standardisation folded in)
     train_loss: float
     iterations: int
+    bias_shift: torch.Tensor | None = None  # what prior_shift took off head.bias; None: nothing
+
+    @property
+    def fitted_head(self) -> nn.Linear:
+        """``head`` as the solver left it, before the prior shift: the optimum itself, so
+        the start a warm ``fit_linear_probe(init=...)`` needs."""
+        if self.bias_shift is None:
+            return self.head
+        fitted = nn.Linear(self.head.in_features, self.head.out_features)
+        with torch.no_grad():
+            fitted.weight.copy_(self.head.weight)
+            fitted.bias.copy_(self.head.bias + self.bias_shift)
+        return fitted
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -47,8 +60,16 @@ def fit_linear_probe(
     class_weights: np.ndarray | None = None,
     prior_shift: float = 0.0,
     seed: int = 0,
+    init: LinearProbe | nn.Linear | None = None,
 ) -> LinearProbe:
     """Fit softmax regression on standardised features with full-batch L-BFGS.
+
+    ``init``: a probe, or a head on raw features of the same shape as the solver leaves
+    it (``LinearProbe.fitted_head``: before any prior shift), to start from instead of a
+    small random one. The optimum is the same (the loss is convex, and the prior shift
+    is applied after the solve, never to the start), a start near it needs fewer
+    iterations. A probe's own shift is taken back off its head first, so a shifted
+    probe is not a start off the optimum by its shift.
 
     ``prior_shift``: subtract that multiple of each class's log share of ``labels`` from
     its bias (logit adjustment, Menon et al. 2021). On features where the classes are
@@ -68,6 +89,11 @@ def fit_linear_probe(
     with torch.no_grad():
         layer.weight.normal_(0.0, 0.01, generator=generator)
         layer.bias.zero_()
+        if isinstance(init, LinearProbe):
+            init = init.fitted_head
+        if init is not None:  # the raw-feature head in standardised coordinates
+            layer.weight.copy_(init.weight * std)
+            layer.bias.copy_(init.bias + (init.weight * mean).sum(1))
     weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
     optimizer = torch.optim.LBFGS(
         layer.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
@@ -91,10 +117,12 @@ def fit_linear_probe(
     with torch.no_grad():
         head.weight.copy_(layer.weight / std)
         head.bias.copy_(layer.bias - (layer.weight * (mean / std)).sum(1))
+        shift = None
         if prior_shift:
             counts = torch.bincount(y, minlength=num_classes).clamp_min(1).float()
-            head.bias.sub_(prior_shift * torch.log(counts / counts.sum()))
-    return LinearProbe(head=head, train_loss=final_loss, iterations=iterations)
+            shift = prior_shift * torch.log(counts / counts.sum())
+            head.bias.sub_(shift)
+    return LinearProbe(head=head, train_loss=final_loss, iterations=iterations, bias_shift=shift)
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray | None:
