@@ -12,17 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from imbalance_data import Plans, noisy
 from PIL import Image
 
 from headstart.cli import main
-from headstart.data.arrays import from_arrays
 from headstart.data.doctor import check_data
 from headstart.data.findings import IMBALANCE_RATIO
 from headstart.data.layout import load_images
 from headstart.errors import ConfigError
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.job.training import TrainingJob
-from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 from headstart.train.probe import fit_linear_probe
 from headstart.train.weighting import class_weighting
@@ -30,21 +29,6 @@ from headstart.train.weighting import class_weighting
 TINY = {"backbone": "test_efficientnet", "weights": "none"}
 TINY_CONFIG = {"image_size": 32, "layers": ("final",), "device": "cpu"}
 TINY_ARGS = ["--backbone", "test_efficientnet", "--weights", "none", "--image-size", "32"]
-
-
-def noisy(counts: dict[str, int], seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = [name for name, count in counts.items() for _ in range(count)]
-    images = rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)
-    return from_arrays(images, labels)
-
-
-class Plans(Callback):
-    def __init__(self) -> None:
-        self.plans: list = []
-
-    def on_plan(self, plan) -> None:
-        self.plans.append(plan)
 
 
 # ------------------------------------------------------------------ the decision

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from imbalance_data import Plans, noisy
 from PIL import Image
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from headstart.cli import main
-from headstart.data.arrays import from_arrays
 from headstart.errors import TrainingError, TrainingInterrupted
 from headstart.estimator.image_classifier import ImageClassifier
 from headstart.parallel import World
@@ -175,21 +175,6 @@ def test_auto_balances_by_what_the_strategy_trains(strategy: str, used: str) -> 
     assert class_weighting(LABELS, 3, "auto", balance).used == used
     assert class_weighting(np.array([0] * 8 + [1] * 3), 2, "auto", balance).used == "none"
     assert class_weighting(LABELS, 3, "none", balance).used == "none"
-
-
-def noisy(counts: dict[str, int], seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = [name for name, count in counts.items() for _ in range(count)]
-    images = rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)
-    return from_arrays(images, labels)
-
-
-class Plans(Callback):
-    def __init__(self) -> None:
-        self.plans: list = []
-
-    def on_plan(self, plan) -> None:
-        self.plans.append(plan)
 
 
 def fine_tune(given: str, counts: dict[str, int], monkeypatch) -> tuple:
