@@ -28,6 +28,7 @@ import numpy as np
 
 from headstart.data.bounds import too_many_pixels
 from headstart.data.dicom_privacy import IDENTIFYING_KEYWORDS, scrub
+from headstart.data.dicom_rules import WINDOW_PRESETS, center_width, check_window, describe_rule
 from headstart.errors import ImageDecodeError
 
 __all__ = [
@@ -44,16 +45,6 @@ __all__ = [
 #: File name endings read as DICOM; files with other names are recognised by the
 #: ``DICM`` marker at byte 128 (scanners often write names without an extension).
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
-
-#: Named windows (center, width) in Hounsfield units, the usual CT viewing presets.
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (50.0, 350.0),
-    "abdomen": (50.0, 400.0),
-    "liver": (30.0, 150.0),
-    "brain": (40.0, 80.0),
-    "bone": (400.0, 1800.0),
-}
 
 _MARKER_AT = 128
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
@@ -102,75 +93,6 @@ def is_dicom(data: bytes, name: str | None = None) -> bool:
 def _ending(name: str) -> str:
     base = name.rsplit("/", 1)[-1]
     return "." + base.rsplit(".", 1)[-1].lower() if "." in base else ""
-
-
-def check_window(value: Any) -> str | None:
-    """Why ``value`` is not a window rule, or None if it is one.
-
-    Rules: ``"file"`` (the file's own window, the default), ``"none"`` (the full range of
-    the stored bits), a preset name (`WINDOW_PRESETS`) or ``"CENTER,WIDTH"`` (width >= 1).
-    """
-    if not isinstance(value, str):
-        return "not a string"
-    if value in ("file", "none") or value in WINDOW_PRESETS:
-        return None
-    parsed = _center_width(value)
-    if parsed is None:
-        return ""  # not a rule at all: the expected forms say it all
-    if parsed[1] < 1:
-        return f"width {parsed[1]:g} is below 1"
-    return None
-
-
-def _center_width(text: str) -> tuple[float, float] | None:
-    parts = text.split(",")
-    if len(parts) != 2:
-        return None
-    try:
-        center, width = float(parts[0]), float(parts[1])
-    except ValueError:
-        return None
-    return (center, width) if math.isfinite(center) and math.isfinite(width) else None
-
-
-def describe_rule(window: str, frames: str = "middle") -> dict[str, Any]:
-    """How `decode_dicom` turns a grayscale file into pixels under the rule ``window``
-    (and which frames training read: ``frames``), in words and numbers a consumer
-    without headstart can follow (the ONNX card's ``input.dicom``). A preset or
-    ``CENTER,WIDTH`` carries its center and width, so a consumer needs no preset table."""
-    rule: dict[str, Any] = {"dicom_window": window, "frames": frames}
-    fixed = WINDOW_PRESETS.get(window) or (
-        _center_width(window) if window not in ("file", "none") else None
-    )
-    if fixed is not None:
-        rule["center"], rule["width"] = fixed
-        windowing = "LINEAR with the center and width above"
-    elif window == "file":
-        windowing = (
-            "the file's first WindowCenter/WindowWidth with its VOILUTFunction (LINEAR by "
-            "default, LINEAR_EXACT: clip((x - c) / w + 0.5, 0, 1), SIGMOID: "
-            "1 / (1 + exp(-4 (x - c) / w))); else its first VOI LUT Sequence item, indexed by "
-            "the rounded value clipped to the table, divided by 2**bits - 1 "
-            "(LUTDescriptor[2]); else the full range of BitsStored "
-            "(signed when PixelRepresentation is 1) through the Modality LUT"
-        )
-    else:
-        windowing = (
-            "the full range of BitsStored (signed when PixelRepresentation is 1) through "
-            "the Modality LUT, (x - low) / (high - low)"
-        )
-    rule["steps"] = [
-        "stored values through the Modality LUT (RescaleSlope, RescaleIntercept or the "
-        "Modality LUT Sequence: pydicom.pixels.apply_modality_lut), as float64",
-        f"window onto 0..1: {windowing}",
-        "LINEAR is clip((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1); width 1 is x > c - 0.5",
-        "MONOCHROME1: 1 - value, so that high values are bright",
-        "uint8 = rint(clip(value, 0, 1) * 255), then gray to RGB (R = G = B)",
-        "a multi-frame file is predicted from its middle frame, NumberOfFrames // 2 "
-        f"(trained on {'every frame' if frames == 'all' else 'the middle frame'} of each file)",
-        "RGB, YBR and PALETTE COLOR files: colour scaled from BitsStored to 8 bits, no window",
-    ]
-    return rule
 
 
 def decode_dicom(
@@ -346,7 +268,7 @@ def _window(stored: np.ndarray, ds: Any, label: str, rule: str) -> tuple[np.ndar
         center, width = WINDOW_PRESETS[rule]
         return _linear(values, center, width, "LINEAR"), f"preset {rule} C={center:g} W={width:g}"
     if rule not in ("file", "none"):
-        center, width = _center_width(rule) or (0.0, 1.0)
+        center, width = center_width(rule) or (0.0, 1.0)
         return _linear(values, center, width, "LINEAR"), f"given C={center:g} W={width:g}"
     if rule == "file" and "WindowCenter" in ds and "WindowWidth" in ds:
         center, width = _first(ds, "WindowCenter", label), _first(ds, "WindowWidth", label)
