@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from headstart.errors import TrainingError, TrainingInterrupted
-from headstart.parallel import any_across, broadcast, sum_across, world
+from headstart.parallel import any_across, broadcast, world
 from headstart.train.callbacks import Callback, EpochRecord
 from headstart.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -59,6 +59,13 @@ from headstart.train.distributed import (
     shard_dataset,
     step_loss,
     wrap_model,
+)
+from headstart.train.epoch_parts import (
+    autocast_for,
+    evaluate_loader,
+    lr_scheduler,
+    to_device,
+    validate_shards,
 )
 from headstart.train.sampling import epoch_batches
 
@@ -92,79 +99,6 @@ def _interrupt_flag() -> Iterator[dict[str, bool]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[g["lr"] for g in optimizer.param_groups],
-            total_steps=max(total_steps, 2),
-            pct_start=min(0.3, max(config.warmup_epochs * steps_per_epoch / total_steps, 0.01)),
-        )
-    warmup = int(config.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _autocast(device: torch.device, fast: bool) -> contextlib.AbstractContextManager:
-    """Reduced precision for training only on CUDA: bf16 backward on CPU is slower."""
-    if fast and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
-def evaluate_loader(
-    model: nn.Module, loader: DataLoader, device: torch.device, fast: bool = True
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` over a loader."""
-    total_loss, correct, count = _evaluate_sums(model, loader, device, fast)
-    return total_loss / max(count, 1), correct / max(count, 1)
-
-
-def _evaluate_sums(
-    model: nn.Module, loader: DataLoader, device: torch.device, fast: bool
-) -> tuple[float, int, int]:
-    """(summed cross-entropy, correct, images): sums, so ranks can add theirs up."""
-    model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    with torch.inference_mode(), _autocast(device, fast):
-        for inputs, targets in loader:
-            inputs, targets = _to_device(inputs, targets, device, fast)
-            logits = model(inputs).float()
-            total_loss += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
-            correct += int((logits.argmax(1) == targets).sum())
-            count += len(targets)
-    return total_loss, correct, count
-
-
-def _validate(
-    model: nn.Module, loader: DataLoader | None, device: torch.device, fast: bool
-) -> tuple[float | None, float | None]:
-    """Validation loss and accuracy over every rank's shard (the same numbers on all)."""
-    if loader is None:
-        return None, None
-    sums = torch.tensor(_evaluate_sums(model, loader, device, fast), dtype=torch.float64)
-    total_loss, correct, count = sum_across(sums).tolist()
-    return total_loss / max(count, 1), correct / max(count, 1)
-
-
-def _to_device(
-    inputs: torch.Tensor, targets: torch.Tensor, device: torch.device, fast: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    inputs = inputs.to(device, non_blocking=True)
-    if fast and inputs.dim() == 4:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    return inputs, targets.to(device, non_blocking=True)
 
 
 def train_loop(
@@ -294,7 +228,7 @@ class _TrainingRun:
             model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(param_groups)
         steps = len(epoch_batches(len(train_set), config.batch_size, config.seed, 0, shuffle=False))
-        self.scheduler = _scheduler(self.optimizer, config, steps * epochs, steps)
+        self.scheduler = lr_scheduler(self.optimizer, config, steps * epochs, steps)
         weights = None if class_weights is None else class_weights.to(device)
         self.loss = step_loss(weights, config.label_smoothing, w)
         self.val_loader = None
@@ -400,8 +334,8 @@ class _TrainingRun:
         interrupted: dict[str, bool],
     ) -> None:
         """One optimizer step; a signal on any rank saves and stops after it."""
-        inputs, targets = _to_device(inputs, targets, self.device, self.fast)
-        with _autocast(self.device, self.fast):
+        inputs, targets = to_device(inputs, targets, self.device, self.fast)
+        with autocast_for(self.device, self.fast):
             logits = self.net(inputs)
             losses = self.loss.losses(logits, targets)
         hook = (
@@ -433,7 +367,9 @@ class _TrainingRun:
 
     def end_of_epoch(self, epoch: int, interrupted: dict[str, bool]) -> None:
         """Validation, the best weights so far (early stopping's count), the checkpoint."""
-        val_loss, val_accuracy = _validate(self.model, self.val_loader, self.device, self.fast)
+        val_loss, val_accuracy = validate_shards(
+            self.model, self.val_loader, self.device, self.fast
+        )
         loss_sum, correct, seen = self.running
         record = EpochRecord(
             stage=self.stage,
