@@ -87,9 +87,11 @@ class EnsembleClassifier(ImageClassifier):
     """A fitted ensemble, from ``fit_ensemble`` or ``ImageClassifier.load`` of its
     folder: an ``ImageClassifier`` whose network is several frozen bodies as one, with
     ``ensemble_`` describing them (how they combine, each member's input, layers and
-    width). It differs in three places: it is trained by ``fit_ensemble``, not ``fit``;
-    its predictions never come from the feature cache; and its saved description lists
-    its members' layers in its ``ensemble`` block instead of one set of layers."""
+    width). It differs in four places: it is trained by ``fit_ensemble``, not ``fit``;
+    its predictions never come from the feature cache; a dataset (the test pass) is
+    scored from its members' features, as its training features were extracted, not by
+    the network's forward pass; and its saved description lists its members' layers in
+    its ``ensemble`` block instead of one set of layers."""
 
     def prepare(self) -> NoReturn:
         self._refuse_training("prepare")
@@ -112,6 +114,22 @@ class EnsembleClassifier(ImageClassifier):
 
     def _features_cached(self) -> bool:
         return False  # its members see the input resized: cached body features are not theirs
+
+    def _dataset_proba(self, images: ImageDataset, *, batch_size: int, device: Any) -> np.ndarray:
+        """Each member's fast-path features in one pass (as in training), then the
+        members' heads in fp32: see ``headstart.estimator.ensemble_features``."""
+        import torch
+
+        names = [f"{m['backbone']} {m['input']['size'][-1]} px" for m in self.ensemble_["members"]]
+        callback = self.callback or Callback()
+        features, _ = member_features(
+            self.model_, names, images, self.preprocessing_,
+            self.config_.replace(batch_size=batch_size), device, callback,
+            stage="features (every member)", budgeted=False,
+        )  # fmt: skip
+        with torch.inference_mode():
+            logits = self.model_.logits_of([torch.from_numpy(f).float() for f in features])
+            return torch.softmax(logits.float(), dim=1).numpy()
 
     def metadata(self) -> dict[str, Any]:
         # Its members each read their own layers: its "ensemble" block lists them.

@@ -349,9 +349,10 @@ class ImageClassifier(PredictsFiles):
         # The device of this machine, not the one the model was trained on: a model
         # trained on a GPU must still predict on a laptop.
         device = select_device(device, owner=owner)
-        cached = views == 1 and self._features_cached()  # views are never cached
-        if isinstance(images, ImageDataset) and len(images) and cached:
-            return proba_from_cached_features(self, images, batch_size=batch_size, device=device)
+        if isinstance(images, ImageDataset) and len(images) and views == 1:
+            proba = self._dataset_proba(images, batch_size=batch_size, device=device)
+            if proba is not None:  # views are never cached
+                return proba
         fast = self.config_.fast
         model = self.model_.to(device).eval()
         chunks = []
@@ -370,6 +371,15 @@ class ImageClassifier(PredictsFiles):
         if not chunks:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         return np.concatenate(chunks)
+
+    def _dataset_proba(
+        self, images: ImageDataset, *, batch_size: int, device: torch.device
+    ) -> np.ndarray | None:
+        """A labelled dataset's probabilities by a shorter way than the network, or None:
+        a frozen body's from the feature cache."""
+        if not self._features_cached():
+            return None
+        return proba_from_cached_features(self, images, batch_size=batch_size, device=device)
 
     def _features_cached(self) -> bool:
         """Whether predictions may come from the feature cache: a cache is set and the
