@@ -75,7 +75,7 @@ def both(weights):
 
 def test_the_rounds_are_halved_and_doubled():
     assert halving_rounds(1000, 10, 24) == [(125, 24), (250, 12), (500, 6)]
-    assert halving_rounds(192, 3, 4) == [(24, 4), (48, 2), (96, 1)]
+    assert halving_rounds(192, 3, 4) == [(24, 4), (48, 2)]  # no round of one candidate
     # a first round of fewer than 8 images per class: everything on everything
     assert halving_rounds(150, 3, 8) == [(150, 8)]
     assert halving_rounds(1000, 10, 2) == [(1000, 2)]
@@ -91,15 +91,52 @@ def test_halving_picks_what_full_picks(both):
 
 def test_each_round_drops_the_bottom_half_and_scores_the_rest_on_more_images(both):
     _, halving, _, rounds, notices = both
-    assert [len(r) for r in rounds] == [4, 2, 1]
+    assert [len(r) for r in rounds] == [4, 2]
     for before, after in zip(rounds, rounds[1:], strict=False):
         assert {s.candidate for s in after} == {s.candidate for s in before[: len(after)]}
-    assert [r[0].images_scored for r in rounds] == [24, 48, 96]
-    # the order: the last round's one, then round 2's dropped one, then round 1's two
-    assert [s.images_scored for s in halving.ranked] == [96, 48, 24, 24]
+    assert [r[0].images_scored for r in rounds] == [24, 48]
+    # the order: the last round's two, then round 1's dropped two
+    assert [s.images_scored for s in halving.ranked] == [48, 48, 24, 24]
     assert [s.candidate for s in halving.ranked[2:]] == [s.candidate for s in rounds[0][2:]]
-    assert "round 3: 1 candidates on 96 images" in notices
-    assert "candidates scored on 4 on 24, 2 on 48, 1 on 96 of the 192" in halving.notes[0]
+    assert "round 2: 2 candidates on 48 images" in notices
+    assert "candidates scored on 4 on 24, 2 on 48 of the 192" in halving.notes[0]
+
+
+def test_a_candidate_too_far_behind_to_catch_up_is_dropped_from_the_half_kept():
+    from headstart.rank.ranking import CandidateScore
+
+    def scored(accuracy):
+        return CandidateScore(Candidate("test_efficientnet", 32, ("final",)), accuracy)
+
+    lead, close, far = scored(0.80), scored(0.74), scored(0.60)
+    # 3 x sqrt(2 p (1 - p) / 250), p near 0.8: 0.107 below the best
+    assert halving_module.cannot_catch_up([lead, close, far], 250) == [far]
+    assert halving_module.cannot_catch_up([lead, close, far], 2000) == [close, far]
+    # a perfect score on few images still has an error: nobody is dropped for 0.95
+    assert halving_module.cannot_catch_up([scored(1.0), scored(0.95)], 24) == []
+
+
+def test_only_those_that_can_catch_up_go_on_and_no_round_scores_one_alone(weights, monkeypatch):
+    monkeypatch.setattr(halving_module, "CATCH_UP_Z", 1e-9)  # any gap: cannot catch up
+    rounds: list[list] = []
+    original = halving_module._score
+
+    def seen(scores):
+        original(scores)
+        rounds.append(sorted(scores, key=halving_module.order_key))
+
+    monkeypatch.setattr(halving_module, "_score", seen)
+    halving = rank(_stripes(), _candidates(), weights=weights, method="halving")
+    first = rounds[0]
+    best = max(s.predicted_accuracy for s in first)
+    level = [s.candidate for s in first[:2] if s.predicted_accuracy == best]
+    if len(level) == 2:  # both of the half kept tie with the best: round 2 scores them
+        assert [{s.candidate for s in r} for r in rounds[1:]] == [set(level)]
+        assert halving.ranked[0].candidate in level
+    else:  # one left: it is not scored again alone, and the note says why
+        assert len(rounds) == 1 and {s.images_scored for s in halving.ranked} == {24}
+        assert "(the rest could not catch up)" in halving.notes[0]
+        assert [s.candidate for s in halving.ranked] == [s.candidate for s in first]
 
 
 def test_full_scores_every_candidate_on_every_image_as_before(both, weights):
@@ -171,7 +208,7 @@ def test_cli_rank_takes_either_method(tmp_path, capsys, method):
     assert len(scored) == 4
     assert (len(set(scored)) > 1) == (method == "halving")
     assert bool(saved["notes"]) == (method == "halving")
-    assert max(scored) == (192 if method == "full" else 96)  # halving: half of the 192
+    assert max(scored) == (192 if method == "full" else 48)  # halving: 4 on 24, 2 on 48
 
 
 def test_cli_refuses_a_method_it_does_not_know(tmp_path, capsys):

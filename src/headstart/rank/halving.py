@@ -13,7 +13,10 @@ out after a look at a few images, so:
    up to half of the training images (``LAST_SHARE``): probes trained on 800 of 1,000 images rank
    the candidates as those trained on all do (BENCHMARKS 9a), and the images past
    half cost the most (the survivors are the largest inputs);
-3. the order: the last round's candidates by their score there, then those dropped in
+3. a candidate in the half kept whose probe accuracy is too far below the round's best
+   to catch up (``CATCH_UP_Z`` standard errors of the difference) is dropped too, and
+   once one candidate is left no round scores it alone;
+4. the order: the last round's candidates by their score there, then those dropped in
    the round before by theirs, and so on.
 
 Only the images a round needs are extracted, so a (backbone, size) whose candidates are
@@ -38,26 +41,39 @@ from headstart.rank.pairs import candidate_score, group_pairs, open_pair
 from headstart.rank.ranking import Candidate, CandidateScore, _score, order_key
 from headstart.rank.scores import cross_validated_probe
 
-__all__ = ["FIRST_SHARE", "KEEP", "LAST_SHARE", "MIN_PER_CLASS", "halving_rounds", "image_order"]
+__all__ = [
+    "CATCH_UP_Z",
+    "FIRST_SHARE",
+    "KEEP",
+    "LAST_SHARE",
+    "MIN_PER_CLASS",
+    "halving_rounds",
+    "image_order",
+]
 
 FIRST_SHARE = 1 / 8  # of the training images, for the first round
 LAST_SHARE = 1 / 2  # the last round's images, at most
 KEEP = 1 / 2  # of each round's candidates go on to the next (the bottom half dropped)
 MIN_PER_CLASS = 8  # images per class in the first round, or no halving (ranked in full)
+# A candidate whose cross-validated probe accuracy is this many standard errors (of the
+# difference of two accuracies on the round's images) below the round's best cannot
+# catch up on more images: it is dropped even from the half kept. None: never.
+CATCH_UP_Z: float | None = 3.0
 
 
 def halving_rounds(images: int, classes: int, candidates: int) -> list[tuple[int, int]]:
-    """(images, candidates) of each round; one round of everything when the set is too
-    small for a first round of ``MIN_PER_CLASS`` images per class, or there are only two
-    candidates."""
+    """(images, candidates) of each round, at most; one round of everything when the set
+    is too small for a first round of ``MIN_PER_CLASS`` images per class, or there are
+    only two candidates. No round scores a single candidate: more images would not
+    change the order."""
     first = math.ceil(images * FIRST_SHARE)
     if first < MIN_PER_CLASS * classes or candidates <= 2:
         return [(images, candidates)]
     last = math.ceil(images * LAST_SHARE)
     rounds = [(first, candidates)]
-    while rounds[-1][0] < last and rounds[-1][1] > 1:
+    while rounds[-1][0] < last and math.ceil(rounds[-1][1] * KEEP) > 1:
         n, alive = rounds[-1]
-        rounds.append((min(2 * n, last), max(1, math.ceil(alive * KEEP))))
+        rounds.append((min(2 * n, last), math.ceil(alive * KEEP)))
     return rounds
 
 
@@ -93,10 +109,14 @@ def rank_by_halving(
     survivors: list[CandidateScore] = []
     done: list[str] = []
     for i, (images_in_round, _) in enumerate(rounds):
-        if i:  # the previous round's best go on
+        if i:  # the previous round's best go on, but not those that cannot catch up
             keep = max(1, math.ceil(len(survivors) * KEEP))
-            dropped.append(survivors[keep:])
-            alive = {s.candidate for s in survivors[:keep]}
+            behind = {s.candidate for s in cannot_catch_up(survivors, rounds[i - 1][0])}
+            alive = {s.candidate for s in survivors[:keep]} - behind
+            if len(alive) <= 1:  # one left: more images would not change the order
+                done[-1] += " (the rest could not catch up)" if behind else ""
+                break
+            dropped.append([s for s in survivors if s.candidate not in alive])
         rows = order[:images_in_round]
         survivors = []
         for key, pair in pairs.items():
@@ -113,6 +133,23 @@ def rank_by_halving(
         f"{len(labels)} training images (rank(..., method='full') scores all on all)"
     )
     return scores + failed, [note]
+
+
+def cannot_catch_up(scores: Sequence[CandidateScore], images: int) -> list[CandidateScore]:
+    """Those of ``scores`` (a round's, on ``images`` images) whose probe accuracy is
+    more than ``CATCH_UP_Z`` standard errors below the best's: the standard error of
+    the difference of two accuracies near the best's p, sqrt(2 p (1 - p) / images),
+    with p moved towards a half as Agresti and Coull do (so a perfect score on a few
+    images still has an error). The best itself is never among them."""
+    if CATCH_UP_Z is None:
+        return []
+    known = [s for s in scores if s.predicted_accuracy is not None]
+    if len(known) < 2:
+        return []
+    best = max(s.predicted_accuracy for s in known)
+    near = (best * images + 2) / (images + 4)  # Agresti-Coull: not 0 at 100 %
+    margin = CATCH_UP_Z * math.sqrt(2 * near * (1 - near) / images)
+    return [s for s in known if s.predicted_accuracy < best - margin]
 
 
 def _open_pairs(
