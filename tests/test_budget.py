@@ -181,10 +181,12 @@ def test_budget_with_a_strategy_keeps_to_it_or_refuses_naming_why(data, tmp_path
 
 def test_members_that_would_not_finish_are_dropped_last_first():
     from headstart.estimator.ensemble_features import members_within
-    from headstart.strategies.estimates import PROBE_SHARE
+    from headstart.strategies.estimates import ENSEMBLE_PROBE_SHARE
 
     paces = [1.0, 2.0, 3.0]  # seconds per image, best member first
-    room = 40 * (1 + PROBE_SHARE)  # 40 s for extraction once the probes' share is kept back
+    room = 40 * (
+        1 + ENSEMBLE_PROBE_SHARE
+    )  # 40 s for extraction once the probes' share is kept back
     assert members_within(paces, 0.5, 10, room) == 2  # 15 s, 35 s fit; 65 s does not
     assert members_within(paces, 0.5, 10, 1000.0) == 3
     assert members_within(paces, 0.5, 10, 0.0) == 1  # the best always runs to the end

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from headstart.data.dataset import ImageDataset, TorchImageDataset
 from headstart.features.fastpath import inference_model, inference_transforms, numerics
-from headstart.strategies.estimates import PROBE_SHARE
+from headstart.strategies.estimates import ENSEMBLE_PROBE_SHARE
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
 from headstart.train.deadline import active
@@ -45,7 +45,7 @@ def members_within(
     ``shared_per_image``: what every image costs whatever the members, decoding and
     resizing) finish the ``images_left`` in ``left`` seconds, with the probes' share
     kept back; at least 1."""
-    room = left / (1 + PROBE_SHARE)
+    room = left / (1 + ENSEMBLE_PROBE_SHARE)
     cost = shared_per_image
     for count, each in enumerate(seconds_per_image):
         cost += each
