@@ -1,6 +1,7 @@
 """Successive halving: a cheaper ranking (issue 25). Measured against ``method="full"``
-(docs/BENCHMARKS.md, section 19): the same pick or half a point off, in 0.18 of the
-time on Fashion-MNIST, but a less faithful order (weighted tau 0.65 against 0.82), so
+(docs/BENCHMARKS.md, sections 19, 19b): the same pick or within a point, in 0.44-0.53 of the
+time on a quiet machine, but a less faithful order (weighted tau 0.65 against 0.82 on
+Fashion-MNIST), so
 it is not the default.
 
 Ranking every candidate on every training image costs one extraction per (backbone,
