@@ -129,7 +129,7 @@ class EnsembleClassifier(ImageClassifier):
         )  # fmt: skip
         with torch.inference_mode():
             logits = self.model_.logits_of([torch.from_numpy(f).float() for f in features])
-            return torch.softmax(logits.float(), dim=1).numpy()
+            return torch.softmax(logits, dim=1).numpy()
 
     def metadata(self) -> dict[str, Any]:
         # Its members each read their own layers: its "ensemble" block lists them.

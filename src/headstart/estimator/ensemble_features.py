@@ -3,7 +3,7 @@ ensemble's own network: its training features (so prediction later sees exactly 
 inputs), and a labelled dataset's when it is scored (the test pass), which then costs
 what the members' timed extraction says: the network's forward pass on the fast path
 rechecks every row whose top classes are close in fp32, and an ensemble's averaged
-probabilities are close on most rows (269 of 400 sample images with two members, 2.5x
+probabilities are close on most rows (269 of 400 sample images with two members, 2.7x
 the time of this pass). The probes are fitted on these fast-path features, so scoring
 them the same way is what cross-validation measured; on the sample's 1,000 test images
 (Lite0 224 and Lite1 240, region-pooled) both ways, and fp32 features, score 87.6 %.

@@ -1,8 +1,7 @@
 """Successive halving: a cheaper ranking (issue 25). Measured against ``method="full"``
-(docs/BENCHMARKS.md, sections 19, 19b): the same pick or within a point, in 0.44-0.53 of the
-time on a quiet machine, but a less faithful order (weighted tau 0.65 against 0.82 on
-Fashion-MNIST), so
-it is not the default.
+(docs/BENCHMARKS.md, sections 19, 19b): the same pick or within a point, in 0.44-0.53
+of the time on a quiet machine, but a less faithful order (weighted tau 0.65 against
+0.82 on Fashion-MNIST), so it is not the default.
 
 Ranking every candidate on every training image costs one extraction per (backbone,
 size) over all of them plus five probe fits per candidate. Most candidates are clearly
