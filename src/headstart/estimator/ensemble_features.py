@@ -28,7 +28,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from headstart.data.dataset import ImageDataset, TorchImageDataset
-from headstart.features.fastpath import inference_model, inference_transforms, numerics
+from headstart.features.fastpath import (
+    inference_model,
+    inference_transforms,
+    micro_batches,
+    numerics,
+)
 from headstart.strategies.estimates import ENSEMBLE_PROBE_SHARE
 from headstart.train.callbacks import Callback
 from headstart.train.config import TrainConfig
@@ -88,7 +93,9 @@ def member_features(
                 inputs = run.member_inputs(batch.to(device))
                 for k in kept:
                     began = time.perf_counter()
-                    chunks[k].append(run.members[k].features(inputs[k]).float().cpu().numpy())
+                    member = run.members[k]
+                    for part in micro_batches(inputs[k], device, config.fast):
+                        chunks[k].append(member.features(part).float().cpu().numpy())
                     spent[k] += time.perf_counter() - began
                 done += len(batch)
                 callback.on_progress(stage, done, len(train))

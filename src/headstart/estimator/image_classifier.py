@@ -57,6 +57,7 @@ from headstart.features.fastpath import (
     fast_path_available,
     inference_model,
     inference_transforms,
+    micro_batches,
     numerics,
 )
 from headstart.strategies.base import FitContext, Plan
@@ -362,9 +363,13 @@ class ImageClassifier(PredictsFiles):
             layout = torch.channels_last if fast_path else torch.contiguous_format
             with torch.inference_mode(), numerics(run, device, fast):
                 for batch, _ in self._loader(images, batch_size, fast, tta):
-                    logits = run(batch.to(device).contiguous(memory_format=layout)).float()
+                    batch = batch.to(device)
+                    logits = torch.cat([
+                        run(part.contiguous(memory_format=layout)).float()
+                        for part in micro_batches(batch, device, fast)
+                    ])  # fmt: skip
                     if fast_path:  # the model's own order, not bf16's: close rows in fp32
-                        logits = faithful_logits(logits, batch.to(device), model, run)
+                        logits = faithful_logits(logits, batch, model, run)
                     chunks.append(average_views(torch.softmax(logits, dim=1).cpu().numpy(), views))
         finally:  # the fitted model goes back as it came: on the CPU, contiguous
             self.model_.to(memory_format=torch.contiguous_format).cpu()

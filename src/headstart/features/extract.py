@@ -16,6 +16,7 @@ from headstart.features.fastpath import (
     fast_path_available,
     inference_model,
     inference_transforms,
+    micro_batches,
     numerics,
 )
 from headstart.features.layers import parse_layer, pooled_features
@@ -56,8 +57,9 @@ def extract_features(
         with torch.inference_mode(), numerics(model, device, fast):
             for images, _ in loader:
                 images = images.to(device).contiguous(memory_format=layout)
-                for layer, values in pooled_features(model, images, stages).items():
-                    chunks[layer].append(values.cpu().numpy())
+                for part in micro_batches(images, device, fast):
+                    for layer, values in pooled_features(model, part, stages).items():
+                        chunks[layer].append(values.cpu().numpy())
                 done += len(images)
                 if progress is not None:
                     progress(done, len(dataset))

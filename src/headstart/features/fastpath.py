@@ -18,6 +18,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision import transforms
 
 from headstart.backbones.preprocessing import Preprocessing
+from headstart.features.fusion import fuse_activations, fusion_available
 from headstart.features.layers import pooled_features
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "fold_batchnorm",
     "inference_model",
     "inference_transforms",
+    "micro_batches",
     "numerics",
     "numerics_tag",
     "split_transform",
@@ -152,9 +154,7 @@ def fold_batchnorm(
     """
 
     def output(net: nn.Module) -> torch.Tensor:
-        if stages is None:
-            return net(sample)
-        return torch.cat(list(pooled_features(net, sample, stages).values()), dim=1)
+        return _output(net, sample, stages)
 
     if not _fold_pairs(model):
         return model, 0
@@ -185,6 +185,15 @@ def fold_batchnorm(
     return folded, len(pairs)
 
 
+def _output(
+    net: nn.Module, sample: torch.Tensor, stages: dict[str, int | None] | None
+) -> torch.Tensor:
+    """What a check compares: the output, or the pooled features of ``stages``."""
+    if stages is None:
+        return net(sample)
+    return torch.cat(list(pooled_features(net, sample, stages).values()), dim=1)
+
+
 @contextlib.contextmanager
 def _full_fp32() -> Iterator[None]:
     """True fp32 on CUDA for the fold check: no TF32 in convolutions or matmuls (PyTorch
@@ -206,15 +215,37 @@ def inference_model(
     stages: dict[str, int | None] | None = None,
 ) -> nn.Module:
     """The eval-mode ``model`` to run for inference: on the fast path a BatchNorm-folded
-    copy in channels_last (``model`` itself when nothing folds: the caller puts its
-    memory format back afterwards); otherwise ``model`` unchanged."""
+    copy in channels_last, on the CPU with its activations fused into the convolutions
+    before them (``headstart.features.fusion``; ``model`` itself when nothing folds:
+    the caller puts its memory format back afterwards); otherwise ``model`` unchanged.
+    Inference only: the fused copy has no gradient."""
     if not (fast and fast_path_available(device)):
         return model
     generator = torch.Generator().manual_seed(0)
     sample = torch.randn(FOLD_CHECK_IMAGES, *input_size, generator=generator).to(device)
     with torch.inference_mode():
         folded, _ = fold_batchnorm(model, sample, stages)
+        if folded is not model and fusion_available(device):
+            folded, _ = fuse_activations(folded, lambda net: _output(net, sample, stages))
     return folded.to(memory_format=torch.channels_last)
+
+
+# Pixels per forward pass on the CPU fast path. A loader's batch of 64 large images holds
+# activation maps far past the caches (64 x 32 x 112 x 112 in bf16 is 51 MB); run in
+# slices of about a million input pixels (16 images at 240 px, 20 at 224, 83 at 112),
+# EfficientNet-Lite ran 1.3-1.8x faster per image than at 64 (docs/BENCHMARKS.md
+# section 20). Elsewhere (a GPU, fp32) the batch runs whole.
+MICRO_BATCH_PIXELS = 1 << 20
+
+
+def micro_batches(
+    images: torch.Tensor, device: torch.device, fast: bool
+) -> tuple[torch.Tensor, ...]:
+    """``images`` (B, C, H, W) in the slices one forward pass should take."""
+    if device.type != "cpu" or not (fast and fast_path_available(device)) or images.dim() != 4:
+        return (images,)
+    per = max(1, MICRO_BATCH_PIXELS // (images.shape[-2] * images.shape[-1]))
+    return images.split(per)
 
 
 def inference_transforms(
