@@ -110,9 +110,9 @@ def test_micro_batches_slice_by_pixels_on_the_cpu_fast_path_only():
     x = torch.zeros(64, 3, 224, 224)
     parts = micro_batches(x, CPU, True)
     if fast_path_available(CPU):
-        per = fastpath.MICRO_BATCH_PIXELS // (224 * 224)
-        assert [len(p) for p in parts[:-1]] == [per] * (len(parts) - 1)
-        assert sum(len(p) for p in parts) == 64 and len(parts) == -(-64 // per)
+        assert [len(p) for p in parts] == [16] * 4  # 64 x 224^2 pixels: four slices
+        assert max(len(p) for p in parts) * 224 * 224 <= fastpath.MICRO_BATCH_PIXELS
+        assert [len(p) for p in micro_batches(torch.zeros(64, 3, 130, 130), CPU, True)] == [32] * 2
     else:
         assert len(parts) == 1
     assert len(micro_batches(x, CPU, False)) == 1  # fp32, as asked

@@ -232,7 +232,8 @@ def inference_model(
 
 # Pixels per forward pass on the CPU fast path. A loader's batch of 64 large images holds
 # activation maps far past the caches (64 x 32 x 112 x 112 in bf16 is 51 MB); run in
-# slices of about a million input pixels (16 images at 240 px, 20 at 224, 83 at 112),
+# equal slices of at most about a million input pixels (16 images at 224 or 240 px,
+# 13 at 260, all 64 at 112),
 # EfficientNet-Lite ran 1.3-1.8x faster per image than at 64 (docs/BENCHMARKS.md
 # section 20). Elsewhere (a GPU, fp32) the batch runs whole.
 MICRO_BATCH_PIXELS = 1 << 20
@@ -244,8 +245,9 @@ def micro_batches(
     """``images`` (B, C, H, W) in the slices one forward pass should take."""
     if device.type != "cpu" or not (fast and fast_path_available(device)) or images.dim() != 4:
         return (images,)
-    per = max(1, MICRO_BATCH_PIXELS // (images.shape[-2] * images.shape[-1]))
-    return images.split(per)
+    # Equal slices: 64 images at 130 px are two of 32, not one of 62 and one of 2.
+    slices = -(-len(images) * images.shape[-2] * images.shape[-1] // MICRO_BATCH_PIXELS)
+    return images.split(max(1, -(-len(images) // max(slices, 1))))
 
 
 def inference_transforms(
