@@ -233,9 +233,9 @@ def inference_model(
 # Pixels per forward pass on the CPU fast path. A loader's batch of 64 large images holds
 # activation maps far past the caches (64 x 32 x 112 x 112 in bf16 is 51 MB); run in
 # equal slices of at most about a million input pixels (16 images at 224 or 240 px,
-# 13 at 260, all 64 at 112),
-# EfficientNet-Lite ran 1.3-1.8x faster per image than at 64 (docs/BENCHMARKS.md
-# section 20). Elsewhere (a GPU, fp32) the batch runs whole.
+# 13 at 260, all 64 at 112): EfficientNet-Lite at its own sizes ran 1.3-1.4x faster
+# per image than at 64 (docs/BENCHMARKS.md section 20). Elsewhere (a GPU, fp32) the
+# batch runs whole.
 MICRO_BATCH_PIXELS = 1 << 20
 
 
