@@ -10,7 +10,7 @@ images, four ways of running it are timed:
 - ``torch fp32``: the fitted ``clf.model_``, eval, ``torch.inference_mode()``, plain
   eager fp32, fed an already normalised float32 NCHW tensor;
 - ``torch fast``: headstart's fast path (``inference_model``: BatchNorm folded,
-  channels_last; ``numerics``: bf16 autocast where the CPU has it), same tensor in
+  activations fused on the CPU, channels_last; ``numerics``: bf16 autocast where the CPU has it), same tensor in
   channels_last;
 - ``ORT fp32`` and ``ORT int8``: the exported files through ``OnnxClassifier.run``, fed
   uint8 NHWC pixels (the cast, the 1/255 and the mean/std are inside the graph).

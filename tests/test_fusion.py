@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import headstart.features.extract as extract
 import headstart.features.fastpath as fastpath
 from headstart.backbones.registry import create_backbone
 from headstart.data.arrays import from_arrays
@@ -44,11 +45,13 @@ def test_fused_copy_gives_the_folded_models_output_and_leaves_it_alone(lite):
     sample = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         folded, _ = fold_batchnorm(model, sample)
-        fused, count = fuse_activations(folded, lambda net: net(sample))
+        fused, count = fuse_activations(folded, lambda net, x: net(x), sample)
         assert count > 20 and _fused_count(fused) == count
         assert _fused_count(folded) == 0  # the folded model is not changed
         x = torch.randn(4, 3, 64, 64)
         torch.testing.assert_close(fused(x), folded(x), rtol=0, atol=1e-5)
+        if not fast_path_available(CPU):
+            return
         # and on the fast path itself (bf16 autocast), where the saving is
         xl = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -77,7 +80,7 @@ def test_fusion_is_refused_where_the_activation_does_not_follow_the_conv():
     model = nn.Sequential(_ActivationFirst()).eval()
     sample = torch.randn(2, 4, 8, 8) * 4
     with torch.inference_mode():
-        fused, count = fuse_activations(model, lambda net: net(sample))
+        fused, count = fuse_activations(model, lambda net, x: net(x), sample)
     assert fused is model and count == 0
 
 
@@ -97,13 +100,22 @@ def test_the_cpu_fast_path_runs_fused_and_extracts_the_same_features(lite, monke
     for layer in layers:  # exact on the CPUs measured; allow bf16's last bit elsewhere
         scale = np.abs(plain[layer]).max()
         assert np.abs(fused[layer] - plain[layer]).max() <= 1e-2 * scale, layer
+    # in slices of at most 5 images (5 x 64 x 64 pixels), the same features, in order
+    monkeypatch.setattr(fastpath, "MICRO_BATCH_PIXELS", 5 * 64 * 64)
+    sizes = []
 
+    def recording(images, device, fast):
+        parts = fastpath.micro_batches(images, device, fast)
+        sizes.extend(len(p) for p in parts)
+        return parts
 
-def test_export_folds_but_never_fuses(lite):
-    """ONNX cannot carry oneDNN's op: fold_batchnorm (export's step) leaves it out."""
-    with torch.inference_mode():
-        folded, count = fold_batchnorm(lite.model.eval(), torch.randn(2, 3, 64, 64))
-    assert count > 0 and _fused_count(folded) == 0
+    monkeypatch.setattr(extract, "micro_batches", recording)
+    sliced = extract_features(lite, data, layers=layers, batch_size=16)
+    assert max(sizes) <= 5 and sum(sizes) == len(data)
+    for layer in layers:
+        scale = np.abs(plain[layer]).max()
+        assert sliced[layer].shape == plain[layer].shape
+        assert np.abs(sliced[layer] - plain[layer]).max() <= 1e-2 * scale, layer
 
 
 def test_micro_batches_slice_by_pixels_on_the_cpu_fast_path_only():
@@ -117,6 +129,9 @@ def test_micro_batches_slice_by_pixels_on_the_cpu_fast_path_only():
         assert len(parts) == 1
     assert len(micro_batches(x, CPU, False)) == 1  # fp32, as asked
     assert len(micro_batches(torch.zeros(64, 3, 16, 16), CPU, True)) == 1  # small: whole
+    if fast_path_available(CPU):  # 7 slices of 64: sizes 10 and 9, never a stub of 4
+        sizes = [len(p) for p in micro_batches(torch.zeros(64, 3, 380, 380), CPU, True)]
+        assert sum(sizes) == 64 and max(sizes) - min(sizes) <= 1
 
 
 @needs_fusion
@@ -124,6 +139,7 @@ def test_a_fused_model_predicts_under_autocast_in_autocasts_dtype(lite):
     if not fast_path_available(CPU):
         pytest.skip("no bf16 fast path on this CPU")
     run = inference_model(lite.model.eval(), CPU, True, (3, 64, 64))
+    assert _fused_count(run) > 0
     x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), numerics(run, CPU, True):
         assert run.forward_features(x).dtype == torch.bfloat16

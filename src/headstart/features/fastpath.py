@@ -226,7 +226,7 @@ def inference_model(
     with torch.inference_mode():
         folded, _ = fold_batchnorm(model, sample, stages)
         if folded is not model and fusion_available(device):
-            folded, _ = fuse_activations(folded, lambda net: _output(net, sample, stages))
+            folded, _ = fuse_activations(folded, lambda net, x: _output(net, x, stages), sample)
     return folded.to(memory_format=torch.channels_last)
 
 
@@ -245,9 +245,10 @@ def micro_batches(
     """``images`` (B, C, H, W) in the slices one forward pass should take."""
     if device.type != "cpu" or not (fast and fast_path_available(device)) or images.dim() != 4:
         return (images,)
-    # Equal slices: 64 images at 130 px are two of 32, not one of 62 and one of 2.
+    # Equal slices (sizes differ by one at most): 64 images at 130 px are two of 32,
+    # not 62 and 2.
     slices = -(-len(images) * images.shape[-2] * images.shape[-1] // MICRO_BATCH_PIXELS)
-    return images.split(max(1, -(-len(images) // max(slices, 1))))
+    return images.tensor_split(min(max(slices, 1), max(len(images), 1)))
 
 
 def inference_transforms(

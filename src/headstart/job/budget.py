@@ -46,9 +46,11 @@ from headstart.train.callbacks import Callback
 __all__ = ["BudgetOption", "parse_budget", "plan_options"]
 
 # 9c's picks, best first, then the half sizes of the two backbones not yet at half
-# (Lite1, the strongest, first): 9c measured more members adding 0.2-0.3 points on
-# three draws, and with the fused fast path (BENCHMARKS 20) six fit 15 minutes on
-# Fashion-MNIST k=100. The layers: the region-pooled set.
+# (Lite1, the strongest, first): in 9c eight members (other sizes) added 0.2-0.3 points
+# to four on three draws; these six, on the seed-0 draw of Fashion-MNIST k=100 (members'
+# probabilities averaged), four 87.00 %, five 87.34 %, six 87.19 % (BENCHMARKS 15e, one
+# draw: six ahead of five is not measured). With the fused fast path (BENCHMARKS 20)
+# six fit 15 minutes there. The layers: the region-pooled set.
 ENSEMBLE_MEMBERS = (
     ("tf_efficientnet_lite1", 240),
     ("tf_efficientnet_lite0", 224),
