@@ -8,7 +8,7 @@ import pytest
 import torch
 from fixtures_images import colour_data
 
-from headstart.estimator import image_classifier as image_classifier_module
+from headstart.estimator import prediction as prediction_module
 from headstart.estimator.image_classifier import ImageClassifier
 
 
@@ -26,7 +26,7 @@ def test_low_margin_rows_keep_the_fp32_top_classes(tiny_model_folder, monkeypatc
         head.weight.copy_(torch.randn_like(head.weight) * 1e-3 + 0.5)
         head.bias.zero_()
     images = colour_data(per_class=15, seed=7)
-    monkeypatch.setattr(image_classifier_module, "fast_path_available", lambda device: True)
+    monkeypatch.setattr(prediction_module, "fast_path_available", lambda device: True)
     clf.config_ = clf.config_.replace(fast=True)
     fast = clf.predict_proba(images, device="cpu")
     clf.config_ = clf.config_.replace(fast=False)

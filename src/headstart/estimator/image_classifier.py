@@ -42,6 +42,7 @@ from headstart.estimator.fitting import (
 from headstart.estimator.model_files import META_FILE, ModelFiles, load_model, save_model
 from headstart.estimator.prediction import (
     ImageList,
+    network_proba,
     proba_from_cached_features,
     views_transforms,
 )
@@ -50,16 +51,9 @@ from headstart.estimator.results import (
     check_finite_scores,
     labels_in_model_order,
 )
-from headstart.estimator.tta import average_views, check_tta, view_count
+from headstart.estimator.tta import check_tta, view_count
 from headstart.features.cache import FeatureCache, missing_images
-from headstart.features.fastpath import (
-    faithful_logits,
-    fast_path_available,
-    inference_model,
-    inference_transforms,
-    micro_batches,
-    numerics,
-)
+from headstart.features.fastpath import inference_model, inference_transforms
 from headstart.strategies.base import FitContext, Plan
 from headstart.strategies.registry import get_strategy
 from headstart.train.callbacks import Callback
@@ -356,21 +350,10 @@ class ImageClassifier(PredictsFiles):
                 return proba
         fast = self.config_.fast
         model = self.model_.to(device).eval()
-        chunks = []
         try:
             run = self._inference_model(model, device, fast)
-            fast_path = fast and fast_path_available(device)
-            layout = torch.channels_last if fast_path else torch.contiguous_format
-            with torch.inference_mode(), numerics(run, device, fast):
-                for batch, _ in self._loader(images, batch_size, fast, tta):
-                    batch = batch.to(device)
-                    logits = torch.cat([
-                        run(part.contiguous(memory_format=layout)).float()
-                        for part in micro_batches(batch, device, fast)
-                    ])  # fmt: skip
-                    if fast_path:  # the model's own order, not bf16's: close rows in fp32
-                        logits = faithful_logits(logits, batch, model, run)
-                    chunks.append(average_views(torch.softmax(logits, dim=1).cpu().numpy(), views))
+            batches = (batch for batch, _ in self._loader(images, batch_size, fast, tta))
+            chunks = network_proba(model, run, batches, device=device, fast=fast, views=views)
         finally:  # the fitted model goes back as it came: on the CPU, contiguous
             self.model_.to(memory_format=torch.contiguous_format).cpu()
         if not chunks:

@@ -5,7 +5,7 @@ prediction gives back, and its checks, are in ``results`` (torch-free)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,47 @@ from headstart.backbones.registry import Backbone
 from headstart.data.dataset import ImageDataset
 from headstart.data.decode import DecodeOptions
 from headstart.estimator.results import check_image_inputs, image_input
-from headstart.estimator.tta import tta_views
+from headstart.estimator.tta import average_views, tta_views
 from headstart.features.cache import FeatureCache, cached_features
-from headstart.features.fastpath import split_transform
+from headstart.features.fastpath import (
+    faithful_logits,
+    fast_path_available,
+    micro_batches,
+    numerics,
+    split_transform,
+)
 from headstart.strategies.common import repeats_note
 from headstart.train.callbacks import Callback
 
-__all__ = ["ImageList", "proba_from_cached_features", "views_transforms"]
+__all__ = ["ImageList", "network_proba", "proba_from_cached_features", "views_transforms"]
+
+
+def network_proba(
+    model: torch.nn.Module,
+    run: torch.nn.Module,
+    batches: Iterable[torch.Tensor],
+    *,
+    device: torch.device,
+    fast: bool,
+    views: int,
+) -> list[np.ndarray]:
+    """Each batch's class probabilities (its ``views`` averaged) through ``run``, the
+    model to predict with (``inference_model``'s of ``model``): on the fast path in its
+    slices and layout, and rows too close to call there recomputed by ``model`` in fp32."""
+    fast_path = fast and fast_path_available(device)
+    layout = torch.channels_last if fast_path else torch.contiguous_format
+    chunks = []
+    with torch.inference_mode(), numerics(run, device, fast):
+        for batch in batches:
+            batch = batch.to(device)
+            logits = torch.cat([
+                run(part.contiguous(memory_format=layout)).float()
+                for part in micro_batches(batch, device, fast)
+            ])  # fmt: skip
+            if fast_path:  # the model's own order, not bf16's: close rows in fp32
+                logits = faithful_logits(logits, batch, model, run)
+            chunks.append(average_views(torch.softmax(logits, dim=1).cpu().numpy(), views))
+    return chunks
 
 
 def proba_from_cached_features(
